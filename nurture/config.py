@@ -1,0 +1,148 @@
+"""Settings, read from NURTURE_* environment variables and a .env file.
+
+Every name here is part of the outside contract (shared/CONTRACT.md); defaults are the
+embedded, one-machine setup: SQLite, Celery over the SQLAlchemy transport, mail to ./outbox.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from nurture.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEV_SECRET_KEY = "nurture-development-key-do-not-use-in-production"
+MAIL_SCHEMES = {"smtp", "smtps", "file", "memory"}
+BROKER_SCHEMES = {"redis", "rediss", "amqp", "pyamqp", "sqla+sqlite", "sqla+postgresql", "memory"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="NURTURE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: str = "sqlite:///nurture.db"
+    broker_url: str = "sqla+sqlite:///nurture-broker.db"
+    mail_url: str = "file://./outbox"
+    base_url: str = "http://localhost:8000"
+    secret_key: SecretStr | None = None
+    env: Literal["development", "production"] = "development"
+    dkim_selector: str | None = None
+    dkim_private_key: str | None = None
+    track_clicks: bool = False
+    track_opens: bool = False
+    booking_webhook_key: SecretStr | None = None
+
+    # Operational knobs beyond the contract; the defaults suit a small practice.
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+    lease_seconds: int = Field(default=300, ge=5)
+    dispatch_interval: float = Field(default=15.0, gt=0)
+    # "SIM_ISO@REAL_EPOCHxSPEED": a shared, sped-up clock for demos and tests (see clock.py).
+    clock: str | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(v)
+        except ArgumentError as exc:
+            raise ValueError("not a SQLAlchemy URL (e.g. sqlite:///nurture.db)") from exc
+        if url.get_backend_name() not in {"sqlite", "postgresql"}:
+            raise ValueError("only sqlite:// and postgresql:// databases are supported")
+        return v
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, v: str) -> str:
+        scheme = v.split("://", 1)[0] if "://" in v else ""
+        if scheme not in BROKER_SCHEMES:
+            raise ValueError(f"unknown broker scheme {scheme!r} (use redis:// or sqla+sqlite://)")
+        return v
+
+    @field_validator("mail_url")
+    @classmethod
+    def _mail_url(cls, v: str) -> str:
+        scheme = urlsplit(v).scheme
+        if scheme not in MAIL_SCHEMES:
+            raise ValueError(
+                f"unknown mail scheme {scheme!r} (use smtp://, smtps://, file:// or memory://)"
+            )
+        if scheme in {"smtp", "smtps"} and not urlsplit(v).hostname:
+            raise ValueError("an smtp:// URL needs a host, e.g. smtp://localhost:25")
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL, e.g. https://example.org")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _production_needs_secret(self) -> Settings:
+        if self.env == "production" and self.secret_key is None:
+            raise ValueError("NURTURE_SECRET_KEY is required when NURTURE_ENV=production")
+        return self
+
+    @property
+    def secret(self) -> str:
+        if self.secret_key is None:
+            return DEV_SECRET_KEY
+        return self.secret_key.get_secret_value()
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return self.broker_url.startswith("sqla+") or self.broker_url.startswith("memory")
+
+    @property
+    def dkim_enabled(self) -> bool:
+        return bool(self.dkim_selector and self.dkim_private_key)
+
+
+def _one_line(exc: ValidationError) -> str:
+    # One clear line naming the variable; never echo the offending value (it may be a secret).
+    err = exc.errors()[0]
+    loc = err.get("loc") or ()
+    name = f"NURTURE_{str(loc[0]).upper()}" if loc else "configuration"
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if not loc and msg.startswith("NURTURE_"):
+        return msg
+    return f"{name}: {msg}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+    if settings.secret_key is None:
+        log.warning(
+            "NURTURE_SECRET_KEY is not set: using the development key. "
+            "Tokens in emails are forgeable until you set one."
+        )
+    return settings
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return load_settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests change the environment between cases)."""
+    get_settings.cache_clear()
+    from nurture import clock, db
+
+    db.reset_engine()
+    clock.reset_clock()

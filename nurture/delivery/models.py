@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from nurture.clock import now
+from nurture.db import Base
+from nurture.sequences.models import Step
+from nurture.subscribers.models import Enrollment
+
+
+class DeliveryStatus(enum.StrEnum):
+    QUEUED = "queued"  # claimed by a dispatcher, handed to the broker
+    SENDING = "sending"  # taken by a worker, lease running
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Delivery(Base):
+    """One step for one enrollment. The unique key makes a second send impossible to record."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "step_id"),
+        Index("ix_deliveries_lease", "status", "lease_until"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id", ondelete="CASCADE"))
+    step_id: Mapped[int] = mapped_column(ForeignKey("steps.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(20), default=DeliveryStatus.QUEUED)
+    due_at: Mapped[datetime]
+    claimed_at: Mapped[datetime] = mapped_column(default=now)
+    lease_until: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    sent_at: Mapped[datetime | None]
+    message_id: Mapped[str | None] = mapped_column(String(300))
+    # SMTP reply or exception class only: never the address or message content.
+    error: Mapped[str | None] = mapped_column(String(500))
+
+    enrollment: Mapped[Enrollment] = relationship()
+    step: Mapped[Step] = relationship()
+
+
+class Link(Base):
+    """A URL stored for one email; /l/<token> may redirect only to these."""
+
+    __tablename__ = "links"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(String(2000))
+    is_consult: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=now)

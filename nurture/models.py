@@ -1,0 +1,33 @@
+"""All tables in one import, for Alembic and for code that needs the whole mapper registry."""
+
+from nurture.articles.models import Article
+from nurture.delivery.models import Delivery, DeliveryStatus, Link
+from nurture.sequences.models import Sequence, SequenceStatus, Step
+from nurture.subscribers.models import (
+    ENDED,
+    Consent,
+    Enrollment,
+    EnrollmentStatus,
+    Event,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+)
+
+__all__ = [
+    "ENDED",
+    "Article",
+    "Consent",
+    "Delivery",
+    "DeliveryStatus",
+    "Enrollment",
+    "EnrollmentStatus",
+    "Event",
+    "Link",
+    "Sequence",
+    "SequenceStatus",
+    "Step",
+    "Subscriber",
+    "SubscriberStatus",
+    "Suppression",
+]

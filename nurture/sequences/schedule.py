@@ -1,0 +1,145 @@
+"""When a step is due: a delay after the previous send, then the first moment inside the
+subscriber's send window (local time, allowed weekdays), in their own IANA time zone.
+
+All arithmetic on instants is done in UTC; local wall time is only used to test "is this
+inside the window" and to name the start of a window, which is then converted back to UTC.
+That keeps delays exact across DST changes (a "2h" delay is two real hours) while the
+window follows the local clock (09:00 stays 09:00 local after the change).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DELAY = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_UNITS = {"": 0, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_delay(text: str | int) -> timedelta:
+    """`0`, `30m`, `2h`, `3d` (also `45s`, `1w`). A bare number other than 0 is refused:
+    "3" could mean minutes or days, and guessing wrong mails someone at the wrong time."""
+    m = _DELAY.match(str(text))
+    if not m:
+        raise ValueError(f"bad delay {text!r}: use 0, 30m, 2h or 3d")
+    amount, unit = int(m.group(1)), m.group(2)
+    if unit == "" and amount != 0:
+        raise ValueError(f"bad delay {text!r}: add a unit (m, h or d), e.g. {amount}d")
+    return timedelta(seconds=amount * _UNITS[unit])
+
+
+def format_delay(seconds: int) -> str:
+    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return "0"
+
+
+def zone(name: str | None, fallback: str = "UTC") -> ZoneInfo:
+    for candidate in (name, fallback, "UTC"):
+        if candidate and is_valid_timezone(candidate):
+            return ZoneInfo(candidate)
+    return ZoneInfo("UTC")
+
+
+def is_valid_timezone(name: str) -> bool:
+    if not name or name not in _zones():
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+_ZONES: frozenset[str] | None = None
+
+
+def _zones() -> frozenset[str]:
+    global _ZONES
+    if _ZONES is None:
+        _ZONES = frozenset(available_timezones())
+    return _ZONES
+
+
+@dataclass(frozen=True)
+class SendWindow:
+    start: time = time(0, 0)
+    end: time = time(23, 59, 59, 999999)  # exclusive; end <= start means "crosses midnight"
+    days: frozenset[int] = frozenset(range(7))  # 0 = Monday
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, object] | None) -> SendWindow:
+        if not cfg:
+            return cls()
+        start = time.fromisoformat(str(cfg.get("start", "00:00")))
+        end_text = str(cfg.get("end", "24:00"))
+        end = time(23, 59, 59, 999999) if end_text in {"24:00", "24:00:00"} else None
+        end = end or time.fromisoformat(end_text)
+        days_cfg = cfg.get("days") or DAYS
+        if not isinstance(days_cfg, list | tuple):
+            raise ValueError("send_window.days must be a list like [mon, tue, wed]")
+        days = set()
+        for d in days_cfg:
+            name = str(d).strip().lower()[:3]
+            if name not in DAYS:
+                raise ValueError(f"unknown weekday {d!r} in send_window.days (use mon..sun)")
+            days.add(DAYS.index(name))
+        if not days:
+            raise ValueError("send_window.days must name at least one day")
+        if start == end:
+            raise ValueError("send_window start and end must differ")
+        return cls(start, end, frozenset(days))
+
+    def _contains_local(self, local: datetime) -> bool:
+        t = local.time().replace(tzinfo=None, fold=0)
+        if self.start < self.end:
+            return local.weekday() in self.days and self.start <= t < self.end
+        # Crosses midnight: the part after midnight belongs to the previous day's window.
+        if t >= self.start:
+            return local.weekday() in self.days
+        if t < self.end:
+            return (local.weekday() - 1) % 7 in self.days
+        return False
+
+    def contains(self, instant: datetime, tz: ZoneInfo) -> bool:
+        return self._contains_local(instant.astimezone(tz))
+
+    def next_open(self, earliest: datetime, tz: ZoneInfo) -> datetime:
+        """The first instant >= earliest that lies inside the window, in UTC."""
+        earliest = earliest.astimezone(UTC)
+        if self.contains(earliest, tz):
+            return earliest
+        local_day = earliest.astimezone(tz).date()
+        for offset in range(-1, 9):
+            candidate = self._window_start(local_day + timedelta(days=offset), tz)
+            if candidate is not None and candidate >= earliest:
+                return candidate
+        raise AssertionError("a window with at least one day always opens within a week")
+
+    def _window_start(self, day: date, tz: ZoneInfo) -> datetime | None:
+        if day.weekday() not in self.days:
+            return None
+        naive = datetime.combine(day, self.start)
+        # The start may not exist (spring forward: 02:30 is skipped) or exist twice (fall
+        # back). Take the earliest real instant at or after the local start that is inside.
+        for fold in (0, 1):
+            instant = naive.replace(tzinfo=tz, fold=fold).astimezone(UTC)
+            back = instant.astimezone(tz).replace(tzinfo=None)
+            if back == naive and self.contains(instant, tz):
+                return instant
+        # Skipped hour: the wall clock jumps past the start; the first valid local minute
+        # after the gap is where the window really opens that day.
+        probe = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
+        for _ in range(24 * 4):
+            if self.contains(probe, tz):
+                return probe
+            probe += timedelta(minutes=15)
+        return None
+
+
+def due_at(after: datetime, delay: timedelta, window: SendWindow, tz: ZoneInfo) -> datetime:
+    return window.next_open(after.astimezone(UTC) + delay, tz)

@@ -1,0 +1,195 @@
+"""The sequence folder format (sequence.yaml + one Markdown body per step), validated.
+
+A folder is read and checked as a whole before anything touches the database, so a bad
+file is refused with its name (and line, where YAML gives one) and nothing is half-applied.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
+
+from nurture.errors import NurtureError
+from nurture.sequences.schedule import SendWindow, is_valid_timezone, parse_delay
+
+SLUG = r"^[a-z0-9][a-z0-9-]{0,99}$"
+
+
+class SpecError(NurtureError):
+    pass
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FromSpec(_Strict):
+    name: str = Field(min_length=1, max_length=100)
+    email: EmailStr
+
+
+class ConsultSpec(_Strict):
+    url: str
+    text: str = Field(default="Book a free consult", min_length=1, max_length=200)
+
+    @field_validator("url")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith(("https://", "http://")):
+            raise ValueError("consult.url must be an absolute http(s) URL")
+        return v
+
+
+class WindowSpec(_Strict):
+    start: str = "09:00"
+    end: str = "11:00"
+    days: list[str] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"])
+
+
+class StepSpec(_Strict):
+    key: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,99}$")
+    delay: str
+    subject: str = Field(min_length=1, max_length=200)
+    body: str
+    sources: list[str] = Field(default_factory=list)
+    # Filled from the body file when the folder is loaded.
+    body_text: str = ""
+
+    @field_validator("delay", mode="before")
+    @classmethod
+    def _delay(cls, v: Any) -> str:
+        parse_delay(v)
+        return str(v)
+
+    @property
+    def delay_seconds(self) -> int:
+        return int(parse_delay(self.delay).total_seconds())
+
+
+class SequenceSpec(_Strict):
+    slug: str = Field(pattern=SLUG)
+    name: str = Field(min_length=1, max_length=200)
+    from_: FromSpec = Field(alias="from")
+    reply_to: EmailStr | None = None
+    consult: ConsultSpec
+    postal_address: str = Field(min_length=5, max_length=300)
+    timezone: str = "UTC"
+    send_window: WindowSpec = Field(default_factory=WindowSpec)
+    # Neutral From name and subjects for readers who share an inbox (see the content docs).
+    discreet: dict[str, Any] | None = None
+    tracking: dict[str, bool] | None = None
+    article: dict[str, str] | None = None
+    steps: list[StepSpec] = Field(min_length=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        if not is_valid_timezone(v):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name like Europe/London)")
+        return v
+
+    @field_validator("send_window")
+    @classmethod
+    def _window(cls, v: WindowSpec) -> WindowSpec:
+        SendWindow.from_config(v.model_dump())
+        return v
+
+    @field_validator("steps")
+    @classmethod
+    def _unique_keys(cls, v: list[StepSpec]) -> list[StepSpec]:
+        seen: set[str] = set()
+        for step in v:
+            if step.key in seen:
+                raise ValueError(f"duplicate step key {step.key!r}")
+            seen.add(step.key)
+        return v
+
+    def settings_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude={"steps", "slug", "name"})
+
+    @property
+    def window(self) -> SendWindow:
+        return SendWindow.from_config(self.send_window.model_dump())
+
+
+def _line_of(raw: str, loc: tuple[Any, ...]) -> int | None:
+    """Best effort: the line in sequence.yaml where the failing field sits."""
+    try:
+        node: Any = yaml.compose(raw)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == part), None)
+            if match is None:
+                break
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def load_folder(folder: Path) -> SequenceSpec:
+    path = folder / "sequence.yaml"
+    if not path.is_file():
+        raise SpecError(f"{folder}: no sequence.yaml in this folder")
+    raw = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise SpecError(f"{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping with slug, name, steps ...")
+    try:
+        spec = SequenceSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        line = _line_of(raw, loc)
+        where = f"{path}:{line}" if line else str(path)
+        field = ".".join(str(p) for p in loc) or "file"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        raise SpecError(f"{where}: {field}: {msg}") from None
+    steps = []
+    for i, step in enumerate(spec.steps):
+        body_path = folder / step.body
+        if not body_path.is_file() or body_path.resolve().parent != folder.resolve():
+            line = _line_of(raw, ("steps", i, "body"))
+            raise SpecError(f"{path}:{line}: steps.{i}.body: no file {step.body!r} in {folder}")
+        steps.append(step.model_copy(update={"body_text": body_path.read_text(encoding="utf-8")}))
+    spec = spec.model_copy(update={"steps": steps})
+    from nurture.content.render import check_templates
+
+    try:
+        check_templates(spec)
+    except ValueError as exc:
+        raise SpecError(f"{folder}: {exc}") from None
+    return spec
+
+
+def find_folders(path: Path) -> list[Path]:
+    """PATH is one sequence folder, or a folder holding several."""
+    if not path.exists():
+        raise SpecError(f"{path}: no such file or folder")
+    if (path / "sequence.yaml").is_file():
+        return [path]
+    if path.is_file() and path.name == "sequence.yaml":
+        return [path.parent]
+    found = sorted(p.parent for p in path.glob("*/sequence.yaml"))
+    if not found:
+        raise SpecError(f"{path}: no sequence.yaml here or in its subfolders")
+    return found

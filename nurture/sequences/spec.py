@@ -46,7 +46,12 @@ class ConsultSpec(_Strict):
 class WindowSpec(_Strict):
     start: str = "09:00"
     end: str = "11:00"
-    days: list[str] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"])
+    days: list[str] = Field(
+        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    )
+    # A first step with delay 0 goes out right after confirmation, whatever the hour: the
+    # reader just asked for it and is waiting. Later steps always keep to the window.
+    first_step_immediately: bool = True
 
 
 class StepSpec(_Strict):
@@ -94,7 +99,7 @@ class SequenceSpec(_Strict):
     @field_validator("send_window")
     @classmethod
     def _window(cls, v: WindowSpec) -> WindowSpec:
-        SendWindow.from_config(v.model_dump())
+        SendWindow.from_config(v.model_dump(exclude={"first_step_immediately"}))
         return v
 
     @field_validator("steps")
@@ -112,7 +117,9 @@ class SequenceSpec(_Strict):
 
     @property
     def window(self) -> SendWindow:
-        return SendWindow.from_config(self.send_window.model_dump())
+        return SendWindow.from_config(
+            self.send_window.model_dump(exclude={"first_step_immediately"})
+        )
 
 
 def _line_of(raw: str, loc: tuple[Any, ...]) -> int | None:

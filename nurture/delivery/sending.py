@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, contains_eager
 
 from nurture.clock import now
 from nurture.db import session
@@ -48,16 +48,15 @@ def backoff(attempts: int) -> timedelta:
 def _lock(s: Session, delivery_id: int) -> Delivery | None:
     q = (
         select(Delivery)
+        .join(Delivery.enrollment)
+        .join(Enrollment.subscriber)
+        .join(Enrollment.sequence)
+        .join(Delivery.step)
         .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.QUEUED)
         .options(
-            # Inner joins: PostgreSQL refuses FOR UPDATE on the nullable side of an outer join.
-            joinedload(Delivery.step, innerjoin=True),
-            joinedload(Delivery.enrollment, innerjoin=True).joinedload(
-                Enrollment.subscriber, innerjoin=True
-            ),
-            joinedload(Delivery.enrollment, innerjoin=True).joinedload(
-                Enrollment.sequence, innerjoin=True
-            ),
+            contains_eager(Delivery.enrollment).contains_eager(Enrollment.subscriber),
+            contains_eager(Delivery.enrollment).contains_eager(Enrollment.sequence),
+            contains_eager(Delivery.step),
         )
     )
     if s.get_bind().dialect.name == "postgresql":

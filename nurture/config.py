@@ -46,6 +46,15 @@ class Settings(BaseSettings):
     dispatch_interval: float = Field(default=15.0, gt=0)
     # "SIM_ISO@REAL_EPOCHxSPEED": a shared, sped-up clock for demos and tests (see clock.py).
     clock: str | None = None
+    # The web side (signup, embed, rate limits). NURTURE_RATE_LIMIT=false turns limits off
+    # (benchmarks); NURTURE_PROXY_HOPS tells how many reverse proxies set X-Forwarded-For.
+    rate_limit: bool = True
+    signup_rate_limit: str = "10 per minute;60 per hour"
+    proxy_hops: int = Field(default=0, ge=0, le=5)
+    # Who may frame GET /embed/<slug> (CSP frame-ancestors); every other page may not be framed.
+    embed_ancestors: str = "*"
+    # Where the top-level templates/ folder is, when nurture runs from an installed package.
+    templates_dir: str | None = None
 
     @field_validator("database_url")
     @classmethod

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, contains_eager
 from nurture.clock import now
 from nurture.db import session
 from nurture.delivery.compose import compose
+from nurture.delivery.links import rewriter_for
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.mail.backends import MailBackend, PermanentMailError, TransientMailError, get_backend
 from nurture.sequences.models import SequenceStatus
@@ -147,6 +148,7 @@ def send_one(s: Session, backend: MailBackend, delivery_id: int, result: BatchRe
         subscriber_id=e.subscriber.id,
         email=e.subscriber.email,
         first_name=e.subscriber.first_name,
+        rewrite=rewriter_for(s, d),
     )
     d.attempts += 1
     backend.send(msg)  # raises on failure; the caller rolls this transaction back

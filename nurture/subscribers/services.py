@@ -80,8 +80,13 @@ def add_subscriber(
     consent_version: str = CLI_CONSENT_VERSION,
     article: str | None = None,
     client_hash: str | None = None,
+    await_confirmation: bool = False,
 ) -> Subscriber:
-    """Create (or find) the subscriber and enrol them; confirmed=True starts the sequence."""
+    """Create (or find) the subscriber and enrol them; confirmed=True starts the sequence.
+
+    await_confirmation=True (web signups) leaves the enrollment pending even when the address
+    is already confirmed for another sequence: each sequence needs its own yes.
+    """
     address = normalize_email(email)
     if timezone is not None and not is_valid_timezone(timezone):
         raise NurtureError(f"unknown time zone {timezone!r} (use an IANA name like Europe/Paris)")
@@ -114,13 +119,13 @@ def add_subscriber(
             confirmed_at=now() if confirmed else None,
         )
     )
-    enrol(s, sub, sequence)
+    enrol(s, sub, sequence, start_now=not await_confirmation)
     if confirmed:
         confirm(s, sub)
     return sub
 
 
-def enrol(s: Session, sub: Subscriber, sequence: Sequence) -> Enrollment:
+def enrol(s: Session, sub: Subscriber, sequence: Sequence, *, start_now: bool = True) -> Enrollment:
     enrollment = s.scalar(
         select(Enrollment).where(
             Enrollment.subscriber_id == sub.id, Enrollment.sequence_id == sequence.id
@@ -137,7 +142,11 @@ def enrol(s: Session, sub: Subscriber, sequence: Sequence) -> Enrollment:
         enrollment.next_due_at = None
         enrollment.last_step_id = None
         enrollment.ended_at = None
-    if sub.status == SubscriberStatus.CONFIRMED and enrollment.status == EnrollmentStatus.PENDING:
+    if (
+        start_now
+        and sub.status == SubscriberStatus.CONFIRMED
+        and enrollment.status == EnrollmentStatus.PENDING
+    ):
         start(s, enrollment)
     return enrollment
 

@@ -26,6 +26,9 @@ from nurture.config import reset_settings
 from nurture.db import Base
 from nurture.mail.backends import MemoryBackend
 
+# Fixtures of the subscriber's pages (app, client, eager_celery): tests/web_support.py.
+pytest_plugins = ["web_support"]
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -95,11 +95,13 @@ def create_app(**overrides: Any) -> Flask:
     from nurture.web.views import bp
 
     app.register_blueprint(bp)
-    # Only sending the form counts against the limit; reading pages never does.
+    # Only sending the form counts against the limit (one budget for the page and the
+    # embed); reading pages never does.
+    signup_limit = limiter.shared_limit(
+        app.config["SIGNUP_RATE_LIMIT"], scope="signup", methods=["POST"]
+    )
     for endpoint in ("pages.subscribe", "pages.embed"):
-        limiter.limit(app.config["SIGNUP_RATE_LIMIT"], methods=["POST"])(
-            app.view_functions[endpoint]
-        )
+        app.view_functions[endpoint] = signup_limit(app.view_functions[endpoint])
 
     @app.get("/healthz")
     def healthz() -> Any:

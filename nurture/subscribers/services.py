@@ -136,7 +136,8 @@ def enrol(s: Session, sub: Subscriber, sequence: Sequence, *, start_now: bool = 
         s.add(enrollment)
         s.flush()
     elif enrollment.status in ENDED and enrollment.status != EnrollmentStatus.COMPLETED:
-        # A fresh signup after leaving starts again from the top, once confirmed.
+        # A fresh signup after leaving starts again once confirmed, with the steps it has not
+        # had yet (see start(): a step is never delivered twice to one enrollment).
         enrollment.status = EnrollmentStatus.PENDING
         enrollment.next_step_id = None
         enrollment.next_due_at = None
@@ -152,7 +153,11 @@ def enrol(s: Session, sub: Subscriber, sequence: Sequence, *, start_now: bool = 
 
 
 def start(s: Session, enrollment: Enrollment) -> None:
-    steps = live_steps(s, enrollment.sequence_id)
+    # Steps that already have a delivery row (sent, or cancelled by an unsubscribe) are
+    # skipped: the unique (enrollment, step) key would refuse them anyway, and claiming one
+    # would leave the enrollment stuck.
+    had = set(s.scalars(select(Delivery.step_id).where(Delivery.enrollment_id == enrollment.id)))
+    steps = [st for st in live_steps(s, enrollment.sequence_id) if st.id not in had]
     if not steps:
         enrollment.status = EnrollmentStatus.COMPLETED
         enrollment.ended_at = now()

@@ -100,8 +100,9 @@ def create_app(**overrides: Any) -> Flask:
     signup_limit = limiter.shared_limit(
         app.config["SIGNUP_RATE_LIMIT"], scope="signup", methods=["POST"]
     )
+    views: dict[str, Any] = app.view_functions
     for endpoint in ("pages.subscribe", "pages.embed"):
-        app.view_functions[endpoint] = signup_limit(app.view_functions[endpoint])
+        views[endpoint] = signup_limit(views[endpoint])
 
     @app.get("/healthz")
     def healthz() -> Any:

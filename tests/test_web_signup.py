@@ -328,3 +328,14 @@ def test_templates_found_from_elsewhere(
     monkeypatch.setenv("NURTURE_TEMPLATES_DIR", str(copy))
     reset_settings()
     assert templates_dir() == copy.resolve()
+
+
+def test_rate_limiter_survives_garbage_collection(quick_sequence: str, clock: FrozenClock) -> None:
+    """The limits keep only a weak reference to their limiter (it crashed under gunicorn)."""
+    import gc
+
+    from nurture.web.app import create_app
+
+    fresh = create_app(TESTING=True, ENQUEUE_CONFIRMATION=print)
+    gc.collect()
+    assert post_signup(fresh.test_client(), "gc@example.com").status_code == 200

@@ -92,6 +92,9 @@ def create_app(**overrides: Any) -> Flask:
         headers_enabled=False,
     )
 
+    # The limits hold only a weak reference to their limiter: the app keeps it alive.
+    app.extensions["nurture.limiter"] = limiter
+
     from nurture.web.views import bp
 
     app.register_blueprint(bp)

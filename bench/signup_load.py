@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             "--log-level",
             "warning",
             "nurture.web.app:create_app()",
-        ],  # fmt: skip
+        ],
         env=env,
         cwd=tmp,
         start_new_session=True,

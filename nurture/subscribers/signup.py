@@ -4,6 +4,11 @@ The signup answer never depends on whether an address was known (no enumeration)
 branch below ends in the same "check your inbox" page, and the only observable difference,
 a confirmation email, goes to the address's owner. The confirmation is handed to a worker
 only after the signup committed, so a rolled-back signup sends nothing.
+
+Where a signup came from (Consent.article): the `?article=` parameter of the signup or
+embed page URL (the page keeps it in a hidden field), else, for /embed, the Referer of the
+iframe request (the article page around it). Only scheme, host and path are stored.
+The client address is stored as a keyed hash only (client_hash), never raw.
 """
 
 from __future__ import annotations

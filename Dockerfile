@@ -11,7 +11,7 @@ COPY pyproject.toml ./
 RUN mkdir nurture workers && touch nurture/__init__.py workers/__init__.py \
     && /opt/nurture/bin/pip install . \
     && /opt/nurture/bin/pip uninstall -y nurture \
-    && rm -rf nurture workers build
+    && rm -rf nurture workers build *.egg-info
 # The real package (no test extras). Sequence folders, when the repository has them, go to
 # /app/templates, where `nurture sequences apply templates/sequences` finds them.
 COPY . ./

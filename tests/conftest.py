@@ -27,7 +27,7 @@ from nurture.db import Base
 from nurture.mail.backends import MemoryBackend
 
 # Fixtures of the subscriber's pages (app, client, eager_celery): tests/web_support.py.
-pytest_plugins = ["web_support"]
+pytest_plugins = ["tests.web_support"]
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import IN_CI
-from web_support import drain, link_in, subscriber, unsubscribe_path
 from werkzeug.serving import make_server
 
 from nurture import clock as clock_mod
 from nurture.clock import FrozenClock
 from nurture.config import reset_settings
+from tests.conftest import IN_CI
+from tests.web_support import drain, link_in, subscriber, unsubscribe_path
 
 pytestmark = pytest.mark.browser
 

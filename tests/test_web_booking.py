@@ -9,16 +9,16 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import FIXTURES
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
-from web_support import confirm_signup, drain, subscriber
 
 from nurture.clock import FrozenClock
 from nurture.config import reset_settings
 from nurture.db import transaction
 from nurture.subscribers.models import Enrollment, EnrollmentStatus
+from tests.conftest import FIXTURES
+from tests.web_support import confirm_signup, drain, subscriber
 
 KEY = "whsec-test-key"
 CALENDLY = (FIXTURES / "webhooks" / "calendly_invitee_created.json").read_bytes()

@@ -6,7 +6,6 @@ from datetime import timedelta
 
 from flask.testing import FlaskClient
 from sqlalchemy import select
-from web_support import count, drain, link_in, post_signup, subscriber, unsubscribe_path
 
 from nurture import tokens
 from nurture.clock import FrozenClock
@@ -14,6 +13,7 @@ from nurture.db import transaction
 from nurture.sequences.services import apply_spec
 from nurture.sequences.spec import load_folder
 from nurture.subscribers.models import Consent, Enrollment, EnrollmentStatus, Event
+from tests.web_support import count, drain, link_in, post_signup, subscriber, unsubscribe_path
 
 
 def _signed_up(client: FlaskClient, outbox: list, email: str = "ann@example.com") -> str:
@@ -129,7 +129,7 @@ def test_unsubscribing_from_the_confirmation_email_sticks(
 def test_a_second_sequence_needs_its_own_confirmation(
     client: FlaskClient, outbox: list, quick_sequence: str
 ) -> None:
-    from conftest import FIXTURES
+    from tests.conftest import FIXTURES
 
     spec = load_folder(FIXTURES / "sequences" / "quick").model_copy(update={"slug": "second"})
     with transaction() as s:

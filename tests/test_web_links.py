@@ -9,7 +9,6 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
-from web_support import confirm_signup, count, drain
 
 from nurture import tokens
 from nurture.config import reset_settings
@@ -18,6 +17,7 @@ from nurture.delivery.models import Delivery, Link
 from nurture.sequences.services import apply_spec
 from nurture.sequences.spec import load_folder
 from nurture.subscribers.models import Event
+from tests.web_support import confirm_signup, count, drain
 
 
 def _client(monkeypatch: pytest.MonkeyPatch, clock: object, track: bool) -> FlaskClient:
@@ -82,7 +82,7 @@ def test_untracked_links_go_straight_to_their_target(
 
 
 def test_a_sequence_may_turn_tracking_off(tracked: FlaskClient, outbox: list) -> None:
-    from conftest import FIXTURES
+    from tests.conftest import FIXTURES
 
     spec = load_folder(FIXTURES / "sequences" / "quick").model_copy(
         update={"tracking": {"clicks": False}}

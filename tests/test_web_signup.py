@@ -9,11 +9,18 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
-from web_support import (
+
+from nurture import tokens
+from nurture.clock import FrozenClock
+from nurture.db import transaction
+from nurture.errors import NotFound
+from nurture.subscribers import signup
+from nurture.subscribers.models import Consent, Enrollment, EnrollmentStatus, Subscriber
+from tests.conftest import ROOT
+from tests.web_support import (
     confirm_signup,
     count,
     csrf,
@@ -22,13 +29,6 @@ from web_support import (
     subscriber,
     unsubscribe_path,
 )
-
-from nurture import tokens
-from nurture.clock import FrozenClock
-from nurture.db import transaction
-from nurture.errors import NotFound
-from nurture.subscribers import signup
-from nurture.subscribers.models import Consent, Enrollment, EnrollmentStatus, Subscriber
 
 
 def test_signup_page_is_accessible_and_changes_nothing(client: FlaskClient) -> None:

@@ -6,7 +6,6 @@ from datetime import timedelta
 
 from flask.testing import FlaskClient
 from sqlalchemy import select
-from web_support import confirm_signup, count, drain, subscriber, unsubscribe_path
 
 from nurture import tokens
 from nurture.clock import FrozenClock
@@ -15,6 +14,7 @@ from nurture.delivery.dispatch import dispatch_once
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.delivery.sending import send_batch
 from nurture.subscribers.models import Event
+from tests.web_support import confirm_signup, count, drain, subscriber, unsubscribe_path
 
 
 def test_get_shows_a_button_and_changes_nothing(client: FlaskClient, outbox: list) -> None:

@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "nurture.cli.engine",
     "nurture.cli.sequences",
     "nurture.cli.subscribers",
+    "nurture.cli.demo",
 ]
 
 

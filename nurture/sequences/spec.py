@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from nurture.errors import NurtureError
 from nurture.sequences.schedule import SendWindow, is_valid_timezone, parse_delay
@@ -34,6 +42,8 @@ class FromSpec(_Strict):
 class ConsultSpec(_Strict):
     url: str
     text: str = Field(default="Book a free consult", min_length=1, max_length=200)
+    # Leads into the button at the foot of every email.
+    note: str = Field(default="", max_length=500)
 
     @field_validator("url")
     @classmethod
@@ -46,7 +56,9 @@ class ConsultSpec(_Strict):
 class WindowSpec(_Strict):
     start: str = "09:00"
     end: str = "11:00"
-    days: list[str] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"])
+    days: list[str] = Field(
+        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    )
 
 
 class StepSpec(_Strict):
@@ -55,6 +67,8 @@ class StepSpec(_Strict):
     subject: str = Field(min_length=1, max_length=200)
     body: str
     sources: list[str] = Field(default_factory=list)
+    # Inbox preview text; the first lines of the body when empty.
+    preheader: str = Field(default="", max_length=200)
     # Filled from the body file when the folder is loaded.
     body_text: str = ""
 
@@ -69,6 +83,14 @@ class StepSpec(_Strict):
         return int(parse_delay(self.delay).total_seconds())
 
 
+class DiscreetSpec(_Strict):
+    """For readers who share or fear a watched inbox: nothing visible names the subject."""
+
+    from_name: str = Field(min_length=1, max_length=100)
+    # step key -> neutral subject; a step without one keeps its own subject.
+    subjects: dict[str, str] = Field(default_factory=dict)
+
+
 class SequenceSpec(_Strict):
     slug: str = Field(pattern=SLUG)
     name: str = Field(min_length=1, max_length=200)
@@ -79,7 +101,7 @@ class SequenceSpec(_Strict):
     timezone: str = "UTC"
     send_window: WindowSpec = Field(default_factory=WindowSpec)
     # Neutral From name and subjects for readers who share an inbox (see the content docs).
-    discreet: dict[str, Any] | None = None
+    discreet: DiscreetSpec | None = None
     tracking: dict[str, bool] | None = None
     article: dict[str, str] | None = None
     steps: list[StepSpec] = Field(min_length=1)
@@ -106,6 +128,22 @@ class SequenceSpec(_Strict):
                 raise ValueError(f"duplicate step key {step.key!r}")
             seen.add(step.key)
         return v
+
+    @model_validator(mode="after")
+    def _discreet_keys(self) -> SequenceSpec:
+        if self.discreet:
+            unknown = set(self.discreet.subjects) - {step.key for step in self.steps}
+            if unknown:
+                raise ValueError(f"discreet.subjects names unknown steps: {sorted(unknown)}")
+        return self
+
+    def subject_for(self, step: StepSpec, *, discreet: bool = False) -> str:
+        if discreet and self.discreet:
+            return self.discreet.subjects.get(step.key, step.subject)
+        return step.subject
+
+    def from_name_for(self, *, discreet: bool = False) -> str:
+        return self.discreet.from_name if discreet and self.discreet else self.from_.name
 
     def settings_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude={"steps", "slug", "name"})

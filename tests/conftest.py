@@ -1,15 +1,161 @@
+"""Shared fixtures. Database tests run twice: on SQLite and on a real PostgreSQL.
+
+PostgreSQL: one throw-away database per test session, migrated once with Alembic; each test
+starts from empty tables (TRUNCATE), because the code under test opens its own sessions.
+SQLite: each test gets a copy of a migrated template file.
+
+In CI (CI=true) a missing service is a failure, never a skip.
+"""
+
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
+from nurture import clock as clock_mod
+from nurture.clock import FrozenClock
+from nurture.config import reset_settings
 from nurture.content.render import EmailContext
+from nurture.db import Base
+from nurture.mail.backends import MemoryBackend
 from nurture.sequences.spec import SequenceSpec, StepSpec, load_folder
 
+IN_CI = os.environ.get("CI", "").lower() == "true"
 ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).parent / "fixtures"
+PG_ADMIN_URL = os.environ.get(
+    "NURTURE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("NURTURE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def missing_service(what: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{what} is not available; CI must start it (see .ci/run)")
+    pytest.skip(f"{what} is not available")
+
+
+def _migrate(url: str) -> None:
+    os.environ["NURTURE_DATABASE_URL"] = url
+    reset_settings()
+    from nurture.migrations import upgrade
+
+    upgrade()
+    reset_settings()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite") / "template.db"
+    _migrate(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    name = f"nurture_test_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        admin.dispose()
+        missing_service(f"PostgreSQL at {PG_ADMIN_URL} ({type(exc).__name__})")
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    _migrate(url)
+    yield url
+    reset_settings()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _truncate(url: str) -> None:
+    engine = create_engine(url)
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "nurture.db"
+        shutil.copy(template, path)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("postgres_url")
+    _truncate(url)
+    return url
+
+
+@pytest.fixture
+def settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    """Environment for an isolated nurture: memory mail, memory broker, a test secret."""
+    env = {
+        "NURTURE_MAIL_URL": "memory://",
+        "NURTURE_BROKER_URL": "memory://",
+        "NURTURE_SECRET_KEY": "test-secret-key",
+        "NURTURE_BASE_URL": "https://nurture.test",
+        "NURTURE_ENV": "development",
+    }
+    for key in list(os.environ):
+        if key.startswith("NURTURE_") and key not in env:
+            monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)  # no stray .env or ./outbox from the developer's tree
+    reset_settings()
+    MemoryBackend.outbox.clear()
+    return env
+
+
+@pytest.fixture
+def db(settings_env: dict[str, str], db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A migrated, empty database (SQLite, then PostgreSQL) with nurture pointed at it."""
+    monkeypatch.setenv("NURTURE_DATABASE_URL", db_url)
+    settings_env["NURTURE_DATABASE_URL"] = db_url
+    reset_settings()
+    yield db_url
+    reset_settings()
+
+
+@pytest.fixture
+def clock() -> Iterator[FrozenClock]:
+    """A clock that stands still until the test moves it (Friday 2026-03-06 14:00 UTC)."""
+    frozen = FrozenClock(datetime(2026, 3, 6, 14, 0, tzinfo=UTC))
+    clock_mod.set_clock(frozen)
+    yield frozen
+    clock_mod.reset_clock()
+
+
+@pytest.fixture
+def outbox() -> list:
+    return MemoryBackend.outbox
+
+
+@pytest.fixture
+def quick_sequence(db: str) -> str:
+    """The small test sequence (four steps, minute delays) applied; returns its slug."""
+    from nurture.db import transaction
+    from nurture.sequences.services import apply_spec
+    from nurture.sequences.spec import load_folder
+
+    with transaction() as s:
+        apply_spec(s, load_folder(FIXTURES / "sequences" / "quick"))
+    return "quick"
+
+
 # The five source articles live outside the repository in the shared folder; a copy may be
 # placed in tests/articles for a self-contained checkout.
 ARTICLES_DIR = Path(

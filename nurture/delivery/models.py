@@ -13,8 +13,10 @@ from nurture.subscribers.models import Enrollment
 
 
 class DeliveryStatus(enum.StrEnum):
-    QUEUED = "queued"  # claimed by a dispatcher, handed to the broker
-    SENDING = "sending"  # taken by a worker, lease running
+    # Claimed by a dispatcher and handed to the broker. A worker turns it into SENT in the
+    # same transaction that sends it; if the worker dies, the lease runs out and the
+    # dispatcher hands it out again.
+    QUEUED = "queued"
     SENT = "sent"
     FAILED = "failed"
     CANCELLED = "cancelled"

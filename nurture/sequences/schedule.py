@@ -75,6 +75,7 @@ class SendWindow:
     def from_config(cls, cfg: dict[str, object] | None) -> SendWindow:
         if not cfg:
             return cls()
+        cfg = {k: v for k, v in cfg.items() if k != "first_step_immediately"}
         start = time.fromisoformat(str(cfg.get("start", "00:00")))
         end_text = str(cfg.get("end", "24:00"))
         end = time(23, 59, 59, 999999) if end_text in {"24:00", "24:00:00"} else None

@@ -59,6 +59,9 @@ class WindowSpec(_Strict):
     days: list[str] = Field(
         default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
     )
+    # A first step with delay 0 goes out right after confirmation, whatever the hour: the
+    # reader just asked for it and is waiting. Later steps always keep to the window.
+    first_step_immediately: bool = True
 
 
 class StepSpec(_Strict):
@@ -116,7 +119,7 @@ class SequenceSpec(_Strict):
     @field_validator("send_window")
     @classmethod
     def _window(cls, v: WindowSpec) -> WindowSpec:
-        SendWindow.from_config(v.model_dump())
+        SendWindow.from_config(v.model_dump(exclude={"first_step_immediately"}))
         return v
 
     @field_validator("steps")
@@ -150,7 +153,9 @@ class SequenceSpec(_Strict):
 
     @property
     def window(self) -> SendWindow:
-        return SendWindow.from_config(self.send_window.model_dump())
+        return SendWindow.from_config(
+            self.send_window.model_dump(exclude={"first_step_immediately"})
+        )
 
 
 def _line_of(raw: str, loc: tuple[Any, ...]) -> int | None:

@@ -11,7 +11,7 @@ from nurture.clock import now
 from nurture.db import Base
 
 if TYPE_CHECKING:
-    from nurture.sequences.models import Sequence
+    from nurture.sequences.models import Sequence, Step
 
 
 class SubscriberStatus(enum.StrEnum):
@@ -83,8 +83,8 @@ class Enrollment(Base):
     # The next step to send and when; both NULL while a claimed delivery is in flight.
     next_step_id: Mapped[int | None] = mapped_column(ForeignKey("steps.id", ondelete="SET NULL"))
     next_due_at: Mapped[datetime | None]
-    # Position of the last step sent (0 = none yet): live edits compare new steps against it.
-    position: Mapped[int] = mapped_column(default=0)
+    # The last step sent (NULL = none yet): live edits place new steps relative to it.
+    last_step_id: Mapped[int | None] = mapped_column(ForeignKey("steps.id", ondelete="SET NULL"))
     last_sent_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=now)
     started_at: Mapped[datetime | None]
@@ -92,6 +92,8 @@ class Enrollment(Base):
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="enrollments")
     sequence: Mapped[Sequence] = relationship()
+    next_step: Mapped[Step | None] = relationship(foreign_keys=[next_step_id])
+    last_step: Mapped[Step | None] = relationship(foreign_keys=[last_step_id])
 
 
 class Consent(Base):

@@ -1,0 +1,1 @@
+"""`python -m bench`: run every benchmark and print its figures."""

@@ -1,0 +1,50 @@
+"""The `nurture` command. Each command group lives in its own module and is a thin layer
+over the services: parse options, call one service in one transaction, print the result."""
+
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+
+import click
+
+from nurture.errors import NurtureError
+
+COMMAND_MODULES = [
+    "nurture.cli.engine",
+    "nurture.cli.sequences",
+    "nurture.cli.subscribers",
+]
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="Example: nurture db upgrade && nurture sequences apply templates/sequences",
+)
+@click.version_option(package_name="nurture")
+def cli() -> None:
+    """nurture: timed, consent-first email sequences.
+
+    Settings come from NURTURE_* environment variables (or a .env file); with none set,
+    everything runs embedded: SQLite, no Redis, mail written to ./outbox.
+    """
+
+
+for _name in COMMAND_MODULES:
+    import_module(_name).register(cli)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except NurtureError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

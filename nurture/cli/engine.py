@@ -1,0 +1,176 @@
+"""Running the service: schema, web, worker, beat, dispatch, and all of them at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+
+from nurture.config import get_settings
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(db)
+    cli.add_command(run)
+    cli.add_command(web)
+    cli.add_command(worker)
+    cli.add_command(beat)
+    cli.add_command(dispatch)
+
+
+@click.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema to the latest version (safe to run again).
+
+    Example: NURTURE_DATABASE_URL=postgresql+psycopg://nurture@db/nurture nurture db upgrade
+    """
+    from nurture.migrations import upgrade
+
+    upgrade()
+    click.echo("database is up to date")
+
+
+def _celery(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "workers.app", *args]
+
+
+def _worker_args(concurrency: int | None) -> list[str]:
+    args = ["worker", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+    if get_settings().is_embedded_broker:
+        # The SQLite broker is one file: a few threads in one process share it politely.
+        args += ["--pool", "threads", "--concurrency", str(concurrency or 2)]
+    elif concurrency:
+        args += ["--concurrency", str(concurrency)]
+    return args
+
+
+@click.command()
+@click.option("--concurrency", type=click.IntRange(1, 256), help="Parallel senders.")
+def worker(concurrency: int | None) -> None:
+    """Run a Celery worker that sends claimed emails.
+
+    Example: NURTURE_BROKER_URL=redis://localhost:6379/0 nurture worker --concurrency 4
+    """
+    os.execv(sys.executable, _celery(*_worker_args(concurrency)))
+
+
+@click.command()
+def beat() -> None:
+    """Run the scheduler that starts a dispatch pass every few seconds (run exactly one;
+    a second is harmless, since claims are atomic, but wasteful).
+
+    Example: nurture beat
+    """
+    os.execv(sys.executable, _celery("beat", "--loglevel", "INFO", "--schedule", _beat_file()))
+
+
+def _beat_file() -> str:
+    return os.environ.get("NURTURE_BEAT_SCHEDULE_FILE", "celerybeat-schedule")
+
+
+def _web_command(host: str, port: int) -> list[str]:
+    if get_settings().env == "production":
+        workers = str(max(2, (os.cpu_count() or 1) * 2))
+        return [
+            sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}",
+            "--workers", workers, "--access-logfile", "-", "nurture.web.app:create_app()",
+        ]  # fmt: skip
+    return [sys.executable, "-m", "flask", "--app", "nurture.web.app:create_app", "run",
+            "--host", host, "--port", str(port)]  # fmt: skip
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+def web(host: str, port: int) -> None:
+    """Serve the signup, confirm and unsubscribe pages (gunicorn when NURTURE_ENV=production).
+
+    Example: nurture web --host 0.0.0.0 --port 8000
+    """
+    cmd = _web_command(host, port)
+    os.execv(cmd[0], cmd)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--concurrency", type=click.IntRange(1, 256), help="Parallel senders.")
+def run(host: str, port: int, concurrency: int | None) -> None:
+    """Run web, worker and beat together on the current settings (embedded by default:
+    SQLite, no Redis, mail to ./outbox). Stops all three on Ctrl-C.
+
+    Example: nurture run --port 8000
+    """
+    from nurture.migrations import upgrade
+
+    upgrade()
+    worker_cmd = _celery(*_worker_args(concurrency), "--beat", "--schedule", _beat_file())
+    procs = [
+        subprocess.Popen(_web_command(host, port)),
+        subprocess.Popen(worker_cmd),
+    ]
+    click.echo(f"nurture is running: http://{host}:{port}/healthz  (Ctrl-C stops it)")
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while not stopping and all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.time() + 15
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+    failed = [p for p in procs if p.returncode not in (0, -signal.SIGTERM, None)]
+    if failed and not stopping:
+        sys.exit(1)
+
+
+@click.command()
+@click.option("--inline", is_flag=True, help="Send in this process instead of via workers.")
+def dispatch(inline: bool) -> None:
+    """One pass: claim everything due now and hand it to the workers (for cron and tests).
+
+    With --inline (or with the embedded broker and no worker running) this process sends too.
+
+    Example: nurture dispatch --inline
+    """
+    from nurture.delivery.dispatch import dispatch_once
+    from nurture.delivery.sending import send_batch
+
+    sent = 0
+
+    def inline_send(ids: list[int]) -> None:
+        nonlocal sent
+        sent += len(send_batch(ids).sent)
+
+    if inline:
+        result = dispatch_once(inline_send)
+        click.echo(f"claimed {result.claimed}, reclaimed {result.reclaimed}, sent {sent}")
+        return
+    from workers.tasks import enqueue_batch
+
+    result = dispatch_once(enqueue_batch)
+    click.echo(
+        f"claimed {result.claimed}, reclaimed {result.reclaimed}, "
+        f"queued {result.batches} batch(es) for the workers"
+    )

@@ -1,0 +1,35 @@
+"""Printing for commands: Rich tables for people, --json for programs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def json_option(f: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")(f)
+
+
+def emit(
+    rows: Iterable[dict[str, Any]], columns: Sequence[str], as_json: bool, title: str = ""
+) -> None:
+    rows = list(rows)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        console.print(f"[dim]no {title or 'rows'}[/dim]")
+        return
+    table = Table(title=title or None)
+    for col in columns:
+        table.add_column(col.replace("_", " "))
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+    console.print(table)

@@ -1,0 +1,92 @@
+"""From (sequence, step, subscriber) to a finished EmailMessage: the one place that decides
+what a sent email contains. Used by workers, `preview` and `send-test` alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from email.message import EmailMessage
+from typing import Any
+
+from nurture import tokens
+from nurture.config import get_settings
+from nurture.content.render import EmailContext, RenderedEmail, render_email
+from nurture.mail.message import Envelope, build_message, domain_of, stable_message_id
+from nurture.sequences.models import Sequence, Step
+
+LinkRewriter = Callable[[str, bool], str]
+
+
+def unsubscribe_url(subscriber_id: int) -> str:
+    token = tokens.make(tokens.UNSUBSCRIBE, {"s": subscriber_id})
+    return f"{get_settings().base_url}/unsubscribe/{token}"
+
+
+def reason_line(seq: Sequence) -> str:
+    article = (seq.settings.get("article") or {}).get("title")
+    where = f"under the article “{article}”" if article else "on our website"
+    return (
+        f"You are receiving this because you signed up {where} for “{seq.name}” "
+        "and confirmed your address."
+    )
+
+
+def _discreet(seq: Sequence) -> dict[str, Any]:
+    return seq.settings.get("discreet") or {}
+
+
+def render_step(
+    seq: Sequence,
+    step: Step,
+    *,
+    subscriber_id: int,
+    first_name: str | None,
+    rewrite: LinkRewriter | None = None,
+) -> RenderedEmail:
+    settings = get_settings()
+    consult = seq.settings["consult"]
+    consult_url = rewrite(consult["url"], True) if rewrite else consult["url"]
+    ctx = EmailContext(
+        subject=(_discreet(seq).get("subjects") or {}).get(step.key, step.subject),
+        body_markdown=step.body,
+        first_name=first_name,
+        consult_url=consult_url,
+        consult_text=consult.get("text") or "Book a free consult",
+        unsubscribe_url=unsubscribe_url(subscriber_id),
+        postal_address=seq.settings["postal_address"],
+        practice_name=seq.settings["from"]["name"],
+        reason=reason_line(seq),
+        base_url=settings.base_url,
+        sequence_name=seq.name,
+        step_key=step.key,
+    )
+    return render_email(ctx)
+
+
+def compose(
+    seq: Sequence,
+    step: Step,
+    *,
+    subscriber_id: int,
+    email: str,
+    first_name: str | None,
+    rewrite: LinkRewriter | None = None,
+    test: bool = False,
+) -> EmailMessage:
+    settings = get_settings()
+    sender = seq.settings["from"]
+    rendered = render_step(
+        seq, step, subscriber_id=subscriber_id, first_name=first_name, rewrite=rewrite
+    )
+    domain = domain_of(sender["email"])
+    env = Envelope(
+        from_name=_discreet(seq).get("from_name") or sender["name"],
+        from_email=sender["email"],
+        to_email=email,
+        to_name=first_name,
+        reply_to=seq.settings.get("reply_to"),
+        list_id=f"{seq.slug}.{domain}",
+        unsubscribe_url=unsubscribe_url(subscriber_id),
+        unsubscribe_mailto=None,
+        message_id=stable_message_id(settings.secret, subscriber_id, seq.slug, step.key, domain),
+    )
+    return build_message(env, rendered, test=test)

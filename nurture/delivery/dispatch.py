@@ -1,0 +1,138 @@
+"""Claiming due work. Due times live in the database (enrollments.next_due_at); a dispatch
+pass turns due enrollments into QUEUED deliveries and hands their ids to workers.
+
+Claims are atomic: on PostgreSQL candidates are picked with FOR UPDATE SKIP LOCKED, so two
+dispatchers never claim the same enrollment; SQLite has no SKIP LOCKED, but every
+transaction there begins IMMEDIATE (one writer at a time) and the claiming UPDATE is
+conditional, checked by row count. A delivery row is unique per (enrollment, step), so even
+a bug here could not record the same step twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from nurture.clock import now
+from nurture.config import get_settings
+from nurture.db import transaction
+from nurture.delivery.models import Delivery, DeliveryStatus
+from nurture.sequences.models import Sequence as SequenceRow
+from nurture.sequences.models import SequenceStatus
+from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
+
+Enqueue = Callable[[list[int]], None]
+
+
+@dataclass
+class DispatchResult:
+    claimed: int = 0
+    reclaimed: int = 0
+    batches: int = 0
+
+
+def claim_due(s: Session, at: datetime, limit: int, lease: timedelta) -> list[int]:
+    pick = (
+        select(Enrollment.id, Enrollment.next_step_id, Enrollment.next_due_at)
+        .join(SequenceRow, SequenceRow.id == Enrollment.sequence_id)
+        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+        .where(
+            Enrollment.status == EnrollmentStatus.ACTIVE,
+            Enrollment.next_due_at <= at,
+            Enrollment.next_step_id.is_not(None),
+            SequenceRow.status == SequenceStatus.ACTIVE,
+            Subscriber.status == SubscriberStatus.CONFIRMED,
+        )
+        .order_by(Enrollment.next_due_at)
+        .limit(limit)
+    )
+    postgres = s.get_bind().dialect.name == "postgresql"
+    if postgres:
+        pick = pick.with_for_update(of=Enrollment, skip_locked=True)
+    rows = s.execute(pick).all()
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    taken = s.execute(
+        update(Enrollment)
+        .where(Enrollment.id.in_(ids), Enrollment.next_due_at.is_not(None))
+        .values(next_due_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if taken.rowcount != len(ids):  # type: ignore[attr-defined]
+        raise RuntimeError("claim raced with another writer; the transaction is rolled back")
+    values = [
+        {
+            "enrollment_id": r.id,
+            "step_id": r.next_step_id,
+            "status": DeliveryStatus.QUEUED,
+            "due_at": r.next_due_at,
+            "claimed_at": at,
+            "lease_until": at + lease,
+            "attempts": 0,
+        }
+        for r in rows
+    ]
+    insert = pg_insert if postgres else sqlite_insert
+    stmt = (
+        insert(Delivery)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["enrollment_id", "step_id"])
+        .returning(Delivery.id)
+    )
+    return list(s.scalars(stmt))
+
+
+def reclaim_expired(s: Session, at: datetime, limit: int, lease: timedelta) -> list[int]:
+    """QUEUED deliveries whose lease ran out: their worker died or their message was lost."""
+    pick = (
+        select(Delivery.id)
+        .where(Delivery.status == DeliveryStatus.QUEUED, Delivery.lease_until < at)
+        .order_by(Delivery.lease_until)
+        .limit(limit)
+    )
+    if s.get_bind().dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    ids = list(s.scalars(pick))
+    if ids:
+        s.execute(
+            update(Delivery)
+            .where(and_(Delivery.id.in_(ids), Delivery.status == DeliveryStatus.QUEUED))
+            .values(lease_until=at + lease)
+            .execution_options(synchronize_session=False)
+        )
+    return ids
+
+
+def batches(ids: Sequence[int], size: int) -> list[list[int]]:
+    return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
+
+
+def dispatch_once(enqueue: Enqueue, *, limit: int = 5000) -> DispatchResult:
+    """One pass: reclaim lost work, claim what is due, then (after commit) enqueue it.
+
+    Enqueueing only after the commit means a worker never receives an id it cannot see,
+    and a rolled-back claim never sends anything.
+    """
+    settings = get_settings()
+    lease = timedelta(seconds=settings.lease_seconds)
+    result = DispatchResult()
+    while True:
+        with transaction() as s:
+            at = now()
+            reclaimed = reclaim_expired(s, at, limit, lease)
+            claimed = claim_due(s, at, limit, lease)
+        work = reclaimed + claimed
+        for batch in batches(work, settings.batch_size):
+            enqueue(batch)
+            result.batches += 1
+        result.reclaimed += len(reclaimed)
+        result.claimed += len(claimed)
+        if len(claimed) < limit and len(reclaimed) < limit:
+            return result

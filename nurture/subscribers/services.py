@@ -1,0 +1,225 @@
+"""Subscribers: adding, confirming, unsubscribing, booking. Every state change that stops
+mail also ends enrollments and cancels queued deliveries in the same transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from nurture.clock import now
+from nurture.delivery.models import Delivery, DeliveryStatus
+from nurture.errors import NotFound, NurtureError
+from nurture.sequences.models import Sequence
+from nurture.sequences.schedule import is_valid_timezone
+from nurture.sequences.services import due_for, live_steps
+from nurture.subscribers.models import (
+    ENDED,
+    Consent,
+    Enrollment,
+    EnrollmentStatus,
+    Event,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+)
+
+CLI_CONSENT = "Added by the operator, who holds this person's consent."
+CLI_CONSENT_VERSION = "cli-1"
+
+
+def normalize_email(raw: str) -> str:
+    try:
+        result = validate_email(raw.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise NurtureError(f"not a valid email address: {exc}") from None
+    # The local part is case-sensitive in theory, in practice nobody relies on it; folding
+    # it keeps one person from being two subscribers.
+    return result.normalized.lower()
+
+
+def email_hash(email: str) -> str:
+    from nurture.config import get_settings
+
+    key = get_settings().secret.encode()
+    return hmac.new(key, email.encode(), hashlib.sha256).hexdigest()
+
+
+def is_suppressed(s: Session, email: str) -> bool:
+    return s.get(Suppression, email_hash(email)) is not None
+
+
+def find_subscriber(s: Session, email: str) -> Subscriber | None:
+    return s.scalar(select(Subscriber).where(Subscriber.email == normalize_email(email)))
+
+
+def get_subscriber(s: Session, email: str) -> Subscriber:
+    sub = find_subscriber(s, email)
+    if sub is None:
+        raise NotFound("no subscriber with that address")
+    return sub
+
+
+def record(s: Session, kind: str, sub: Subscriber | None = None, **ids: int | None) -> None:
+    s.add(Event(kind=kind, subscriber_id=sub.id if sub else None, **ids))
+
+
+def add_subscriber(
+    s: Session,
+    email: str,
+    sequence: Sequence,
+    *,
+    first_name: str | None = None,
+    timezone: str | None = None,
+    confirmed: bool = False,
+    source: str = "cli",
+    consent_text: str = CLI_CONSENT,
+    consent_version: str = CLI_CONSENT_VERSION,
+    article: str | None = None,
+    client_hash: str | None = None,
+) -> Subscriber:
+    """Create (or find) the subscriber and enrol them; confirmed=True starts the sequence."""
+    address = normalize_email(email)
+    if timezone is not None and not is_valid_timezone(timezone):
+        raise NurtureError(f"unknown time zone {timezone!r} (use an IANA name like Europe/Paris)")
+    if is_suppressed(s, address):
+        raise NurtureError("this address asked to be forgotten and may not be added again")
+    first_name = " ".join(first_name.split())[:100] if first_name else None
+    sub = s.scalar(select(Subscriber).where(Subscriber.email == address))
+    if sub is None:
+        sub = Subscriber(email=address, first_name=first_name, timezone=timezone)
+        s.add(sub)
+        s.flush()
+    else:
+        sub.first_name = first_name or sub.first_name
+        sub.timezone = timezone or sub.timezone
+        if (
+            sub.status in {SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED}
+            and not confirmed
+        ):
+            # Coming back after leaving needs a fresh confirmation.
+            sub.status = SubscriberStatus.PENDING
+    s.add(
+        Consent(
+            subscriber_id=sub.id,
+            sequence_id=sequence.id,
+            source=source,
+            article=article,
+            consent_text=consent_text,
+            consent_version=consent_version,
+            client_hash=client_hash,
+            confirmed_at=now() if confirmed else None,
+        )
+    )
+    enrol(s, sub, sequence)
+    if confirmed:
+        confirm(s, sub)
+    return sub
+
+
+def enrol(s: Session, sub: Subscriber, sequence: Sequence) -> Enrollment:
+    enrollment = s.scalar(
+        select(Enrollment).where(
+            Enrollment.subscriber_id == sub.id, Enrollment.sequence_id == sequence.id
+        )
+    )
+    if enrollment is None:
+        enrollment = Enrollment(subscriber_id=sub.id, sequence_id=sequence.id)
+        s.add(enrollment)
+        s.flush()
+    elif enrollment.status in ENDED and enrollment.status != EnrollmentStatus.COMPLETED:
+        # A fresh signup after leaving starts again from the top, once confirmed.
+        enrollment.status = EnrollmentStatus.PENDING
+        enrollment.next_step_id = None
+        enrollment.next_due_at = None
+        enrollment.last_step_id = None
+        enrollment.ended_at = None
+    if sub.status == SubscriberStatus.CONFIRMED and enrollment.status == EnrollmentStatus.PENDING:
+        start(s, enrollment)
+    return enrollment
+
+
+def start(s: Session, enrollment: Enrollment) -> None:
+    steps = live_steps(s, enrollment.sequence_id)
+    if not steps:
+        enrollment.status = EnrollmentStatus.COMPLETED
+        enrollment.ended_at = now()
+        return
+    t = now()
+    enrollment.status = EnrollmentStatus.ACTIVE
+    enrollment.started_at = t
+    enrollment.next_step_id = steps[0].id
+    seq = enrollment.sequence
+    window = seq.settings.get("send_window") or {}
+    if steps[0].delay_seconds == 0 and window.get("first_step_immediately", True):
+        enrollment.next_due_at = t
+    else:
+        enrollment.next_due_at = due_for(
+            seq, enrollment.subscriber.timezone, t, steps[0].delay_seconds
+        )
+
+
+def confirm(s: Session, sub: Subscriber) -> bool:
+    """Confirm the address and start its pending enrollments. Returns False if it already was."""
+    if sub.status == SubscriberStatus.CONFIRMED:
+        return False
+    sub.status = SubscriberStatus.CONFIRMED
+    sub.confirmed_at = now()
+    for consent in sub.consents:
+        consent.confirmed_at = consent.confirmed_at or sub.confirmed_at
+    for enrollment in sub.enrollments:
+        if enrollment.status == EnrollmentStatus.PENDING:
+            start(s, enrollment)
+    record(s, "confirmed", sub)
+    return True
+
+
+def end_enrollments(s: Session, sub: Subscriber, status: EnrollmentStatus) -> int:
+    ended = 0
+    t = now()
+    for enrollment in sub.enrollments:
+        if enrollment.status in ENDED:
+            continue
+        enrollment.status = status
+        enrollment.next_due_at = None
+        enrollment.ended_at = t
+        ended += 1
+    ids = [e.id for e in sub.enrollments]
+    if ids:
+        # Claimed but unsent mail dies here; a worker re-checks status before each send too.
+        s.execute(
+            update(Delivery)
+            .where(Delivery.enrollment_id.in_(ids), Delivery.status == DeliveryStatus.QUEUED)
+            .values(status=DeliveryStatus.CANCELLED, error=f"subscriber {status.value}")
+        )
+    return ended
+
+
+def unsubscribe(s: Session, sub: Subscriber, how: str = "link") -> bool:
+    """Returns False if they were already unsubscribed (a second click is harmless)."""
+    if sub.status == SubscriberStatus.UNSUBSCRIBED:
+        return False
+    sub.status = SubscriberStatus.UNSUBSCRIBED
+    sub.unsubscribed_at = now()
+    end_enrollments(s, sub, EnrollmentStatus.UNSUBSCRIBED)
+    s.add(Event(kind="unsubscribed", subscriber_id=sub.id, data={"how": how}))
+    return True
+
+
+def mark_booked(s: Session, sub: Subscriber, source: str = "cli") -> bool:
+    if sub.booked_at is not None:
+        return False
+    sub.booked_at = now()
+    end_enrollments(s, sub, EnrollmentStatus.BOOKED)
+    s.add(Event(kind="booked", subscriber_id=sub.id, data={"source": source}))
+    return True
+
+
+def mark_bounced(s: Session, sub: Subscriber, reason: str) -> None:
+    sub.status = SubscriberStatus.BOUNCED
+    sub.bounced_at = now()
+    end_enrollments(s, sub, EnrollmentStatus.BOUNCED)
+    s.add(Event(kind="bounced", subscriber_id=sub.id, data={"reason": reason[:200]}))

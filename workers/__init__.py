@@ -1,0 +1,1 @@
+"""The Celery side of nurture: `celery -A workers.app` points here."""

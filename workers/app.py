@@ -1,0 +1,58 @@
+"""The Celery application, built from the same settings as everything else.
+
+Tasks stay thin (see tasks.py): they take ids, call a service, and let the database be the
+source of truth. Nothing is ever scheduled days ahead with eta/countdown: on Redis such
+messages are redelivered every visibility timeout. Due times live in the database and beat
+runs a short dispatch pass instead.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from celery.signals import setup_logging
+
+from nurture.config import Settings, get_settings
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("nurture", broker=settings.broker_url, include=["workers.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        # A task is acknowledged only after it ran, and requeued if its worker died: with the
+        # lease in the database this makes a killed worker lose nothing.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            # Longer than any batch takes; the database lease recovers lost work sooner.
+            "visibility_timeout": max(3600, settings.lease_seconds * 4),
+            "polling_interval": 0.2 if settings.is_embedded_broker else 1.0,
+        },
+        timezone="UTC",
+        enable_utc=True,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "dispatch": {
+                "task": "nurture.dispatch",
+                "schedule": settings.dispatch_interval,
+                "options": {"expires": settings.dispatch_interval * 4},
+            }
+        },
+    )
+    return app
+
+
+@setup_logging.connect
+def _logging(**_: object) -> None:
+    # Our own format; Celery's default logs task arguments, which we keep free of PII anyway.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+app = make_celery(get_settings())

@@ -1,0 +1,27 @@
+"""Thin tasks: JSON-safe ids in, a service call, nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nurture.delivery import dispatch as dispatch_service
+from nurture.delivery import sending
+from workers.app import app
+
+
+def enqueue_batch(delivery_ids: list[int]) -> None:
+    send_batch.delay(delivery_ids)
+
+
+@app.task(name="nurture.dispatch", ignore_result=True, acks_late=False)
+def dispatch() -> dict[str, int]:
+    # Beat may fire while the previous pass still runs; claims are atomic, so a second pass
+    # only finds nothing left to claim.
+    r = dispatch_service.dispatch_once(enqueue_batch)
+    return {"claimed": r.claimed, "reclaimed": r.reclaimed, "batches": r.batches}
+
+
+@app.task(name="nurture.send_batch", ignore_result=True)
+def send_batch(delivery_ids: list[int]) -> dict[str, Any]:
+    r = sending.send_batch(delivery_ids)
+    return {"sent": len(r.sent), "skipped": len(r.skipped), "failed": len(r.failed)}

@@ -86,8 +86,10 @@ def _maybe_dkim(msg: EmailMessage, from_email: str) -> None:
     settings = get_settings()
     if not settings.dkim_enabled:
         return
-    # DKIM signing lands with the content work (nurture/mail/dkim.py).
-    raise NotImplementedError("DKIM signing is not available yet")
+    from nurture.mail import dkim
+
+    assert settings.dkim_selector and settings.dkim_private_key  # dkim_enabled says so
+    dkim.sign(msg, settings.dkim_selector, settings.dkim_private_key, domain_of(from_email))
 
 
 def host_of(url: str) -> str:

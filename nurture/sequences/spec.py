@@ -70,8 +70,6 @@ class StepSpec(_Strict):
     subject: str = Field(min_length=1, max_length=200)
     body: str
     sources: list[str] = Field(default_factory=list)
-    # Inbox preview text; the first lines of the body when empty.
-    preheader: str = Field(default="", max_length=200)
     # Filled from the body file when the folder is loaded.
     body_text: str = ""
 
@@ -89,6 +87,9 @@ class StepSpec(_Strict):
 class DiscreetSpec(_Strict):
     """For readers who share or fear a watched inbox: nothing visible names the subject."""
 
+    # Off keeps the block ready for a practice to switch on; present and on means every
+    # email of the sequence goes out under the neutral name and subjects.
+    enabled: bool = True
     from_name: str = Field(min_length=1, max_length=100)
     # step key -> neutral subject; a step without one keeps its own subject.
     subjects: dict[str, str] = Field(default_factory=dict)
@@ -139,14 +140,6 @@ class SequenceSpec(_Strict):
             if unknown:
                 raise ValueError(f"discreet.subjects names unknown steps: {sorted(unknown)}")
         return self
-
-    def subject_for(self, step: StepSpec, *, discreet: bool = False) -> str:
-        if discreet and self.discreet:
-            return self.discreet.subjects.get(step.key, step.subject)
-        return step.subject
-
-    def from_name_for(self, *, discreet: bool = False) -> str:
-        return self.discreet.from_name if discreet and self.discreet else self.from_.name
 
     def settings_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude={"steps", "slug", "name"})

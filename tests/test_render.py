@@ -146,10 +146,10 @@ def test_text_part_reads_well() -> None:
 def test_preheader_and_discreet_mode(default_spec: SequenceSpec) -> None:
     step = default_spec.steps[0]
     plain = render_email(sample_context(default_spec, step)).html
-    preview = re.search(r'<div style="display:none;[^"]*">(.*?)</div>', plain, re.S)
+    preview = re.search(r'<div style="display:none;[^"]*"[^>]*>(.*?)</div>', plain, re.S)
     assert preview and preview.group(1).startswith("Thank you for signing up.")
     hidden = render_email(sample_context(default_spec, step, discreet=True)).html
-    preview = re.search(r'<div style="display:none;[^"]*">(.*?)</div>', hidden, re.S)
+    preview = re.search(r'<div style="display:none;[^"]*"[^>]*>(.*?)</div>', hidden, re.S)
     assert preview and not preview.group(1).strip("\u200c\u00a0 ")
     assert default_spec.discreet is not None and not default_spec.discreet.enabled
 

@@ -55,6 +55,9 @@ def _address(name: str | None, email: str) -> Address:
 # 78-column limit the library would wrap them in RFC 2047 encoded-words, which mail clients
 # do not decode in List-Unsubscribe. RFC 5322 allows 998.
 POLICY = default_policy.clone(max_line_length=998)
+# Bodies are encoded when they are set, with the policy of that moment: quoted-printable
+# lines must keep to 76 characters (RFC 2045; SpamAssassin's MIME_QP_LONG_LINE).
+BODY_POLICY = default_policy
 
 
 def build_message(env: Envelope, rendered: RenderedEmail, *, test: bool = False) -> EmailMessage:
@@ -74,8 +77,10 @@ def build_message(env: Envelope, rendered: RenderedEmail, *, test: bool = False)
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     if test:
         msg["X-Nurture-Test"] = "yes"
+    msg.policy = BODY_POLICY
     msg.set_content(rendered.text, cte="quoted-printable")
     msg.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
+    msg.policy = POLICY
     _maybe_dkim(msg, env.from_email)
     return msg
 

@@ -57,7 +57,7 @@ def _address(name: str | None, email: str) -> Address:
 POLICY = default_policy.clone(max_line_length=998)
 # Bodies are encoded when they are set, with the policy of that moment: quoted-printable
 # lines must keep to 76 characters (RFC 2045; SpamAssassin's MIME_QP_LONG_LINE).
-BODY_POLICY = default_policy
+BODY_POLICY = default_policy.clone(max_line_length=76)
 
 
 def build_message(env: Envelope, rendered: RenderedEmail, *, test: bool = False) -> EmailMessage:

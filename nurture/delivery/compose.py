@@ -4,6 +4,7 @@ what a sent email contains. Used by workers, `preview` and `send-test` alike."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
 
@@ -74,6 +75,7 @@ def compose(
     first_name: str | None,
     rewrite: LinkRewriter | None = None,
     test: bool = False,
+    date: datetime | None = None,
 ) -> EmailMessage:
     settings = get_settings()
     sender = seq.settings["from"]
@@ -92,4 +94,4 @@ def compose(
         unsubscribe_mailto=None,
         message_id=stable_message_id(settings.secret, subscriber_id, seq.slug, step.key, domain),
     )
-    return build_message(env, rendered, test=test)
+    return build_message(env, rendered, test=test, date=date)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, contains_eager
@@ -78,11 +78,10 @@ def _still_wanted(s: Session, d: Delivery) -> str | None:
     return None
 
 
-def _put_back(s: Session, d: Delivery, reason: str) -> None:
+def _put_back(s: Session, d: Delivery, reason: str, at: datetime) -> None:
     """Not now, but later: the step stays due for this enrollment (paused or out of window)."""
     e = d.enrollment
     seq = e.sequence
-    at = now()
     e.next_step_id = d.step_id
     if reason == "sequence paused":
         e.next_due_at = d.due_at
@@ -102,9 +101,8 @@ def _immediate_first(d: Delivery) -> bool:
     )
 
 
-def _advance(s: Session, d: Delivery) -> None:
+def _advance(s: Session, d: Delivery, at: datetime) -> None:
     e = d.enrollment
-    at = now()
     e.last_step_id = d.step_id
     e.last_sent_at = at
     nxt = step_after(live_steps(s, e.sequence_id), d.step)
@@ -132,13 +130,15 @@ def send_one(s: Session, backend: MailBackend, delivery_id: int, result: BatchRe
         return
     seq = e.sequence
     tz = zone(e.subscriber.timezone, seq.settings.get("timezone", "UTC"))
+    # One instant for the window check, the Date header and sent_at, so they cannot disagree.
+    at = now()
     if seq.status == SequenceStatus.PAUSED:
-        _put_back(s, d, "sequence paused")
+        _put_back(s, d, "sequence paused", at)
         result.skipped.append(delivery_id)
         return
-    if not window_of(seq).contains(now(), tz) and not _immediate_first(d):
+    if not window_of(seq).contains(at, tz) and not _immediate_first(d):
         # A backlog that outlives the window waits for the next one: nobody gets a 3 a.m. email.
-        _put_back(s, d, "window closed")
+        _put_back(s, d, "window closed", at)
         result.skipped.append(delivery_id)
         return
     msg = compose(
@@ -147,14 +147,15 @@ def send_one(s: Session, backend: MailBackend, delivery_id: int, result: BatchRe
         subscriber_id=e.subscriber.id,
         email=e.subscriber.email,
         first_name=e.subscriber.first_name,
+        date=at,
     )
     d.attempts += 1
     backend.send(msg)  # raises on failure; the caller rolls this transaction back
     d.status = DeliveryStatus.SENT
-    d.sent_at = now()
+    d.sent_at = at
     d.message_id = msg["Message-ID"]
     d.error = None
-    _advance(s, d)
+    _advance(s, d, at)
     result.sent.append(delivery_id)
 
 

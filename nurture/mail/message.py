@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -60,14 +61,16 @@ POLICY = default_policy.clone(max_line_length=998)
 BODY_POLICY = default_policy.clone(max_line_length=76)
 
 
-def build_message(env: Envelope, rendered: RenderedEmail, *, test: bool = False) -> EmailMessage:
+def build_message(
+    env: Envelope, rendered: RenderedEmail, *, test: bool = False, date: datetime | None = None
+) -> EmailMessage:
     msg = EmailMessage(policy=POLICY)
     msg["Subject"] = ("[TEST] " if test else "") + " ".join(rendered.subject.split())
     msg["From"] = _address(env.from_name, env.from_email)
     msg["To"] = _address(env.to_name, env.to_email)
     if env.reply_to:
         msg["Reply-To"] = _address(None, env.reply_to)
-    msg["Date"] = format_datetime(now())
+    msg["Date"] = format_datetime(date or now())
     msg["Message-ID"] = env.message_id
     msg["List-Id"] = f"<{env.list_id}>"
     unsubscribe = f"<{env.unsubscribe_url}>"

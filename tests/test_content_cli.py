@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from conftest import DEFAULT_SEQUENCE
 
 from nurture.cli import cli
 from nurture.db import transaction
@@ -13,6 +12,7 @@ from nurture.errors import NurtureError
 from nurture.sequences.services import apply_spec, get_sequence
 from nurture.sequences.spec import load_folder
 from nurture.subscribers.services import add_subscriber
+from tests.conftest import DEFAULT_SEQUENCE
 
 
 def run(*args: str) -> Result:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from conftest import sample_context
-
 from nurture.content.render import render_email
 from nurture.sequences.spec import SequenceSpec
+from tests.conftest import sample_context
 
 RUN = 8
 

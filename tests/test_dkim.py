@@ -9,12 +9,12 @@ from pathlib import Path
 
 import dkim
 import pytest
-from conftest import IN_CI
 
 from nurture.config import reset_settings
 from nurture.content.render import RenderedEmail
 from nurture.errors import ConfigError
 from nurture.mail.message import POLICY, Envelope, build_message
+from tests.conftest import IN_CI
 
 ENVELOPE = Envelope(
     from_name="ConnectWell Therapy",

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-from conftest import sample_context
-
 from nurture.content.render import render_email
 from nurture.mail.message import Envelope, build_message
 from nurture.sequences.spec import SequenceSpec
+from tests.conftest import sample_context
 
 
 def test_quoted_printable_lines_keep_to_76(

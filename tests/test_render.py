@@ -5,11 +5,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import DEFAULT_SEQUENCE, sample_context
 from markupsafe import escape
 
 from nurture.content.render import EmailContext, _layout, render_email
 from nurture.sequences.spec import SequenceSpec, SpecError, load_folder
+from tests.conftest import DEFAULT_SEQUENCE, sample_context
 
 MAX_BYTES = 100 * 1024
 

@@ -9,11 +9,11 @@ import subprocess
 from email.message import EmailMessage
 
 import pytest
-from conftest import IN_CI
 
 from nurture.delivery.compose import compose
 from nurture.sequences.models import Sequence, Step
 from nurture.sequences.spec import SequenceSpec
+from tests.conftest import IN_CI
 
 LIMIT = 2.0
 

@@ -1,7 +1,7 @@
 """Rendering one step into subject, plain text and HTML.
 
 A step body is Markdown with Jinja. It becomes the middle of the email; the layout around it
-(templates/email/base.mjml) adds what every email must carry, so no step can leave it out:
+(nurture/templates/email/base.mjml) adds what every email must carry, so no step can leave it out:
 the consult invitation, a visible unsubscribe link, why the reader gets the email and the
 practice's postal address.
 """
@@ -25,7 +25,8 @@ from mjml import mjml2html
 if TYPE_CHECKING:
     from nurture.sequences.spec import SequenceSpec
 
-LAYOUT_PATH = Path(__file__).resolve().parents[2] / "templates" / "email" / "base.mjml"
+# Inside the package, so an installed nurture (the Docker image) finds its layout.
+LAYOUT_PATH = Path(__file__).resolve().parents[1] / "templates" / "email" / "base.mjml"
 PREHEADER_CHARS = 110
 
 

@@ -83,6 +83,12 @@ _STYLES = {
 }
 
 
+@functools.lru_cache(maxsize=512)
+def _step_template(source: str) -> Template:
+    # Compiling is most of the cost of a render; a worker sends the same few steps all day.
+    return _jinja.from_string(source)
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -214,10 +220,8 @@ def _preheader(ctx: EmailContext, text_body: str) -> str:
 
 
 def render_email(ctx: EmailContext) -> RenderedEmail:
-    subject = _one_line(
-        _jinja.from_string(ctx.subject).render(_template_vars(ctx, for_markdown=False))
-    )
-    body = _jinja.from_string(ctx.body_markdown).render(_template_vars(ctx, for_markdown=True))
+    subject = _one_line(_step_template(ctx.subject).render(_template_vars(ctx, for_markdown=False)))
+    body = _step_template(ctx.body_markdown).render(_template_vars(ctx, for_markdown=True))
     tokens = _markdown.parse(body.strip())
     text_body = _text_body(tokens, ctx.base_url)
 

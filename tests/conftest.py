@@ -105,7 +105,7 @@ def settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, s
     env = {
         "NURTURE_MAIL_URL": "memory://",
         "NURTURE_BROKER_URL": "memory://",
-        "NURTURE_SECRET_KEY": "test-secret-key",
+        "NURTURE_SECRET_KEY": "test-secret-key-0123456789",
         "NURTURE_BASE_URL": "https://nurture.test",
         "NURTURE_ENV": "development",
     }

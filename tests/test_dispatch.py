@@ -180,3 +180,19 @@ def test_unreachable_server_keeps_everything_for_later(
     assert len(result.retry) == 2
     with transaction() as s:
         assert {d.status for d in s.scalars(select(Delivery))} == {DeliveryStatus.QUEUED}
+
+
+def test_policy_refusal_fails_the_send_but_does_not_bounce_the_reader(
+    quick_sequence: str, morning: FrozenClock
+) -> None:
+    _add(1)
+
+    with SMTPServer(refuse=lambda _a: 550) as smtp:
+        smtp.handler.refuse_text = "5.7.26 unauthenticated mail is prohibited"
+        result = send_batch(_claim(), backend_from_url(smtp.url))
+    assert len(result.failed) == 1
+    with transaction() as s:
+        assert get_subscriber(s, "r0@example.com").status == SubscriberStatus.CONFIRMED
+        failed = s.scalars(select(Delivery)).one()
+        assert failed.status == DeliveryStatus.FAILED
+        assert failed.error == "recipient refused: 550 5.7.26"

@@ -109,9 +109,15 @@ def test_production_needs_a_secret_and_never_prints_it(
     monkeypatch.delenv("NURTURE_SECRET_KEY")
     with pytest.raises(ConfigError, match="NURTURE_SECRET_KEY"):
         load_settings()
-    monkeypatch.setenv("NURTURE_SECRET_KEY", "s3cret-value")
+    monkeypatch.setenv("NURTURE_SECRET_KEY", "short")
+    with pytest.raises(ConfigError, match="too short"):
+        load_settings()
+    monkeypatch.setenv("NURTURE_SECRET_KEY", "s3cret-value-0123456789")
     settings = load_settings()
     assert "s3cret-value" not in repr(settings)
+    monkeypatch.setenv("NURTURE_SECRET_KEY", "")
+    with pytest.raises(ConfigError, match="required"):
+        load_settings()
 
 
 def test_embedded_defaults(monkeypatch: pytest.MonkeyPatch, settings_env: dict[str, str]) -> None:

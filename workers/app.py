@@ -19,6 +19,7 @@ from nurture.config import Settings, get_settings
 def make_celery(settings: Settings) -> Celery:
     app = Celery("nurture", broker=settings.broker_url, include=["workers.tasks"])
     app.conf.update(
+        task_default_queue=settings.queue,
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,

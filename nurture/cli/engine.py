@@ -78,14 +78,15 @@ def _beat_file() -> str:
 
 
 def _web_command(host: str, port: int) -> list[str]:
-    # gunicorn in both modes; production gets a worker per core and an access log without
-    # query strings (tokens live in paths, so the log format leaves the path out too).
+    # gunicorn in both modes; production gets two workers per core (WEB_CONCURRENCY
+    # overrides). No access log: paths carry tokens and client addresses are personal data.
     production = get_settings().env == "production"
-    workers = str(max(2, (os.cpu_count() or 1) * 2)) if production else "1"
+    workers = os.environ.get("WEB_CONCURRENCY") or (
+        str(max(2, (os.cpu_count() or 1) * 2)) if production else "1"
+    )
     return [
         sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}",
-        "--workers", workers, "--threads", "4", "--access-logfile", "-",
-        "--access-logformat", '%(h)s "%(m)s %(U)s" %(s)s %(L)ss',
+        "--workers", workers, "--threads", "4",
         "nurture.web.app:create_app()",
     ]  # fmt: skip
 
@@ -97,7 +98,7 @@ def _prepare_embedded_broker() -> None:
         from kombu import Connection, Queue
 
         with Connection(settings.broker_url) as conn:
-            Queue("celery").bind(conn.default_channel).declare()
+            Queue(settings.queue).bind(conn.default_channel).declare()
 
 
 @click.command()

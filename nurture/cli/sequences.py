@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from sqlalchemy import func, select
 
+from nurture.articles.services import missing_sources
 from nurture.cli.output import emit, json_option
 from nurture.db import transaction
 from nurture.sequences.models import Sequence, SequenceStatus, Step
@@ -36,11 +37,22 @@ def apply(path: Path) -> None:
     specs = [(folder, load_folder(folder)) for folder in find_folders(path)]
     with transaction() as s:
         results = [apply_spec(s, spec, folder) for folder, spec in specs]
+        sources = sorted(
+            {name for _, spec in specs for step in spec.steps for name in step.sources}
+        )
+        unknown = missing_sources(s, sources)
     for r in results:
         verb = "created" if r.created else "updated"
         click.echo(
             f"{r.slug}: {verb} ({len(r.added)} added, {len(r.changed)} changed, "
             f"{len(r.removed)} removed)"
+        )
+    # Only a note: sources document where a step's ideas come from; sending never needs them.
+    if unknown:
+        click.echo(
+            f"note: {len(unknown)} step sources are not imported articles yet "
+            f"(nurture articles import FILE...): {', '.join(unknown)}",
+            err=True,
         )
 
 

@@ -159,16 +159,9 @@ def quick_sequence(db: str) -> str:
     return "quick"
 
 
-# The five source articles live outside the repository in the shared folder; a copy may be
-# placed in tests/articles for a self-contained checkout.
-ARTICLES_DIR = Path(
-    os.environ.get(
-        "NURTURE_TEST_ARTICLES",
-        ROOT / "tests" / "articles"
-        if (ROOT / "tests" / "articles").is_dir()
-        else "/work/shared/articles",
-    )
-)
+# The five source articles are third-party text: they live beside the repository in the
+# shared folder (../shared/articles), not inside it. NURTURE_TEST_ARTICLES points elsewhere.
+ARTICLES_DIR = Path(os.environ.get("NURTURE_TEST_ARTICLES", ROOT.parent / "shared" / "articles"))
 DEFAULT_SEQUENCE = ROOT / "templates" / "sequences" / "partner-refuses-therapy"
 
 

@@ -134,7 +134,6 @@ def run_demo(
     saved = _isolate(workdir)
     reset_settings()
     speed = 86400.0 / day_seconds
-    clock_mod.set_clock(ScaledClock(SIM_START.astimezone(UTC), time.time(), speed))
     started = time.monotonic()
     try:
         upgrade()
@@ -143,6 +142,8 @@ def run_demo(
             apply_spec(s, spec)
             steps = [st.key for st in live_steps(s, get_sequence(s, spec.slug).id)]
         result = DemoResult(workdir=workdir, steps=steps)
+        # Simulated time starts when the reader opens the form, not while we set up.
+        clock_mod.set_clock(ScaledClock(SIM_START.astimezone(UTC), time.time(), speed))
         _sign_up_through_the_form(spec.slug, outbox)
         shown: set[int] = set()
         # A pass every 40 simulated minutes: plenty inside a two-hour morning window.

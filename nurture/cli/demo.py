@@ -49,12 +49,14 @@ def demo(day_seconds: float, keep: Path | None) -> None:
     def show(sent: SentEmail, result: DemoResult) -> None:
         if not first:
             first.append(sent)
-        day = (sent.sent_at - first[0].sent_at).days + 1
         local = sent.sent_at.astimezone(zone)
+        day = (local.date() - first[0].sent_at.astimezone(zone).date()).days + 1
         console.print(
             f"  day {day:>2}  {local:%a %d %b %H:%M} {local.tzname()}  "
             f"[bold]{sent.step}[/bold]  “{sent.subject}”\n"
-            f"          [dim]{sent.html}[/dim]"
+            f"          [dim]outbox/{sent.html.name}[/dim]",
+            overflow="ignore",
+            crop=False,
         )
 
     if keep:

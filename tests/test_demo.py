@@ -1,0 +1,32 @@
+"""`nurture demo` plays every step of the default sequence, in order, on a fast clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from nurture.cli import cli
+from tests.conftest import DEFAULT_SEQUENCE
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_shows_every_step_in_order(tmp_path: Path, settings_env: dict[str, str]) -> None:
+    import yaml
+
+    keys = [
+        s["key"] for s in yaml.safe_load((DEFAULT_SEQUENCE / "sequence.yaml").read_text())["steps"]
+    ]
+    result = CliRunner().invoke(
+        cli, ["demo", "--day-seconds", "0.5", "--keep", str(tmp_path / "demo")]
+    )
+    assert result.exit_code == 0, result.output
+    shown = [k for line in result.output.splitlines() for k in keys if f"  {k}  " in line]
+    assert shown == keys
+    outbox = tmp_path / "demo" / "outbox"
+    # The confirmation plus one .eml (and .html) per step.
+    assert len(list(outbox.glob("*.eml"))) == len(keys) + 1
+    for key in keys:
+        assert len(list(outbox.glob(f"partner-refuses-therapy.{key}.*.html"))) == 1

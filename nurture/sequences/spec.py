@@ -210,6 +210,9 @@ def load_folder(folder: Path) -> SequenceSpec:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or "not valid YAML"
+        context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and start and (not mark or start.line != mark.line):
+            problem += f" ({context} started at line {start.line + 1})"
         raise SpecError(f"{where}: {problem}") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping with slug, name, steps ...")

@@ -235,7 +235,10 @@ def test_removing_the_last_step_completes_those_waiting_for_it(
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (lambda t: t.replace("name: Quick", "name: [Quick"), "sequence.yaml:4: expected ',' or ']', but got ':' (while parsing a flow sequence started at line 3)"),
+        (
+            lambda t: t.replace("name: Quick", "name: [Quick"),
+            "sequence.yaml:4: expected ',' or ']', but got ':' (while parsing a flow sequence started at line 3)",
+        ),
         (
             lambda t: t.replace("timezone:", "colour: red\ntimezone:"),
             r"sequence.yaml:8: colour: unknown field",

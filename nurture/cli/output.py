@@ -29,7 +29,7 @@ def emit(
         return
     table = Table(title=title or None)
     for col in columns:
-        table.add_column(col.replace("_", " "))
+        table.add_column(col.replace("_", " "), overflow="fold")
     for row in rows:
         table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
     console.print(table)

@@ -20,7 +20,7 @@ from nurture.subscribers.models import (
 )
 from nurture.subscribers.services import get_subscriber
 
-STATUSES = sorted({*SubscriberStatus, *EnrollmentStatus})
+STATUSES = sorted({s.value for s in (*SubscriberStatus, *EnrollmentStatus)})
 
 
 def iso(value: Any) -> str | None:
@@ -64,8 +64,8 @@ def list_subscribers(
 def story(s: Session, email: str) -> dict[str, Any]:
     """Everything that happened with one person, for `subscribers show`."""
     sub = get_subscriber(s, email)
-    slugs = dict(s.execute(select(Sequence.id, Sequence.slug)).tuples().all())
-    keys = dict(s.execute(select(Step.id, Step.key)).tuples().all())
+    slugs: dict[int, str] = {i: slug for i, slug in s.execute(select(Sequence.id, Sequence.slug))}
+    keys: dict[int, str] = {i: key for i, key in s.execute(select(Step.id, Step.key))}
     consents = s.scalars(
         select(Consent).where(Consent.subscriber_id == sub.id).order_by(Consent.id)
     )

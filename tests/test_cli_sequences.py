@@ -237,7 +237,8 @@ def test_removing_the_last_step_completes_those_waiting_for_it(
     [
         (
             lambda t: t.replace("name: Quick", "name: [Quick"),
-            "sequence.yaml:4: expected ',' or ']', but got ':' (while parsing a flow sequence started at line 3)",
+            "sequence.yaml:4: expected ',' or ']', but got ':' "
+            "(while parsing a flow sequence started at line 3)",
         ),
         (
             lambda t: t.replace("timezone:", "colour: red\ntimezone:"),

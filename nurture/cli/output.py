@@ -8,7 +8,9 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 
@@ -27,9 +29,10 @@ def emit(
     if not rows:
         console.print(f"[dim]no {title or 'rows'}[/dim]")
         return
-    table = Table(title=title or None)
+    table = Table(title=escape(title) if title else None)
     for col in columns:
         table.add_column(col.replace("_", " "), overflow="fold")
     for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+        # Text, not markup: a name like "[b]" is data, never styling.
+        table.add_row(*(Text("" if row.get(c) is None else str(row.get(c))) for c in columns))
     console.print(table)

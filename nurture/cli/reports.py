@@ -7,7 +7,9 @@ import json
 from dataclasses import asdict
 
 import click
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from nurture.cli.output import console, emit, json_option
 from nurture.db import transaction
@@ -79,13 +81,13 @@ def stats_(slug: str | None, as_json: bool) -> None:
         console.print("[dim]no sequences[/dim]")
     for seq in result:
         top = max((st.sent for st in seq.steps), default=0)
-        table = Table(title=f"{seq.slug} [{seq.status}]", title_justify="left")
+        table = Table(title=escape(f"{seq.slug} [{seq.status}]"), title_justify="left")
         for col in ("step", "sent", "", "failed", "clicked", "unsubscribed", "booked"):
             table.add_column(col, justify="left" if col in ("step", "") else "right")
         for st in seq.steps:
             name = st.key if st.position is not None else f"{st.key} (removed)"
             table.add_row(
-                name,
+                Text(name),
                 str(st.sent),
                 f"[green]{_bar(st.sent, top)}[/green]",
                 str(st.failed),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from nurture.cli.output import console, emit, json_option
@@ -158,8 +159,9 @@ def show(email: str, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     console.print(
-        f"[bold]{data['email']}[/bold] {data['first_name'] or ''}  status {data['status']}, "
-        f"zone {data['timezone'] or '(sequence default)'}, since {data['created_at']}"
+        f"[bold]{escape(data['email'])}[/bold] {escape(data['first_name'] or '')}  "
+        f"status {data['status']}, zone {data['timezone'] or '(sequence default)'}, "
+        f"since {data['created_at']}"
     )
     sections: list[tuple[str, list[str]]] = [
         ("consents", ["at", "sequence", "source", "version", "confirmed_at", "article"]),

@@ -242,3 +242,18 @@ def test_every_command_help_has_an_example() -> None:
         ran = run(*path, "--help")
         assert ran.code == 0, path
         assert "Example:" in ran.out, f"nurture {' '.join(path)} --help has no example"
+
+
+def test_import_merges_repeated_rows_and_waits_for_confirmation(
+    quick_sequence: str, clock: FrozenClock, tmp_path: Path
+) -> None:
+    path = write_csv(
+        tmp_path / "p.csv",
+        ["email,first_name", "ann@example.com,Annie", "ANN@example.com,Ann", "bob@example.com,"],
+    )
+    ran = run("subscribers", "import", str(path), "--sequence", "quick")
+    assert "2 new, 0 already known, 1 repeated row(s) merged" in ran.out
+    rows = {r["email"]: r for r in run("subscribers", "list", "--json").json()}
+    assert rows["ann@example.com"]["first_name"] == "Ann"
+    assert {r["enrollment"] for r in rows.values()} == {"pending"}  # not --confirmed
+    assert drain() == 0

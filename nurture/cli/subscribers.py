@@ -110,9 +110,10 @@ def import_(csv_path: Path, slug: str, confirmed: bool, skip_invalid: bool) -> N
         )
     skipped = f", {result.check.bad} bad row(s) skipped" if result.check.bad else ""
     forgotten = f", {result.suppressed} forgotten address(es) left out" if result.suppressed else ""
+    repeated = f", {result.repeated} repeated row(s) merged" if result.repeated else ""
     click.echo(
         f"imported {result.added + result.updated} into {slug}: {result.added} new, "
-        f"{result.updated} already known{skipped}{forgotten}"
+        f"{result.updated} already known{skipped}{forgotten}{repeated}"
     )
 
 

@@ -30,7 +30,7 @@ from nurture.clock import now
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.sequences.schedule import format_delay
-from nurture.sequences.services import due_for
+from nurture.sequences.services import due_for, first_due
 from nurture.sequences.spec import SequenceSpec, StepSpec
 from nurture.subscribers.models import ENDED, Enrollment, EnrollmentStatus, Subscriber
 
@@ -200,7 +200,6 @@ def _plan_enrollments(
             plan.cancel_delivery_ids.append(delivery_id)
 
     preview = Sequence(slug=seq.slug, name=spec.name, settings=spec.settings_dict())
-    first_now = bool(spec.send_window.first_step_immediately)
     receivers: Counter[str] = Counter()
     cancelled: Counter[str] = Counter()
     retimed: Counter[str] = Counter()
@@ -273,10 +272,10 @@ def _plan_enrollments(
             why = "new-step"
         else:
             why = "removed-step"
-        after = row.last_sent_at or row.started_at or now()
-        if row.last_step_id is None and new_delay[new_next] == 0 and first_now:
-            due = row.started_at or now()
+        if row.last_step_id is None:
+            due = first_due(preview, row.timezone, row.started_at or now(), new_delay[new_next])
         else:
+            after = row.last_sent_at or row.started_at or now()
             due = due_for(preview, row.timezone, after, new_delay[new_next])
         if why != "delay" or due != row.next_due_at:
             plan.enrollment_changes.append(EnrollmentChange(row.id, new_next, due, why))

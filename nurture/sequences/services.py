@@ -48,6 +48,17 @@ def due_for(
     return due_at(after, timedelta(seconds=delay_seconds), window_of(seq), tz)
 
 
+def first_due(
+    seq: Sequence, subscriber_tz: str | None, started: datetime, delay_seconds: int
+) -> datetime:
+    """When the first step is due: a first step without delay goes out right after
+    confirmation (the reader is waiting for it) unless the window says otherwise."""
+    window = seq.settings.get("send_window") or {}
+    if delay_seconds == 0 and window.get("first_step_immediately", True):
+        return started
+    return due_for(seq, subscriber_tz, started, delay_seconds)
+
+
 def step_after(steps: list[Step], current: Step | None) -> Step | None:
     """The step that follows `current` in the sequence's order (the first if None)."""
     if current is None:

@@ -28,6 +28,11 @@ def write_csv(path: Path, rows: list[str]) -> Path:
     return path
 
 
+def add_ann() -> None:
+    args = ("ann@example.com", "--sequence", "quick", "--confirmed", "--name", "Ann")
+    assert run("subscribers", "add", *args).code == 0
+
+
 def test_add_and_errors(quick_sequence: str, clock: FrozenClock) -> None:
     ran = run("subscribers", "add", "Ann@Example.com", "--sequence", "quick", "--confirmed")
     assert (ran.code, ran.out) == (0, "added to quick (confirmed)\n")
@@ -113,16 +118,7 @@ def test_import_file_errors(quick_sequence: str, tmp_path: Path) -> None:
 
 
 def test_show_tells_the_whole_story(quick_sequence: str, clock: FrozenClock) -> None:
-    run(
-        "subscribers",
-        "add",
-        "ann@example.com",
-        "--sequence",
-        "quick",
-        "--confirmed",
-        "--name",
-        "Ann",
-    )
+    add_ann()
     drain()
     clock.advance(timedelta(minutes=1))
     drain()
@@ -184,16 +180,7 @@ def test_export_csv_and_json(quick_sequence: str, clock: FrozenClock) -> None:
 def test_forget_erases_everything_and_suppresses(
     quick_sequence: str, clock: FrozenClock, outbox: list
 ) -> None:
-    run(
-        "subscribers",
-        "add",
-        "ann@example.com",
-        "--sequence",
-        "quick",
-        "--confirmed",
-        "--name",
-        "Ann",
-    )
+    add_ann()
     run("subscribers", "add", "bob@example.com", "--sequence", "quick", "--confirmed")
     drain()
     run("subscribers", "unsubscribe", "ann@example.com")

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from nurture.reports import attribute_step
 from nurture.sequences.models import Sequence
 from nurture.subscribers.models import Enrollment, Event, Subscriber, Suppression
-from nurture.subscribers.queries import iso
+from nurture.subscribers.queries import person
 from nurture.subscribers.services import (
     email_hash,
     find_subscriber,
@@ -35,6 +35,7 @@ EXPORT_FIELDS = (
     "confirmed_at",
     "unsubscribed_at",
     "booked_at",
+    "bounced_at",
     "sequences",
 )
 
@@ -62,17 +63,7 @@ def export_rows(s: Session, chunk: int = 1000) -> Iterator[dict[str, Any]]:
         ):
             enrolled.setdefault(sub_id, []).append(f"{slug}:{status}")
         for sub in subs:
-            yield {
-                "email": sub.email,
-                "first_name": sub.first_name,
-                "timezone": sub.timezone,
-                "status": sub.status,
-                "created_at": iso(sub.created_at),
-                "confirmed_at": iso(sub.confirmed_at),
-                "unsubscribed_at": iso(sub.unsubscribed_at),
-                "booked_at": iso(sub.booked_at),
-                "sequences": " ".join(enrolled.get(sub.id, [])),
-            }
+            yield {**person(sub), "sequences": " ".join(enrolled.get(sub.id, []))}
         last_id = subs[-1].id
         s.expunge_all()
 

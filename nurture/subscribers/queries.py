@@ -27,6 +27,21 @@ def iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def person(sub: Subscriber) -> dict[str, Any]:
+    """What we hold on the person themselves (exports and `show` alike)."""
+    return {
+        "email": sub.email,
+        "first_name": sub.first_name,
+        "timezone": sub.timezone,
+        "status": sub.status,
+        "created_at": iso(sub.created_at),
+        "confirmed_at": iso(sub.confirmed_at),
+        "unsubscribed_at": iso(sub.unsubscribed_at),
+        "booked_at": iso(sub.booked_at),
+        "bounced_at": iso(sub.bounced_at),
+    }
+
+
 def list_subscribers(
     s: Session, slug: str | None = None, status: str | None = None, limit: int | None = None
 ) -> list[dict[str, Any]]:
@@ -82,15 +97,7 @@ def story(s: Session, email: str) -> dict[str, Any]:
     enrollment_seq = {e.id: e.sequence_id for e in enrollments}
     events = s.scalars(select(Event).where(Event.subscriber_id == sub.id).order_by(Event.id))
     return {
-        "email": sub.email,
-        "first_name": sub.first_name,
-        "timezone": sub.timezone,
-        "status": sub.status,
-        "created_at": iso(sub.created_at),
-        "confirmed_at": iso(sub.confirmed_at),
-        "unsubscribed_at": iso(sub.unsubscribed_at),
-        "booked_at": iso(sub.booked_at),
-        "bounced_at": iso(sub.bounced_at),
+        **person(sub),
         "consents": [
             {
                 "sequence": slugs.get(c.sequence_id) if c.sequence_id else None,

@@ -3,6 +3,7 @@ pause and resume."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -278,8 +279,6 @@ def test_invalid_files_are_refused_with_file_and_line(
 ) -> None:  # type: ignore[no-untyped-def]
     good = sequence_copy(tmp_path, "quick")
     bad = tmp_path / "seqs" / "zz-bad"
-    import shutil
-
     shutil.copytree(good, bad)
     text = (bad / "sequence.yaml").read_text().replace("slug: quick", "slug: bad")
     (bad / "sequence.yaml").write_text(edit(text))
@@ -342,3 +341,11 @@ def test_pause_holds_and_resume_retimes_into_the_next_window(
 
 def test_fixture_folder_is_untouched() -> None:
     assert (FIXTURES / "sequences" / "quick" / "sequence.yaml").read_text().count("key:") == 4
+
+
+def test_two_folders_with_one_slug_are_refused(db: str, tmp_path: Path) -> None:
+    first = sequence_copy(tmp_path)
+    shutil.copytree(first, tmp_path / "seqs" / "again")
+    ran = run("sequences", "apply", str(tmp_path / "seqs"))
+    assert ran.code == 1 and "slug 'quick' is also used by" in ran.err
+    assert run("sequences", "list", "--json").json() == []

@@ -40,7 +40,7 @@ class EnrollmentChange:
     enrollment_id: int
     next_step_key: str | None  # None: nothing left, the enrollment completes
     next_due_at: datetime | None
-    why: str  # "new-step", "removed-step", "delay"
+    why: str  # "new-step", "removed-step", "delay", "order", "complete"
 
 
 @dataclass
@@ -270,8 +270,10 @@ def _plan_enrollments(
             retimed[new_next] += 1
         elif new_next in plan.added:
             why = "new-step"
-        else:
+        elif current is None or current in plan.removed:
             why = "removed-step"
+        else:
+            why = "order"
         if row.last_step_id is None:
             due = first_due(preview, row.timezone, row.started_at or now(), new_delay[new_next])
         else:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 import click
@@ -13,6 +15,17 @@ from rich.table import Table
 from rich.text import Text
 
 console = Console()
+
+_ISO_UTC = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d)(:\d\d(\.\d+)?)?\+00:00$")
+
+
+def human(value: Any) -> str:
+    """A cell for people: UTC instants to the minute ("2026-03-06 14:00Z"), None as blank."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    return _ISO_UTC.sub(r"\1 \2Z", str(value))
 
 
 def json_option(f: Any) -> Any:
@@ -34,5 +47,5 @@ def emit(
         table.add_column(col.replace("_", " "), overflow="fold")
     for row in rows:
         # Text, not markup: a name like "[b]" is data, never styling.
-        table.add_row(*(Text("" if row.get(c) is None else str(row.get(c))) for c in columns))
+        table.add_row(*(Text(human(row.get(c))) for c in columns))
     console.print(table)

@@ -24,7 +24,7 @@ from nurture.reports import (
 )
 from nurture.sequences.schedule import parse_delay
 
-BAR_WIDTH = 30
+BAR_WIDTH = 20
 
 
 def register(cli: click.Group) -> None:
@@ -83,7 +83,10 @@ def stats_(slug: str | None, as_json: bool) -> None:
         top = max((st.sent for st in seq.steps), default=0)
         table = Table(title=escape(f"{seq.slug} [{seq.status}]"), title_justify="left")
         for col in ("step", "sent", "", "failed", "clicked", "unsubscribed", "booked"):
-            table.add_column(col, justify="left" if col in ("step", "") else "right")
+            if col:
+                table.add_column(col, justify="left" if col == "step" else "right")
+            else:
+                table.add_column(col, min_width=BAR_WIDTH + 1, no_wrap=True, overflow="crop")
         for st in seq.steps:
             name = st.key if st.position is not None else f"{st.key} (removed)"
             table.add_row(

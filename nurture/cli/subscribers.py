@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-from nurture.cli.output import console, emit, json_option
+from nurture.cli.output import console, emit, human, json_option
 from nurture.db import session, transaction
 from nurture.sequences.services import get_sequence
 from nurture.subscribers import importing
@@ -162,7 +162,7 @@ def show(email: str, as_json: bool) -> None:
     console.print(
         f"[bold]{escape(data['email'])}[/bold] {escape(data['first_name'] or '')}  "
         f"status {data['status']}, zone {data['timezone'] or '(sequence default)'}, "
-        f"since {data['created_at']}"
+        f"since {human(data['created_at'])}"
     )
     sections: list[tuple[str, list[str]]] = [
         ("consents", ["at", "sequence", "source", "version", "confirmed_at", "article"]),

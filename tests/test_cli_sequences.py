@@ -290,6 +290,15 @@ def test_invalid_files_are_refused_with_file_and_line(
     assert dump(db) == before  # the good folder beside it was not applied either
 
 
+def test_subject_template_error_names_its_line(db: str, tmp_path: Path) -> None:
+    folder = sequence_copy(tmp_path)
+    text = (folder / "sequence.yaml").read_text()
+    (folder / "sequence.yaml").write_text(text.replace('"Step two"', '"Step {{ two"'))
+    ran = run("sequences", "apply", str(folder))
+    assert ran.code == 1
+    assert "sequence.yaml:12: steps.1.subject: step 'two' subject: template error" in ran.err
+
+
 def test_template_error_names_the_body_file_and_line(db: str, tmp_path: Path) -> None:
     folder = sequence_copy(tmp_path)
     (folder / "three.md").write_text("Hello\n\n{% if %}\n")

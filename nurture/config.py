@@ -25,7 +25,12 @@ BROKER_SCHEMES = {"redis", "rediss", "amqp", "pyamqp", "sqla+sqlite", "sqla+post
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="NURTURE_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="NURTURE_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        # NURTURE_SECRET_KEY= (empty) must not count as a key, nor switch the webhook on.
+        env_ignore_empty=True,
     )
 
     database_url: str = "sqlite:///nurture.db"
@@ -44,8 +49,19 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=100, ge=1, le=10_000)
     lease_seconds: int = Field(default=300, ge=5)
     dispatch_interval: float = Field(default=15.0, gt=0)
+    # The Celery queue: lets several installs (or test runs) share one Redis.
+    queue: str = Field(default="nurture", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     # "SIM_ISO@REAL_EPOCHxSPEED": a shared, sped-up clock for demos and tests (see clock.py).
     clock: str | None = None
+    # The web side (signup, embed, rate limits). NURTURE_RATE_LIMIT=false turns limits off
+    # (benchmarks); NURTURE_PROXY_HOPS tells how many reverse proxies set X-Forwarded-For.
+    rate_limit: bool = True
+    signup_rate_limit: str = "10 per minute;60 per hour"
+    proxy_hops: int = Field(default=0, ge=0, le=5)
+    # Who may frame GET /embed/<slug> (CSP frame-ancestors); every other page may not be framed.
+    embed_ancestors: str = "*"
+    # Where the top-level templates/ folder is, when nurture runs from an installed package.
+    templates_dir: str | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -91,8 +107,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _production_needs_secret(self) -> Settings:
-        if self.env == "production" and self.secret_key is None:
+        if self.env != "production":
+            return self
+        if self.secret_key is None:
             raise ValueError("NURTURE_SECRET_KEY is required when NURTURE_ENV=production")
+        if len(self.secret_key.get_secret_value()) < 16:
+            raise ValueError(
+                "NURTURE_SECRET_KEY is too short for production: use `openssl rand -hex 32`"
+            )
         return self
 
     @property

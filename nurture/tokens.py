@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
 from nurture.errors import NurtureError
 
 CONFIRM = "confirm"
 UNSUBSCRIBE = "unsubscribe"
 LINK = "link"
+FORM = "form"  # the stateless CSRF token of the signup form (works inside a cross-site iframe)
 
 # A confirmation link should not work forever; unsubscribe links must keep working for
 # as long as the email might be read (RFC 8058 asks for no expiry in practice).
-MAX_AGE = {CONFIRM: 7 * 86400, UNSUBSCRIBE: None, LINK: None}
+MAX_AGE = {CONFIRM: 7 * 86400, UNSUBSCRIBE: None, LINK: None, FORM: 12 * 3600}
 
 
 class BadToken(NurtureError):
@@ -26,10 +27,20 @@ class ExpiredToken(BadToken):
     pass
 
 
+class _ClockSigner(TimestampSigner):
+    # Token ages follow the one clock (nurture.clock), so tests and the demo can expire them.
+    def get_timestamp(self) -> int:
+        from nurture.clock import now
+
+        return int(now().timestamp())
+
+
 def _serializer(purpose: str) -> URLSafeTimedSerializer:
     from nurture.config import get_settings
 
-    return URLSafeTimedSerializer(get_settings().secret, salt=f"nurture.{purpose}")
+    return URLSafeTimedSerializer(
+        get_settings().secret, salt=f"nurture.{purpose}", signer=_ClockSigner
+    )
 
 
 def make(purpose: str, payload: Any) -> str:

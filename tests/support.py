@@ -34,6 +34,7 @@ class _Collector:
         self.messages: list[EmailMessage] = []
         self.delay = delay
         self.refuse = refuse
+        self.refuse_text = ""
         self.lock = threading.Lock()
 
     async def handle_RCPT(
@@ -41,7 +42,8 @@ class _Collector:
     ) -> str:
         code = self.refuse(address) if self.refuse else None
         if code:
-            return f"{code} {'try again later' if code < 500 else 'no such user'}"
+            text = self.refuse_text or ("try again later" if code < 500 else "no such user")
+            return f"{code} {text}"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

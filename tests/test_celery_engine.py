@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -39,7 +40,6 @@ def broker() -> str:
         client.ping()
     except redis.RedisError as exc:
         missing_service(f"Redis at {REDIS_URL} ({type(exc).__name__})")
-    client.flushdb()
     return REDIS_URL
 
 
@@ -55,8 +55,10 @@ def _worker_env(db: str, broker: str, smtp: SMTPServer, **extra: str) -> dict[st
         "NURTURE_DATABASE_URL": db,
         "NURTURE_BROKER_URL": broker,
         "NURTURE_MAIL_URL": smtp.url,
-        "NURTURE_SECRET_KEY": "test-secret-key",
+        "NURTURE_SECRET_KEY": "test-secret-key-0123456789",
         "NURTURE_BASE_URL": "https://nurture.test",
+        # A queue of its own: other test runs may share this Redis.
+        "NURTURE_QUEUE": f"nurture-test-{uuid.uuid4().hex[:12]}",
         **extra,
     }
 

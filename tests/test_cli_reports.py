@@ -19,7 +19,7 @@ from tests.cli_helpers import drain, run
 
 class Refusing(MemoryBackend):
     def send(self, msg: object) -> None:
-        raise PermanentMailError("550 no such user")
+        raise PermanentMailError("550 no such user", bounce=True)
 
 
 def add(*emails: str, confirmed: bool = True) -> None:

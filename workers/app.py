@@ -19,6 +19,7 @@ from nurture.config import Settings, get_settings
 def make_celery(settings: Settings) -> Celery:
     app = Celery("nurture", broker=settings.broker_url, include=["workers.tasks"])
     app.conf.update(
+        task_default_queue=settings.queue,
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
@@ -28,11 +29,13 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={
-            # Longer than any batch takes; the database lease recovers lost work sooner.
-            "visibility_timeout": max(3600, settings.lease_seconds * 4),
-            "polling_interval": 0.2 if settings.is_embedded_broker else 1.0,
-        },
+        # Redis only: longer than any batch takes; the database lease recovers lost work
+        # sooner. (The SQLAlchemy transport hands its options to create_engine.)
+        broker_transport_options=(
+            {}
+            if settings.is_embedded_broker
+            else {"visibility_timeout": max(3600, settings.lease_seconds * 4)}
+        ),
         timezone="UTC",
         enable_utc=True,
         worker_hijack_root_logger=False,

@@ -6,6 +6,8 @@ from typing import Any
 
 from nurture.delivery import dispatch as dispatch_service
 from nurture.delivery import sending
+from nurture.mail.backends import TransientMailError
+from nurture.subscribers import signup
 from workers.app import app
 
 
@@ -25,3 +27,20 @@ def dispatch() -> dict[str, int]:
 def send_batch(delivery_ids: list[int]) -> dict[str, Any]:
     r = sending.send_batch(delivery_ids)
     return {"sent": len(r.sent), "skipped": len(r.skipped), "failed": len(r.failed)}
+
+
+def enqueue_confirmation(consent_id: int) -> None:
+    send_confirmation.delay(consent_id)
+
+
+@app.task(
+    name="nurture.send_confirmation",
+    ignore_result=True,
+    autoretry_for=(TransientMailError,),
+    retry_backoff=30,
+    retry_backoff_max=1800,
+    max_retries=8,
+)
+def send_confirmation(consent_id: int) -> bool:
+    # PermanentMailError is not retried: the address will never accept it.
+    return signup.send_confirmation(consent_id)

@@ -14,6 +14,9 @@ COMMAND_MODULES = [
     "nurture.cli.engine",
     "nurture.cli.sequences",
     "nurture.cli.subscribers",
+    "nurture.cli.articles",
+    "nurture.cli.content",
+    "nurture.cli.demo",
     "nurture.cli.reports",
 ]
 

@@ -81,14 +81,27 @@ def _beat_file() -> str:
 
 
 def _web_command(host: str, port: int) -> list[str]:
-    if get_settings().env == "production":
-        workers = str(max(2, (os.cpu_count() or 1) * 2))
-        return [
-            sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}",
-            "--workers", workers, "--access-logfile", "-", "nurture.web.app:create_app()",
-        ]  # fmt: skip
-    return [sys.executable, "-m", "flask", "--app", "nurture.web.app:create_app", "run",
-            "--host", host, "--port", str(port)]  # fmt: skip
+    # gunicorn in both modes; production gets two workers per core (WEB_CONCURRENCY
+    # overrides). No access log: paths carry tokens and client addresses are personal data.
+    production = get_settings().env == "production"
+    workers = os.environ.get("WEB_CONCURRENCY") or (
+        str(max(2, (os.cpu_count() or 1) * 2)) if production else "1"
+    )
+    return [
+        sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}",
+        "--workers", workers, "--threads", "4",
+        "nurture.web.app:create_app()",
+    ]  # fmt: skip
+
+
+def _prepare_embedded_broker() -> None:
+    """Create the SQLite broker's tables and queue once, before worker and beat race to."""
+    settings = get_settings()
+    if settings.broker_url.startswith("sqla+"):
+        from kombu import Connection, Queue
+
+        with Connection(settings.broker_url) as conn:
+            Queue(settings.queue).bind(conn.default_channel).declare()
 
 
 @click.command()
@@ -116,6 +129,7 @@ def run(host: str, port: int, concurrency: int | None) -> None:
     from nurture.migrations import upgrade
 
     upgrade()
+    _prepare_embedded_broker()
     worker_cmd = _celery(*_worker_args(concurrency), "--beat", "--schedule", _beat_file())
     procs = [
         subprocess.Popen(_web_command(host, port)),

@@ -7,14 +7,16 @@ from pathlib import Path
 
 import click
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
+from nurture.articles.services import missing_sources
 from nurture.cli.output import emit, json_option
 from nurture.db import session, transaction
 from nurture.sequences.editing import plan_edit
 from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.sequences.schedule import format_delay
 from nurture.sequences.services import apply_spec, get_sequence, live_steps, resume, set_status
-from nurture.sequences.spec import load_path
+from nurture.sequences.spec import SequenceSpec, load_path
 from nurture.subscribers.models import Enrollment, EnrollmentStatus
 
 
@@ -51,17 +53,32 @@ def apply(path: Path, dry_run: bool, as_json: bool) -> None:
     if dry_run:
         with session() as s:  # planning only reads; the rollback makes sure of it
             plans = [plan_edit(s, spec) for _, spec in specs]
+            unknown = _unknown_sources(s, specs)
             s.rollback()
     else:
         with transaction() as s:
             plans = [apply_spec(s, spec, folder) for folder, spec in specs]
+            unknown = _unknown_sources(s, specs)
     if as_json:
         click.echo(json.dumps([p.as_dict() for p in plans], indent=2))
-        return
-    for plan in plans:
-        click.echo(plan.summary())
-    if dry_run:
-        click.echo("dry run: nothing was changed")
+    else:
+        for plan in plans:
+            click.echo(plan.summary())
+        if dry_run:
+            click.echo("dry run: nothing was changed")
+    # Only a note: sources document where a step's ideas come from; sending never needs them.
+    if unknown:
+        click.echo(
+            f"note: {len(unknown)} step sources are not imported articles yet "
+            f"(nurture articles import FILE...): {', '.join(unknown)}",
+            err=True,
+        )
+
+
+def _unknown_sources(s: Session, specs: list[tuple[Path, SequenceSpec]]) -> list[str]:
+    return missing_sources(
+        s, sorted({name for _, spec in specs for step in spec.steps for name in step.sources})
+    )
 
 
 @sequences.command("list")

@@ -1,20 +1,33 @@
 """Rendering one step into subject, plain text and HTML.
 
-STAND-IN: the engine issue needs only a plain rendering; the content issue replaces the
-body of render_email() with the MJML layout, keeping these signatures.
+A step body is Markdown with Jinja. It becomes the middle of the email; the layout around it
+(nurture/templates/email/base.mjml) adds what every email must carry, so no step can leave it out:
+the consult invitation, a visible unsubscribe link, why the reader gets the email and the
+practice's postal address.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
 
-from jinja2 import StrictUndefined, TemplateSyntaxError
+from jinja2 import Environment, StrictUndefined, Template, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
-from markupsafe import escape
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+from markupsafe import Markup
+from mjml import mjml2html
 
 if TYPE_CHECKING:
     from nurture.sequences.spec import SequenceSpec
+
+# Inside the package, so an installed nurture (the Docker image) finds its layout.
+LAYOUT_PATH = Path(__file__).resolve().parents[1] / "templates" / "email" / "base.mjml"
+PREHEADER_CHARS = 110
 
 
 @dataclass(frozen=True)
@@ -32,6 +45,12 @@ class EmailContext:
     sequence_name: str = ""
     step_key: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # A sentence or two leading into the consult button (sequence.yaml consult.note).
+    consult_note: str = ""
+    # Inbox preview text; derived from the body when empty.
+    preheader: str = ""
+    # A shared or watched inbox: the preview must not reveal what the email is about.
+    discreet: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,49 +63,219 @@ class RenderedEmail:
 # Step bodies are operator-written, but rendered with a reader's name inside: a sandbox
 # keeps a template from reaching Python internals, and StrictUndefined catches typos early.
 _jinja = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+# Raw HTML in a body is off: a reader's name ends up inside the Markdown.
+_markdown = MarkdownIt("commonmark", {"html": False})
+# Markdown punctuation in a reader's name must stay text, never become a link or emphasis.
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+# Inline styles: many mail clients drop <style>, so the body HTML carries its own.
+_STYLES = {
+    "p": "margin:0 0 18px;",
+    "h1": "font-size:24px;line-height:1.3;margin:4px 0 14px;color:#1f2326;font-weight:600;",
+    "h2": "font-size:21px;line-height:1.35;margin:8px 0 12px;color:#1f2326;font-weight:600;",
+    "h3": "font-size:18px;line-height:1.4;margin:8px 0 10px;color:#1f2326;font-weight:600;",
+    "ul": "margin:0 0 18px;padding-left:24px;",
+    "ol": "margin:0 0 18px;padding-left:24px;",
+    "li": "margin:0 0 8px;",
+    "blockquote": "margin:0 0 18px;padding:2px 0 2px 16px;border-left:3px solid #d9d1c4;"
+    "color:#4a4f54;",
+    "a": "color:#2c6a63;text-decoration:underline;",
+}
 
 
-def _template_vars(ctx: EmailContext) -> dict[str, Any]:
-    return {
-        "subscriber": {"first_name": ctx.first_name or ""},
-        "first_name": ctx.first_name or "",
-        "consult": {"url": ctx.consult_url, "text": ctx.consult_text},
-        "base_url": ctx.base_url,
-        **ctx.extra,
-    }
+@functools.lru_cache(maxsize=512)
+def _step_template(source: str) -> Template:
+    # Compiling is most of the cost of a render; a worker sends the same few steps all day.
+    return _jinja.from_string(source)
 
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _markdown_escape(text: str) -> str:
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", _one_line(text))
+
+
+def _template_vars(ctx: EmailContext, *, for_markdown: bool) -> dict[str, Any]:
+    name = ctx.first_name or ""
+    name = _markdown_escape(name) if for_markdown else _one_line(name)
+    return {
+        "subscriber": {"first_name": name},
+        "first_name": name,
+        "consult": {"url": ctx.consult_url, "text": ctx.consult_text},
+        "base_url": ctx.base_url,
+        "practice_name": ctx.practice_name,
+        **ctx.extra,
+    }
+
+
+@functools.cache
+def _layout() -> Template:
+    """The MJML layout, compiled once per process; the body goes in through Jinja."""
+    html = mjml2html(LAYOUT_PATH.read_text(encoding="utf-8"))
+    return Environment(autoescape=True, undefined=StrictUndefined).from_string(html)
+
+
+def _absolute(base_url: str, href: object) -> str:
+    return urljoin(base_url.rstrip("/") + "/", str(href or ""))
+
+
+def _html_body(tokens: list[Token], base_url: str) -> Markup:
+    for token in tokens:
+        for child in [token, *(token.children or [])]:
+            if child.nesting != 1:
+                continue
+            if style := _STYLES.get(child.tag):
+                child.attrSet("style", style)
+            if child.type == "link_open":
+                # Mail has no "current page": a relative link would go nowhere.
+                child.attrSet(
+                    "href", urljoin(base_url.rstrip("/") + "/", str(child.attrGet("href")))
+                )
+    return Markup(_markdown.renderer.render(tokens, _markdown.options, {}))
+
+
+def _inline_text(token: Token, base_url: str) -> str:
+    out: list[str] = []
+    starts: list[tuple[int, str]] = []
+    for child in token.children or []:
+        if child.type in ("text", "code_inline"):
+            out.append(child.content)
+        elif child.type == "softbreak":
+            out.append(" ")
+        elif child.type == "hardbreak":
+            out.append("\n")
+        elif child.type == "image":
+            out.append(child.content)
+        elif child.type == "link_open":
+            href = _absolute(base_url, child.attrGet("href"))
+            starts.append((len(out), href))
+        elif child.type == "link_close" and starts:
+            start, href = starts.pop()
+            label = "".join(out[start:]).strip()
+            if label != href and label != href.removeprefix("mailto:"):
+                out.append(f" ({href})")
+    return "".join(out)
+
+
+def _text_body(tokens: list[Token], base_url: str) -> str:
+    """A plain-text part that reads like a letter: links as "text (url)", lists as lists."""
+    lines: list[str] = []
+    lists: list[list[int]] = []  # per open list: [next number], 0 for bullets
+    marker: str | None = None
+    quote = 0
+    for i, token in enumerate(tokens):
+        kind = token.type
+        if kind in ("bullet_list_open", "ordered_list_open"):
+            lists.append([int(token.attrGet("start") or 1) if kind == "ordered_list_open" else 0])
+            if lines and len(lists) == 1:
+                lines.append("")
+        elif kind in ("bullet_list_close", "ordered_list_close"):
+            lists.pop()
+        elif kind == "list_item_open":
+            number = lists[-1][0]
+            marker = f"{number}. " if number else "- "
+            if number:
+                lists[-1][0] += 1
+        elif kind == "blockquote_open":
+            quote += 1
+        elif kind == "blockquote_close":
+            quote -= 1
+        elif kind in ("inline", "fence", "code_block", "hr"):
+            indent = "   " * max(len(lists) - 1, 0)
+            if kind == "inline":
+                text = _inline_text(token, base_url)
+                opener = tokens[i - 1]
+                if opener.type == "heading_open" and opener.tag in ("h1", "h2"):
+                    text = f"{text}\n{('=' if opener.tag == 'h1' else '-') * len(text)}"
+            elif kind == "hr":
+                text = "* * *"
+            else:
+                text = "\n".join("    " + line for line in token.content.rstrip("\n").split("\n"))
+            if marker is not None:
+                text, marker = indent + marker + text, None
+            elif lists:
+                text = indent + "   " + text
+            if quote:
+                text = "\n".join("> " * quote + line for line in text.split("\n"))
+            tight = bool(lists) and tokens[i - 1].hidden
+            if lines and not tight:
+                lines.append("")
+            lines.append(text)
+    return "\n".join(lines).strip()
+
+
+def _preheader(ctx: EmailContext, text_body: str) -> str:
+    if ctx.discreet:
+        # Zero-width fillers keep the client from previewing the first lines of the body.
+        return "\u200c\u00a0" * 60
+    if ctx.preheader:
+        return _one_line(ctx.preheader)
+    paragraphs = [p for p in text_body.split("\n\n") if len(p.split()) >= 6]
+    first = _one_line(paragraphs[0]) if paragraphs else ""
+    if len(first) > PREHEADER_CHARS:
+        first = first[:PREHEADER_CHARS].rsplit(" ", 1)[0] + "\u2026"
+    return first
+
+
 def render_email(ctx: EmailContext) -> RenderedEmail:
-    values = _template_vars(ctx)
-    subject = _one_line(_jinja.from_string(ctx.subject).render(values))
-    body = _jinja.from_string(ctx.body_markdown).render(values).strip()
-    footer = (
-        f"{ctx.consult_text}: {ctx.consult_url}\n\n--\n{ctx.reason}\n"
-        f"Unsubscribe: {ctx.unsubscribe_url}\n{ctx.practice_name}, {ctx.postal_address}\n"
+    subject = _one_line(_step_template(ctx.subject).render(_template_vars(ctx, for_markdown=False)))
+    body = _step_template(ctx.body_markdown).render(_template_vars(ctx, for_markdown=True))
+    tokens = _markdown.parse(body.strip())
+    text_body = _text_body(tokens, ctx.base_url)
+
+    invitation = f"{ctx.consult_note.strip()}\n\n" if ctx.consult_note.strip() else ""
+    text = (
+        f"{text_body}\n\n{invitation}{ctx.consult_text}:\n{ctx.consult_url}\n\n"
+        f"-- \n{ctx.reason}\nUnsubscribe: {ctx.unsubscribe_url}\n"
+        f"{ctx.practice_name}, {ctx.postal_address}\n"
     )
-    text = f"{body}\n\n{footer}"
-    html = (
-        "<!doctype html><html><body>"
-        + "".join(f"<p>{escape(p)}</p>" for p in body.split("\n\n"))
-        + f'<p><a href="{escape(ctx.consult_url)}">{escape(ctx.consult_text)}</a></p>'
-        + f"<p>{escape(ctx.reason)} "
-        + f'<a href="{escape(ctx.unsubscribe_url)}">Unsubscribe</a></p>'
-        + f"<p>{escape(ctx.practice_name)}, {escape(ctx.postal_address)}</p></body></html>"
+    html = _layout().render(
+        subject=subject,
+        preheader=_preheader(ctx, text_body),
+        practice_name=ctx.practice_name,
+        body_html=_html_body(tokens, ctx.base_url),
+        consult_note=ctx.consult_note.strip(),
+        consult_url=ctx.consult_url,
+        consult_text=ctx.consult_text,
+        reason=ctx.reason,
+        unsubscribe_url=ctx.unsubscribe_url,
+        postal_address=ctx.postal_address,
     )
     return RenderedEmail(subject=subject, text=text, html=html)
+
+
+def _sample_context(spec: SequenceSpec, subject: str, body: str) -> EmailContext:
+    return EmailContext(
+        subject=subject,
+        body_markdown=body,
+        first_name="Sam",
+        consult_url=spec.consult.url,
+        consult_text=spec.consult.text,
+        unsubscribe_url="https://example.invalid/unsubscribe/check",
+        postal_address=spec.postal_address,
+        practice_name=spec.from_.name,
+        reason="check",
+        base_url="https://example.invalid",
+    )
 
 
 def check_templates(spec: SequenceSpec) -> None:
     """Raise ValueError naming the step if a subject or body is not a valid template."""
     for step in spec.steps:
-        for what, source in (("subject", step.subject), ("body", step.body_text)):
+        subjects = [("subject", step.subject)]
+        if spec.discreet and step.key in spec.discreet.subjects:
+            subjects.append(("discreet subject", spec.discreet.subjects[step.key]))
+        for what, source in (*subjects, ("body", step.body_text)):
             try:
                 _jinja.parse(source)
             except TemplateSyntaxError as exc:
                 raise ValueError(
                     f"step {step.key!r} {what}: template error at line {exc.lineno}: {exc.message}"
                 ) from None
+        # A misspelt variable only shows when rendering: try once with a sample reader.
+        try:
+            render_email(_sample_context(spec, step.subject, step.body_text))
+        except UndefinedError as exc:
+            raise ValueError(f"step {step.key!r}: {exc.message}") from None

@@ -32,7 +32,8 @@ def reason_line(seq: Sequence) -> str:
 
 
 def _discreet(seq: Sequence) -> dict[str, Any]:
-    return seq.settings.get("discreet") or {}
+    discreet = seq.settings.get("discreet") or {}
+    return discreet if discreet.get("enabled", True) else {}
 
 
 def render_step(
@@ -52,6 +53,7 @@ def render_step(
         first_name=first_name,
         consult_url=consult_url,
         consult_text=consult.get("text") or "Book a free consult",
+        consult_note=consult.get("note") or "",
         unsubscribe_url=unsubscribe_url(subscriber_id),
         postal_address=seq.settings["postal_address"],
         practice_name=seq.settings["from"]["name"],
@@ -59,6 +61,7 @@ def render_step(
         base_url=settings.base_url,
         sequence_name=seq.name,
         step_key=step.key,
+        discreet=bool(_discreet(seq)),
     )
     return render_email(ctx)
 

@@ -1,11 +1,14 @@
 """Sending a batch of claimed deliveries over one mail connection.
 
-For each delivery, in one transaction: lock it (and its enrollment and subscriber), re-check
-that mail is still wanted, send, then mark it SENT and advance the enrollment. The commit
-comes only after the server accepted the message, so a crash before it leaves the delivery
-QUEUED and its lease brings it back: a step is never lost. The price is that a crash in the
-instant between the server's "250 OK" and our commit sends that one message again; its
-Message-ID is stable, so mail clients show it once.
+For each delivery, in its own transaction: lock it (with its enrollment and subscriber),
+re-check that mail is still wanted, send, then mark it SENT and advance the enrollment. The
+commit comes only after the server accepted the message, so a crash before it leaves the
+delivery QUEUED and its lease brings it back: a step is never lost. The price is that a
+crash in the instant between the server's "250 OK" and our commit sends that one message
+again; its Message-ID is stable, so mail clients show it once.
+
+What does not need a lock is read once per batch (the rows to render, each sequence's
+steps), so the per-message transaction is a locking SELECT, two UPDATEs and a COMMIT.
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, contains_eager
 
 from nurture.clock import now
 from nurture.db import session
 from nurture.delivery.compose import compose
+from nurture.delivery.links import rewriter_for
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.mail.backends import MailBackend, PermanentMailError, TransientMailError, get_backend
-from nurture.sequences.models import SequenceStatus
+from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.sequences.schedule import zone
 from nurture.sequences.services import due_for, live_steps, step_after, window_of
 from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
@@ -45,51 +49,40 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(60 * 2 ** max(attempts - 1, 0), 3600))
 
 
-def _lock(s: Session, delivery_id: int) -> Delivery | None:
+def _load(s: Session, ids: list[int]) -> list[Delivery]:
     q = (
         select(Delivery)
         .join(Delivery.enrollment)
         .join(Enrollment.subscriber)
         .join(Enrollment.sequence)
         .join(Delivery.step)
-        .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.QUEUED)
+        .where(Delivery.id.in_(ids), Delivery.status == DeliveryStatus.QUEUED)
         .options(
             contains_eager(Delivery.enrollment).contains_eager(Enrollment.subscriber),
             contains_eager(Delivery.enrollment).contains_eager(Enrollment.sequence),
             contains_eager(Delivery.step),
         )
+        .order_by(Delivery.id)
     )
+    return list(s.scalars(q).unique())
+
+
+def _fresh_state(s: Session, d: Delivery) -> tuple[str, str, str, str, bool] | None:
+    """Current statuses, locked on PostgreSQL: an unsubscribe either committed before this
+    (and we see it) or waits until this send is recorded."""
+    q = (
+        select(Delivery.status, Enrollment.status, Subscriber.status, Sequence.status,
+               Step.removed_at.is_not(None))
+        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+        .join(Sequence, Sequence.id == Enrollment.sequence_id)
+        .join(Step, Step.id == Delivery.step_id)
+        .where(Delivery.id == d.id)
+    )  # fmt: skip
     if s.get_bind().dialect.name == "postgresql":
-        # Lock the rows an unsubscribe or booking would change: either it commits first and
-        # we see it below, or it waits until this send is recorded.
         q = q.with_for_update(of=[Delivery, Enrollment, Subscriber])
-    return s.scalar(q)
-
-
-def _still_wanted(s: Session, d: Delivery) -> str | None:
-    """Why this delivery must not go out now, or None if it should."""
-    e = d.enrollment
-    if e.subscriber.status != SubscriberStatus.CONFIRMED:
-        return f"subscriber {e.subscriber.status}"
-    if e.status != EnrollmentStatus.ACTIVE:
-        return f"enrollment {e.status}"
-    if d.step.removed_at is not None:
-        return "step removed"
-    return None
-
-
-def _put_back(s: Session, d: Delivery, reason: str, at: datetime) -> None:
-    """Not now, but later: the step stays due for this enrollment (paused or out of window)."""
-    e = d.enrollment
-    seq = e.sequence
-    e.next_step_id = d.step_id
-    if reason == "sequence paused":
-        e.next_due_at = d.due_at
-    else:
-        tz = zone(e.subscriber.timezone, seq.settings.get("timezone", "UTC"))
-        e.next_due_at = window_of(seq).next_open(at, tz)
-    # The delivery row goes so the step can be claimed again under the unique key.
-    s.delete(d)
+    row = s.execute(q).one_or_none()
+    return None if row is None else tuple(row)  # type: ignore[return-value]
 
 
 def _immediate_first(d: Delivery) -> bool:
@@ -101,45 +94,76 @@ def _immediate_first(d: Delivery) -> bool:
     )
 
 
-def _advance(s: Session, d: Delivery, at: datetime) -> None:
+def _put_back(s: Session, d: Delivery, due: datetime) -> None:
+    """Not now, but later: the step stays due for this enrollment (paused or out of window).
+    The delivery row goes so the step can be claimed again under the unique key."""
+    s.execute(
+        update(Enrollment)
+        .where(Enrollment.id == d.enrollment_id)
+        .values(next_step_id=d.step_id, next_due_at=due)
+        .execution_options(synchronize_session=False)
+    )
+    s.execute(
+        delete(Delivery).where(Delivery.id == d.id).execution_options(synchronize_session=False)
+    )
+
+
+def _advance(s: Session, d: Delivery, steps: list[Step], at: datetime) -> None:
     e = d.enrollment
-    e.last_step_id = d.step_id
-    e.last_sent_at = at
-    nxt = step_after(live_steps(s, e.sequence_id), d.step)
+    nxt = step_after(steps, d.step)
+    values: dict[str, object] = {"last_step_id": d.step_id, "last_sent_at": at}
     if nxt is None:
-        e.status = EnrollmentStatus.COMPLETED
-        e.ended_at = at
-        e.next_step_id = None
-        e.next_due_at = None
+        values.update(
+            status=EnrollmentStatus.COMPLETED, ended_at=at, next_step_id=None, next_due_at=None
+        )
     else:
-        e.next_step_id = nxt.id
-        e.next_due_at = due_for(e.sequence, e.subscriber.timezone, at, nxt.delay_seconds)
+        due = due_for(e.sequence, e.subscriber.timezone, at, nxt.delay_seconds)
+        values.update(next_step_id=nxt.id, next_due_at=due)
+    s.execute(
+        update(Enrollment)
+        .where(Enrollment.id == e.id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
 
 
-def send_one(s: Session, backend: MailBackend, delivery_id: int, result: BatchResult) -> None:
-    d = _lock(s, delivery_id)
-    if d is None:  # already sent, cancelled, or taken by another worker
-        result.skipped.append(delivery_id)
+def send_one(
+    s: Session, backend: MailBackend, d: Delivery, steps: list[Step], result: BatchResult
+) -> None:
+    state = _fresh_state(s, d)
+    if state is None or state[0] != DeliveryStatus.QUEUED:
+        result.skipped.append(d.id)  # already sent, cancelled, or taken by another worker
+        return
+    _, enrollment_status, subscriber_status, sequence_status, step_removed = state
+    why_not = (
+        f"subscriber {subscriber_status}" if subscriber_status != SubscriberStatus.CONFIRMED
+        else f"enrollment {enrollment_status}" if enrollment_status != EnrollmentStatus.ACTIVE
+        else "step removed" if step_removed
+        else None
+    )  # fmt: skip
+    if why_not is not None:
+        s.execute(
+            update(Delivery)
+            .where(Delivery.id == d.id)
+            .values(status=DeliveryStatus.CANCELLED, error=why_not)
+            .execution_options(synchronize_session=False)
+        )
+        result.skipped.append(d.id)
         return
     e = d.enrollment
-    why_not = _still_wanted(s, d)
-    if why_not is not None:
-        d.status = DeliveryStatus.CANCELLED
-        d.error = why_not
-        result.skipped.append(delivery_id)
-        return
     seq = e.sequence
-    tz = zone(e.subscriber.timezone, seq.settings.get("timezone", "UTC"))
     # One instant for the window check, the Date header and sent_at, so they cannot disagree.
     at = now()
-    if seq.status == SequenceStatus.PAUSED:
-        _put_back(s, d, "sequence paused", at)
-        result.skipped.append(delivery_id)
+    if sequence_status == SequenceStatus.PAUSED:
+        _put_back(s, d, d.due_at)
+        result.skipped.append(d.id)
         return
-    if not window_of(seq).contains(at, tz) and not _immediate_first(d):
-        # A backlog that outlives the window waits for the next one: nobody gets a 3 a.m. email.
-        _put_back(s, d, "window closed", at)
-        result.skipped.append(delivery_id)
+    tz = zone(e.subscriber.timezone, seq.settings.get("timezone", "UTC"))
+    window = window_of(seq)
+    if not window.contains(at, tz) and not _immediate_first(d):
+        # A backlog that outlives the window waits for the next one: no 3 a.m. emails.
+        _put_back(s, d, window.next_open(at, tz))
+        result.skipped.append(d.id)
         return
     msg = compose(
         seq,
@@ -147,57 +171,81 @@ def send_one(s: Session, backend: MailBackend, delivery_id: int, result: BatchRe
         subscriber_id=e.subscriber.id,
         email=e.subscriber.email,
         first_name=e.subscriber.first_name,
+        rewrite=rewriter_for(s, d),
         date=at,
     )
-    d.attempts += 1
     backend.send(msg)  # raises on failure; the caller rolls this transaction back
-    d.status = DeliveryStatus.SENT
-    d.sent_at = at
-    d.message_id = msg["Message-ID"]
-    d.error = None
-    _advance(s, d, at)
-    result.sent.append(delivery_id)
+    s.execute(
+        update(Delivery)
+        .where(Delivery.id == d.id)
+        .values(
+            status=DeliveryStatus.SENT,
+            sent_at=at,
+            message_id=msg["Message-ID"],
+            attempts=Delivery.attempts + 1,
+            error=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    _advance(s, d, steps, at)
+    result.sent.append(d.id)
 
 
-def _record_failure(delivery_id: int, exc: Exception, permanent: bool, result: BatchResult) -> None:
-    with session() as s, s.begin():
-        d = s.get(Delivery, delivery_id)
+def _record_failure(
+    s: Session, delivery_id: int, exc: Exception, permanent: bool, result: BatchResult
+) -> None:
+    with s.begin():
+        d = s.get(Delivery, delivery_id, populate_existing=True)
         if d is None or d.status != DeliveryStatus.QUEUED:
             return
         d.attempts += 1
         d.error = str(exc)[:500]
         if permanent or d.attempts >= MAX_ATTEMPTS:
             d.status = DeliveryStatus.FAILED
-            if permanent:
-                mark_bounced(s, d.enrollment.subscriber, str(exc))
+            if isinstance(exc, PermanentMailError) and exc.bounce:
+                sub = s.get(Subscriber, d.enrollment.subscriber_id, populate_existing=True)
+                assert sub is not None
+                mark_bounced(s, sub, str(exc))
             result.failed.append(delivery_id)
         else:
             d.lease_until = now() + backoff(d.attempts)
             result.retry.append(delivery_id)
-    log.warning("delivery %s %s: %s", delivery_id, "failed" if permanent else "will retry", exc)
+    log.warning("delivery %s %s: %s", delivery_id, "failed" if permanent else "deferred", exc)
 
 
 def send_batch(delivery_ids: list[int], backend: MailBackend | None = None) -> BatchResult:
     result = BatchResult()
     backend = backend or get_backend()
-    pending = list(delivery_ids)
-    try:
-        with backend:
-            while pending:
-                delivery_id = pending.pop(0)
-                try:
-                    with session() as s, s.begin():
-                        send_one(s, backend, delivery_id, result)
-                except PermanentMailError as exc:
-                    _record_failure(delivery_id, exc, True, result)
-                except TransientMailError as exc:
-                    _record_failure(delivery_id, exc, False, result)
-    except TransientMailError as exc:
-        # No connection at all: every unsent delivery waits for its backoff.
-        for delivery_id in pending:
-            _record_failure(delivery_id, exc, False, result)
+    with session() as s:
+        with s.begin():
+            deliveries = _load(s, delivery_ids)
+            steps = {
+                seq_id: live_steps(s, seq_id)
+                for seq_id in {d.enrollment.sequence_id for d in deliveries}
+            }
+        loaded = {d.id for d in deliveries}
+        result.skipped.extend(i for i in delivery_ids if i not in loaded)
+        # Ids kept apart: a rolled-back send expires the loaded objects, and touching one
+        # outside a transaction would start one behind our back.
+        pending = [(d.id, d.enrollment.sequence_id, d) for d in deliveries]
+        try:
+            with backend:
+                while pending:
+                    delivery_id, sequence_id, d = pending[0]
+                    try:
+                        with s.begin():
+                            send_one(s, backend, d, steps[sequence_id], result)
+                    except PermanentMailError as exc:
+                        _record_failure(s, delivery_id, exc, True, result)
+                    except TransientMailError as exc:
+                        _record_failure(s, delivery_id, exc, False, result)
+                    pending.pop(0)
+        except TransientMailError as exc:
+            # No connection at all: every unsent delivery waits for its backoff.
+            for delivery_id, _, _ in pending:
+                _record_failure(s, delivery_id, exc, False, result)
     log.info(
-        "batch done: %d sent, %d skipped, %d failed, %d to retry",
+        "batch done: %d sent, %d skipped, %d failed, %d deferred",
         len(result.sent),
         len(result.skipped),
         len(result.failed),

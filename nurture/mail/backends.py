@@ -9,7 +9,9 @@ the whole batch. send() raises TransientMailError (try again later) or Permanent
 
 from __future__ import annotations
 
+import re
 import smtplib
+import socket
 import ssl
 import threading
 from email.message import EmailMessage
@@ -29,7 +31,13 @@ class TransientMailError(MailError):
 
 
 class PermanentMailError(MailError):
-    pass
+    """The server will not take this message. `bounce` says whether the fault is the
+    address (the subscriber must stop receiving mail) or something else, such as our own
+    authentication being refused (5.7.x), where marking readers bounced would be wrong."""
+
+    def __init__(self, message: str, *, bounce: bool = False) -> None:
+        super().__init__(message)
+        self.bounce = bounce
 
 
 class MailBackend(Protocol):
@@ -114,6 +122,10 @@ class SMTPBackend:
                 conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
                 if self.starttls:
                     conn.starttls(context=ssl.create_default_context())
+            # Commands are small writes separated by our database work: without NODELAY,
+            # Nagle's algorithm holds each one back waiting for the previous ACK.
+            if conn.sock is not None:
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.username:
                 conn.login(self.username, self.password or "")
         except smtplib.SMTPAuthenticationError as exc:
@@ -140,24 +152,36 @@ class SMTPBackend:
         try:
             refused = self._conn.send_message(msg, from_addr, to_addrs)
         except smtplib.SMTPRecipientsRefused as exc:
-            code = next(iter(exc.recipients.values()))[0]
-            raise _by_code(code, "recipient refused") from None
+            code, text = next(iter(exc.recipients.values()))
+            raise _by_code(code, text, "recipient refused", at_rcpt=True) from None
         except smtplib.SMTPResponseException as exc:
-            raise _by_code(exc.smtp_code, "message refused") from None
+            raise _by_code(exc.smtp_code, exc.smtp_error, "message refused") from None
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
             # The connection is gone: the rest of the batch must not use it.
             self._conn.close()
             self._conn = None
             raise TransientMailError(f"connection lost: {type(exc).__name__}") from None
         if refused:
-            code = next(iter(refused.values()))[0]
-            raise _by_code(code, "recipient refused")
+            code, text = next(iter(refused.values()))
+            raise _by_code(code, text, "recipient refused", at_rcpt=True)
 
 
-def _by_code(code: int, what: str) -> MailError:
+_ENHANCED = re.compile(rb"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def _by_code(code: int, text: bytes | str, what: str, *, at_rcpt: bool = False) -> MailError:
+    # Only the code and the enhanced status go into the error: the server's text often
+    # repeats the address, which must not reach our logs.
+    raw = text.encode() if isinstance(text, str) else text or b""
+    enhanced = _ENHANCED.search(raw)
+    status = enhanced.group(0).decode() if enhanced else ""
+    summary = f"{what}: {code} {status}".rstrip()
     if 400 <= code < 500:
-        return TransientMailError(f"{what}: {code}")
-    return PermanentMailError(f"{what}: {code}")
+        return TransientMailError(summary)
+    # 5.1.x is a bad mailbox; without an enhanced status, a refusal at RCPT means the same.
+    # 5.7.x (policy, authentication, DMARC) and the rest are about us, not the reader.
+    bounce = enhanced.group(2) == b"1" if enhanced else at_rcpt and code in {550, 551, 553}
+    return PermanentMailError(summary, bounce=bounce)
 
 
 def backend_from_url(url: str) -> MailBackend:

@@ -56,6 +56,9 @@ def _address(name: str | None, email: str) -> Address:
 # 78-column limit the library would wrap them in RFC 2047 encoded-words, which mail clients
 # do not decode in List-Unsubscribe. RFC 5322 allows 998.
 POLICY = default_policy.clone(max_line_length=998)
+# Bodies are encoded when they are set, with the policy of that moment: quoted-printable
+# lines must keep to 76 characters (RFC 2045; SpamAssassin's MIME_QP_LONG_LINE).
+BODY_POLICY = default_policy.clone(max_line_length=76)
 
 
 def build_message(
@@ -77,8 +80,10 @@ def build_message(
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     if test:
         msg["X-Nurture-Test"] = "yes"
+    msg.policy = BODY_POLICY
     msg.set_content(rendered.text, cte="quoted-printable")
     msg.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
+    msg.policy = POLICY
     _maybe_dkim(msg, env.from_email)
     return msg
 
@@ -89,8 +94,10 @@ def _maybe_dkim(msg: EmailMessage, from_email: str) -> None:
     settings = get_settings()
     if not settings.dkim_enabled:
         return
-    # DKIM signing lands with the content work (nurture/mail/dkim.py).
-    raise NotImplementedError("DKIM signing is not available yet")
+    from nurture.mail import dkim
+
+    assert settings.dkim_selector and settings.dkim_private_key  # dkim_enabled says so
+    dkim.sign(msg, settings.dkim_selector, settings.dkim_private_key, domain_of(from_email))
 
 
 def host_of(url: str) -> str:

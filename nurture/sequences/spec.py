@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from nurture.errors import NurtureError
 from nurture.sequences.schedule import SendWindow, is_valid_timezone, parse_delay
@@ -35,6 +43,8 @@ class FromSpec(_Strict):
 class ConsultSpec(_Strict):
     url: str
     text: str = Field(default="Book a free consult", min_length=1, max_length=200)
+    # Leads into the button at the foot of every email.
+    note: str = Field(default="", max_length=500)
 
     @field_validator("url")
     @classmethod
@@ -75,6 +85,17 @@ class StepSpec(_Strict):
         return int(parse_delay(self.delay).total_seconds())
 
 
+class DiscreetSpec(_Strict):
+    """For readers who share or fear a watched inbox: nothing visible names the subject."""
+
+    # Off keeps the block ready for a practice to switch on; present and on means every
+    # email of the sequence goes out under the neutral name and subjects.
+    enabled: bool = True
+    from_name: str = Field(min_length=1, max_length=100)
+    # step key -> neutral subject; a step without one keeps its own subject.
+    subjects: dict[str, str] = Field(default_factory=dict)
+
+
 class SequenceSpec(_Strict):
     slug: str = Field(pattern=SLUG)
     name: str = Field(min_length=1, max_length=200)
@@ -85,7 +106,7 @@ class SequenceSpec(_Strict):
     timezone: str = "UTC"
     send_window: WindowSpec = Field(default_factory=WindowSpec)
     # Neutral From name and subjects for readers who share an inbox (see the content docs).
-    discreet: dict[str, Any] | None = None
+    discreet: DiscreetSpec | None = None
     tracking: dict[str, bool] | None = None
     article: dict[str, str] | None = None
     steps: list[StepSpec] = Field(min_length=1)
@@ -112,6 +133,14 @@ class SequenceSpec(_Strict):
                 raise ValueError(f"duplicate step key {step.key!r}")
             seen.add(step.key)
         return v
+
+    @model_validator(mode="after")
+    def _discreet_keys(self) -> SequenceSpec:
+        if self.discreet:
+            unknown = set(self.discreet.subjects) - {step.key for step in self.steps}
+            if unknown:
+                raise ValueError(f"discreet.subjects names unknown steps: {sorted(unknown)}")
+        return self
 
     def settings_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude={"steps", "slug", "name"})

@@ -80,8 +80,13 @@ def add_subscriber(
     consent_version: str = CLI_CONSENT_VERSION,
     article: str | None = None,
     client_hash: str | None = None,
+    await_confirmation: bool = False,
 ) -> Subscriber:
-    """Create (or find) the subscriber and enrol them; confirmed=True starts the sequence."""
+    """Create (or find) the subscriber and enrol them; confirmed=True starts the sequence.
+
+    await_confirmation=True (web signups) leaves the enrollment pending even when the address
+    is already confirmed for another sequence: each sequence needs its own yes.
+    """
     address = normalize_email(email)
     if timezone is not None and not is_valid_timezone(timezone):
         raise NurtureError(f"unknown time zone {timezone!r} (use an IANA name like Europe/Paris)")
@@ -114,13 +119,13 @@ def add_subscriber(
             confirmed_at=now() if confirmed else None,
         )
     )
-    enrol(s, sub, sequence)
+    enrol(s, sub, sequence, start_now=not await_confirmation)
     if confirmed:
         confirm(s, sub)
     return sub
 
 
-def enrol(s: Session, sub: Subscriber, sequence: Sequence) -> Enrollment:
+def enrol(s: Session, sub: Subscriber, sequence: Sequence, *, start_now: bool = True) -> Enrollment:
     enrollment = s.scalar(
         select(Enrollment).where(
             Enrollment.subscriber_id == sub.id, Enrollment.sequence_id == sequence.id
@@ -131,19 +136,28 @@ def enrol(s: Session, sub: Subscriber, sequence: Sequence) -> Enrollment:
         s.add(enrollment)
         s.flush()
     elif enrollment.status in ENDED and enrollment.status != EnrollmentStatus.COMPLETED:
-        # A fresh signup after leaving starts again from the top, once confirmed.
+        # A fresh signup after leaving starts again once confirmed, with the steps it has not
+        # had yet (see start(): a step is never delivered twice to one enrollment).
         enrollment.status = EnrollmentStatus.PENDING
         enrollment.next_step_id = None
         enrollment.next_due_at = None
         enrollment.last_step_id = None
         enrollment.ended_at = None
-    if sub.status == SubscriberStatus.CONFIRMED and enrollment.status == EnrollmentStatus.PENDING:
+    if (
+        start_now
+        and sub.status == SubscriberStatus.CONFIRMED
+        and enrollment.status == EnrollmentStatus.PENDING
+    ):
         start(s, enrollment)
     return enrollment
 
 
 def start(s: Session, enrollment: Enrollment) -> None:
-    steps = live_steps(s, enrollment.sequence_id)
+    # Steps that already have a delivery row (sent, or cancelled by an unsubscribe) are
+    # skipped: the unique (enrollment, step) key would refuse them anyway, and claiming one
+    # would leave the enrollment stuck.
+    had = set(s.scalars(select(Delivery.step_id).where(Delivery.enrollment_id == enrollment.id)))
+    steps = [st for st in live_steps(s, enrollment.sequence_id) if st.id not in had]
     if not steps:
         enrollment.status = EnrollmentStatus.COMPLETED
         enrollment.ended_at = now()

@@ -1,24 +1,142 @@
-"""The Flask application factory."""
+"""The Flask application factory: settings, templates, security headers, rate limits, views.
+
+Runs the same under `flask run`, the test client and gunicorn (`nurture.web.app:create_app()`).
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify, render_template, request
+from flask_limiter import Limiter, RateLimitExceeded
+from flask_limiter.util import get_remote_address
 from sqlalchemy import text
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from nurture.config import get_settings
+from nurture.config import Settings, get_settings
 from nurture.db import get_engine
+from nurture.errors import NotFound
+from nurture.paths import templates_dir
+
+# The only script on any page: fill the hidden time zone field. Allowed by its hash, so the
+# CSP needs no 'unsafe-inline' and no nonce.
+TZ_SCRIPT = (
+    "(function(){try{var z=Intl.DateTimeFormat().resolvedOptions().timeZone;"
+    "var f=document.querySelectorAll('input[name=timezone]');"
+    "for(var i=0;i<f.length;i++){f[i].value=z||'';}}catch(e){}})();"
+)
+EMBED_ENDPOINTS = {"pages.embed"}
+
+
+def _csp_hash(source: str) -> str:
+    digest = hashlib.sha256(source.encode()).digest()
+    return f"'sha256-{base64.b64encode(digest).decode()}'"
+
+
+def _limiter_storage(settings: Settings) -> str:
+    # Counters must be shared by every gunicorn worker: Redis when there is one.
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        return settings.broker_url
+    return "memory://"
 
 
 def create_app(**overrides: Any) -> Flask:
     settings = get_settings()
-    app = Flask(__name__)
-    app.config.update(SECRET_KEY=settings.secret, **overrides)
+    folder = templates_dir()
+    app = Flask(__name__, template_folder=str(folder), static_folder=None)
+    config: dict[str, Any] = {
+        "SECRET_KEY": settings.secret,
+        "MAX_CONTENT_LENGTH": 64 * 1024,
+        "RATELIMIT_ENABLED": settings.rate_limit,
+        "SIGNUP_RATE_LIMIT": settings.signup_rate_limit,
+        "ENQUEUE_CONFIRMATION": None,  # tests may pass a callable(consent_id)
+    }
+    app.config.update({**config, **overrides})
+    if settings.proxy_hops:
+        n = settings.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+
+    css = (folder / "pages" / "style.css").read_text(encoding="utf-8")
+    csp_base = (
+        "default-src 'none'; "
+        f"style-src {_csp_hash(css)}; "
+        f"script-src {_csp_hash(TZ_SCRIPT)}; "
+        "img-src 'self' data:; form-action 'self'; base-uri 'none'"
+    )
+
+    @app.context_processor
+    def _inline_assets() -> dict[str, Any]:
+        return {"inline_css": css, "tz_script": TZ_SCRIPT}
+
+    @app.after_request
+    def _security_headers(resp: Response) -> Response:
+        embed = request.endpoint in EMBED_ENDPOINTS
+        ancestors = settings.embed_ancestors if embed else "'none'"
+        resp.headers["Content-Security-Policy"] = f"{csp_base}; frame-ancestors {ancestors}"
+        if not embed:
+            resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    limiter = Limiter(
+        get_remote_address,
+        app=app,
+        storage_uri=_limiter_storage(settings),
+        strategy="fixed-window",
+        headers_enabled=False,
+    )
+
+    # The limits hold only a weak reference to their limiter: the app keeps it alive.
+    app.extensions["nurture.limiter"] = limiter
+
+    from nurture.web.views import bp
+
+    app.register_blueprint(bp)
+    # Only sending the form counts against the limit (one budget for the page and the
+    # embed); reading pages never does.
+    signup_limit = limiter.shared_limit(
+        app.config["SIGNUP_RATE_LIMIT"], scope="signup", methods=["POST"]
+    )
+    views: dict[str, Any] = app.view_functions
+    for endpoint in ("pages.subscribe", "pages.embed"):
+        views[endpoint] = signup_limit(views[endpoint])
 
     @app.get("/healthz")
     def healthz() -> Any:
+        # Always 200 (the contract); the body says what is down.
         return jsonify(health())
+
+    def _error(code: int, title: str, message: str) -> tuple[str, int]:
+        return render_template("pages/error.html", title=title, message=message), code
+
+    @app.errorhandler(RateLimitExceeded)
+    def _too_many(_: Exception) -> tuple[str, int]:
+        return _error(
+            429,
+            "Please wait a moment",
+            "We received several sign-ups from your connection in a short time. "
+            "Please try again in a few minutes.",
+        )
+
+    @app.errorhandler(NotFound)
+    @app.errorhandler(404)
+    def _not_found(_: Exception) -> tuple[str, int]:
+        return _error(
+            404,
+            "Page not found",
+            "This page does not exist. If you followed a link, it may have been mistyped.",
+        )
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> tuple[str, int]:
+        code = exc.code or 500
+        return _error(code, exc.name, "Something about this request was not right.")
 
     return app
 

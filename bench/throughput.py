@@ -1,0 +1,154 @@
+"""End-to-end sending throughput: N subscribers due now, real Redis + PostgreSQL + Celery
+workers + a C SMTP sink. Prints emails/s for the whole pipeline (dispatch pass to last
+commit) and, in the same run, a plain smtplib loop to the same sink as the ceiling.
+
+    python -m bench.throughput --subscribers 5000 --concurrency 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import smtplib
+import subprocess
+import sys
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+import redis
+from sqlalchemy import func, insert, select, text
+
+from bench.support import REDIS_URL, scratch_postgres, smtp_sink
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "fixtures" / "sequences" / "quick"
+
+
+def raw_smtplib(port: int, n: int) -> float:
+    msg = EmailMessage()
+    msg["From"] = "hello@example.org"
+    msg["To"] = "reader@example.com"
+    msg["Subject"] = "raw"
+    msg.set_content("x" * 2000)
+    start = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port) as smtp:
+        for _ in range(n):
+            smtp.send_message(msg)
+    return n / (time.perf_counter() - start)
+
+
+def seed(n: int) -> None:
+    from nurture.clock import now
+    from nurture.db import transaction
+    from nurture.models import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
+    from nurture.sequences.services import apply_spec, live_steps
+    from nurture.sequences.spec import load_folder
+
+    with transaction() as s:
+        result = apply_spec(s, load_folder(FIXTURE))
+        seq_id = s.scalar(text("SELECT id FROM sequences WHERE slug = :s"), {"s": result.slug})
+        first = live_steps(s, seq_id)[0]
+        t = now()
+        s.execute(
+            insert(Subscriber),
+            [
+                {
+                    "email": f"reader{i}@example.com",
+                    "first_name": f"Reader{i}",
+                    "timezone": "UTC",
+                    "status": SubscriberStatus.CONFIRMED,
+                    "created_at": t,
+                    "confirmed_at": t,
+                }
+                for i in range(n)
+            ],
+        )
+        ids = s.scalars(select(Subscriber.id)).all()
+        s.execute(
+            insert(Enrollment),
+            [
+                {
+                    "subscriber_id": sid,
+                    "sequence_id": seq_id,
+                    "status": EnrollmentStatus.ACTIVE,
+                    "next_step_id": first.id,
+                    "next_due_at": t,
+                    "created_at": t,
+                    "started_at": t,
+                }
+                for sid in ids
+            ],
+        )
+
+
+def sent_count() -> int:
+    from nurture.db import transaction
+    from nurture.models import Delivery, DeliveryStatus
+
+    with transaction() as s:
+        return s.scalar(select(func.count()).where(Delivery.status == DeliveryStatus.SENT)) or 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subscribers", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=200)
+    args = parser.parse_args()
+    n = args.subscribers
+
+    redis.Redis.from_url(REDIS_URL).ping()
+    with smtp_sink() as port, scratch_postgres() as db_url:
+        env = {
+            "NURTURE_DATABASE_URL": db_url,
+            "NURTURE_BROKER_URL": REDIS_URL,
+            "NURTURE_MAIL_URL": f"smtp://127.0.0.1:{port}",
+            "NURTURE_SECRET_KEY": "bench",
+            "NURTURE_BATCH_SIZE": str(args.batch_size),
+            "NURTURE_QUEUE": f"nurture-bench-{os.getpid()}",
+        }
+        os.environ.update(env)
+        from nurture.config import reset_settings
+        from nurture.migrations import upgrade
+
+        reset_settings()
+        upgrade()
+        seed(n)
+        raw = raw_smtplib(port, min(n, 5000))
+
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+             "--loglevel", "WARNING", "--pool", "prefork",
+             "--concurrency", str(args.concurrency), "--without-gossip", "--without-mingle"],
+            cwd=ROOT, env={**os.environ, **env},
+        )  # fmt: skip
+        try:
+            time.sleep(3)  # worker start-up is not part of the pipeline
+            from nurture.delivery.dispatch import dispatch_once
+            from workers.tasks import enqueue_batch
+
+            start = time.perf_counter()
+            claimed = dispatch_once(enqueue_batch, limit=n).claimed
+            claim_s = time.perf_counter() - start
+            deadline = start + 600
+            done = 0
+            while time.perf_counter() < deadline:
+                done = sent_count()
+                if done >= n:
+                    break
+                time.sleep(0.05)
+            total = time.perf_counter() - start
+        finally:
+            worker.terminate()
+            worker.wait(30)
+    print(f"subscribers            {n}")
+    print(f"worker processes       {args.concurrency}  (batch size {args.batch_size})")
+    print(f"claimed                {claimed} in {claim_s:.2f}s  ({claimed / claim_s:,.0f}/s)")
+    print(f"sent                   {done} in {total:.2f}s")
+    print(f"pipeline               {done / total:,.0f} emails/s  (dispatch to last commit)")
+    print(f"raw smtplib loop       {raw:,.0f} emails/s  (one connection, same sink)")
+
+
+if __name__ == "__main__":
+    main()

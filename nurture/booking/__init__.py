@@ -1,0 +1,1 @@
+"""Bookings reported by a scheduling service (Calendly, Cal.com): the sequence stops."""

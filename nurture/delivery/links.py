@@ -1,0 +1,86 @@
+"""Tracked links: the `rewrite` hook of compose() and the /l/<token> redirect behind it.
+
+A tracked link's token names a row in `links`, and the redirect goes only to the URL stored
+there: no URL ever travels in the token, so /l/ cannot be used as an open redirect. Once
+stored, a link keeps working whatever happens later (tracking switched off, the person
+unsubscribed): the consult link in an old email must always reach the booking page. Clicks
+are counted only while tracking is on for the link's sequence.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from sqlalchemy.orm import Session
+
+from nurture import tokens
+from nurture.config import get_settings
+from nurture.db import transaction
+from nurture.delivery.compose import LinkRewriter
+from nurture.delivery.models import Delivery, Link
+from nurture.errors import NotFound
+from nurture.sequences.models import Sequence
+from nurture.subscribers.models import Event
+
+
+def clicks_tracked(seq: Sequence) -> bool:
+    """NURTURE_TRACK_CLICKS, unless the sequence says otherwise (`tracking: {clicks: ...}`)."""
+    override = (seq.settings.get("tracking") or {}).get("clicks")
+    if override is not None:
+        return bool(override)
+    return get_settings().track_clicks
+
+
+def link_url(link_id: int) -> str:
+    return f"{get_settings().base_url}/l/{tokens.make(tokens.LINK, {'l': link_id})}"
+
+
+def rewriter_for(s: Session, delivery: Delivery) -> LinkRewriter | None:
+    """The rewrite hook for one delivery, or None when its sequence tracks no clicks
+    (then links go straight to their targets and nothing is stored)."""
+    if not clicks_tracked(delivery.enrollment.sequence):
+        return None
+    seen: dict[tuple[str, bool], str] = {}
+
+    def rewrite(url: str, is_consult: bool) -> str:
+        if urlsplit(url).scheme not in {"http", "https"}:
+            return url  # mailto: and friends stay as they are
+        key = (url, is_consult)
+        if key not in seen:
+            link = Link(delivery_id=delivery.id, url=url, is_consult=is_consult)
+            s.add(link)
+            s.flush()
+            seen[key] = link_url(link.id)
+        return seen[key]
+
+    return rewrite
+
+
+def follow(token: str) -> str:
+    """The stored URL behind a tracked link, recording the click if tracking is on.
+
+    Raises tokens.BadToken (tampered) or NotFound (no such link).
+    """
+    data = tokens.read(tokens.LINK, token)
+    link_id = data.get("l") if isinstance(data, dict) else None
+    if not isinstance(link_id, int):
+        raise tokens.BadToken("this link is not valid")
+    with transaction() as s:
+        link = s.get(Link, link_id)
+        if link is None or urlsplit(link.url).scheme not in {"http", "https"}:
+            raise NotFound("no such link")
+        delivery = s.get(Delivery, link.delivery_id) if link.delivery_id else None
+        if delivery is not None:
+            enrollment = delivery.enrollment
+            if clicks_tracked(enrollment.sequence):
+                s.add(
+                    Event(
+                        kind="clicked",
+                        subscriber_id=enrollment.subscriber_id,
+                        sequence_id=enrollment.sequence_id,
+                        step_id=delivery.step_id,
+                        delivery_id=delivery.id,
+                        data={"consult": link.is_consult},
+                    )
+                )
+        return link.url

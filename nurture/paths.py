@@ -1,0 +1,24 @@
+"""Where the top-level templates/ folder lives.
+
+From a source checkout or an editable install it sits beside the package
+(`<repo>/templates`); an installed package run from the repository root finds it in the
+working directory; NURTURE_TEMPLATES_DIR overrides both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+
+
+def templates_dir() -> Path:
+    from nurture.config import get_settings
+
+    configured = get_settings().templates_dir
+    if configured:
+        return Path(configured).resolve()
+    for candidate in (PACKAGE_PARENT / "templates", Path.cwd() / "templates"):
+        if (candidate / "pages").is_dir() or (candidate / "email").is_dir():
+            return candidate
+    return PACKAGE_PARENT / "templates"

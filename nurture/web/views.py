@@ -1,0 +1,178 @@
+"""The subscriber's pages. Thin: parse the request, call a service, render a template.
+
+No view sets a cookie: the signup form carries a signed, expiring token (it must work inside
+a cross-site iframe, where cookies are blocked), and confirming or unsubscribing needs
+nothing but the token in the link. GET never changes state: mail scanners fetch links.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, current_app, jsonify, redirect, render_template, request
+from werkzeug.exceptions import NotFound as HTTPNotFound
+from werkzeug.wrappers import Response
+
+from nurture import tokens
+from nurture.booking.service import CAL_HEADER, CALENDLY_HEADER, handle
+from nurture.config import get_settings
+from nurture.delivery.links import follow
+from nurture.subscribers import signup
+
+bp = Blueprint("pages", __name__)
+
+EXPIRED = (
+    "This link has expired",
+    "Confirmation links work for a week. Please sign up again with the form and we will "
+    "send you a fresh link.",
+)
+INVALID = (
+    "This link does not work",
+    "It may have been cut short when it was copied. Please open it again from the email, "
+    "or copy the whole address.",
+)
+
+
+def _bad_token(exc: tokens.BadToken) -> tuple[str, int]:
+    title, message = EXPIRED if isinstance(exc, tokens.ExpiredToken) else INVALID
+    return render_template("pages/error.html", title=title, message=message), 400
+
+
+def _layout(embed: bool) -> str:
+    return "pages/embed_base.html" if embed else "pages/base.html"
+
+
+def _form_page(
+    slug: str, embed: bool, *, values: dict[str, str] | None = None, error: str | None = None
+) -> str:
+    article = request.args.get("article")
+    if embed and not article and request.method == "GET":
+        # An embedded form knows its article from the page around it (our own pages send
+        # no Referer at all: Referrer-Policy no-referrer).
+        article = request.referrer
+    values = values or {}
+    return render_template(
+        "pages/subscribe.html",
+        layout=_layout(embed),
+        page=signup.signup_page(slug),
+        csrf_token=signup.form_token(slug),
+        article=signup.clean_article(values.get("article") or article) or "",
+        values=values,
+        error=error,
+        action=f"/{'embed' if embed else 'subscribe'}/{slug}",
+    )
+
+
+def _same_origin() -> bool:
+    """A browser's Origin header, when sent, must be ours (the form posts to itself, also
+    inside an iframe, so a foreign origin means another site's form is posting here)."""
+    origin = request.headers.get("Origin")
+    if not origin or origin == "null":
+        return True
+    allowed = {_origin_of(get_settings().base_url), _origin_of(request.host_url)}
+    return _origin_of(origin) in allowed
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _enqueue_confirmation(consent_id: int) -> None:
+    custom = current_app.config.get("ENQUEUE_CONFIRMATION")
+    if custom is not None:
+        custom(consent_id)
+        return
+    from workers.tasks import enqueue_confirmation
+
+    enqueue_confirmation(consent_id)
+
+
+@bp.route("/subscribe/<slug>", methods=["GET", "POST"], endpoint="subscribe")
+def subscribe(slug: str) -> Any:
+    return _signup(slug, embed=False)
+
+
+@bp.route("/embed/<slug>", methods=["GET", "POST"], endpoint="embed")
+def embed(slug: str) -> Any:
+    return _signup(slug, embed=True)
+
+
+def _signup(slug: str, *, embed: bool) -> Any:
+    if request.method == "GET":
+        return _form_page(slug, embed)
+    f = request.form
+    values = {
+        "email": f.get("email", "")[:320],
+        "first_name": f.get("first_name", "")[:100],
+        "article": f.get("article", "")[:500],
+    }
+    if not _same_origin() or not signup.check_form_token(slug, f.get("csrf_token")):
+        error = "This form had expired. Please check your details and send it again."
+        return _form_page(slug, embed, values=values, error=error), 400
+    form = signup.SignupForm(
+        email=values["email"],
+        first_name=values["first_name"].strip() or None,
+        timezone=f.get("timezone", "").strip()[:64] or None,
+        article=values["article"] or None,
+        honeypot=f.get("website", ""),
+        client_address=request.remote_addr,
+    )
+    try:
+        signup.sign_up(slug, form, _enqueue_confirmation)
+    except signup.InvalidSignup as exc:
+        return _form_page(slug, embed, values=values, error=str(exc)), 400
+    # The same page for every address, known or not: nothing here may depend on who it is.
+    return render_template("pages/check_inbox.html", layout=_layout(embed))
+
+
+@bp.route("/confirm/<token>", methods=["GET", "POST"])
+def confirm(token: str) -> Any:
+    try:
+        if request.method == "POST":
+            state, name = signup.confirm_by_token(token)
+        else:
+            state, name = signup.confirmation_state(token)
+    except tokens.BadToken as exc:
+        return _bad_token(exc)
+    if request.method == "POST" or state != signup.ConfirmState.PENDING:
+        return render_template("pages/confirmed.html", state=state.value, name=name)
+    return render_template("pages/confirm.html", name=name, token=token)
+
+
+@bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
+def unsubscribe(token: str) -> Any:
+    # POST is also the RFC 8058 one-click target: no cookies, no CSRF token, 200, no redirect.
+    try:
+        if request.method == "GET":
+            signup.check_unsubscribe_token(token)
+            return render_template("pages/unsubscribe.html", token=token)
+        one_click = request.form.get("List-Unsubscribe") == "One-Click"
+        signup.unsubscribe_by_token(token, how="one-click" if one_click else "page")
+    except tokens.BadToken as exc:
+        return _bad_token(exc)
+    return render_template("pages/unsubscribed.html")
+
+
+@bp.get("/l/<token>")
+def link(token: str) -> Any:
+    try:
+        url = follow(token)
+    except tokens.BadToken as exc:
+        return _bad_token(exc)
+    return redirect(url, code=302)
+
+
+@bp.post("/webhooks/booking")
+def booking_webhook() -> Response | tuple[Response, int]:
+    key = get_settings().booking_webhook_key
+    if key is None:
+        raise HTTPNotFound()
+    outcome = handle(
+        key.get_secret_value(),
+        request.get_data(cache=False),
+        calendly=request.headers.get(CALENDLY_HEADER),
+        cal=request.headers.get(CAL_HEADER),
+    )
+    return jsonify({"result": outcome.name.lower()}), outcome.value

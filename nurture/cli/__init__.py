@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "nurture.cli.articles",
     "nurture.cli.content",
     "nurture.cli.demo",
+    "nurture.cli.reports",
 ]
 
 
@@ -37,17 +38,26 @@ for _name in COMMAND_MODULES:
     import_module(_name).register(cli)
 
 
+def exit_code(exc: BaseException) -> int:
+    """The contract's exit code for an error escaping a command, its one line printed."""
+    if isinstance(exc, NurtureError):
+        click.echo(f"Error: {exc}", err=True)
+        return 1
+    if isinstance(exc, click.exceptions.Abort):
+        click.echo("Aborted.", err=True)
+        return 1
+    if isinstance(exc, click.ClickException):
+        exc.show()
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    raise exc
+
+
 def main() -> None:
     try:
-        cli.main(standalone_mode=False)
-    except NurtureError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
+        result = cli.main(standalone_mode=False)
+    except (NurtureError, click.exceptions.Abort, click.ClickException, KeyboardInterrupt) as exc:
+        sys.exit(exit_code(exc))
+    # standalone_mode=False returns the exit code of `--help` and friends.
+    sys.exit(result if isinstance(result, int) else 0)

@@ -17,7 +17,10 @@ def register(cli: click.Group) -> None:
 
 @click.group()
 def articles() -> None:
-    """Import and list source articles."""
+    """Import and list source articles.
+
+    Example: nurture articles import articles/*.txt && nurture articles list
+    """
 
 
 @articles.command("import")

@@ -24,7 +24,10 @@ def register(cli: click.Group) -> None:
 
 @click.group()
 def db() -> None:
-    """The database schema."""
+    """The database schema.
+
+    Example: nurture db upgrade
+    """
 
 
 @db.command("upgrade")

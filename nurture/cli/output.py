@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
+
+_ISO_UTC = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d)(:\d\d(\.\d+)?)?\+00:00$")
+
+
+def human(value: Any) -> str:
+    """A cell for people: UTC instants to the minute ("2026-03-06 14:00Z"), None as blank."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    return _ISO_UTC.sub(r"\1 \2Z", str(value))
 
 
 def json_option(f: Any) -> Any:
@@ -27,9 +42,10 @@ def emit(
     if not rows:
         console.print(f"[dim]no {title or 'rows'}[/dim]")
         return
-    table = Table(title=title or None)
+    table = Table(title=escape(title) if title else None)
     for col in columns:
-        table.add_column(col.replace("_", " "))
+        table.add_column(col.replace("_", " "), overflow="fold")
     for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+        # Text, not markup: a name like "[b]" is data, never styling.
+        table.add_row(*(Text(human(row.get(c))) for c in columns))
     console.print(table)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from nurture.articles.services import missing_sources
 from nurture.cli.output import emit, json_option
-from nurture.db import transaction
+from nurture.db import session, transaction
+from nurture.sequences.editing import plan_edit
 from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.sequences.schedule import format_delay
-from nurture.sequences.services import apply_spec, get_sequence, live_steps, set_status
-from nurture.sequences.spec import find_folders, load_folder
+from nurture.sequences.services import apply_spec, get_sequence, live_steps, resume, set_status
+from nurture.sequences.spec import SequenceSpec, load_path
+from nurture.subscribers.models import Enrollment, EnrollmentStatus
 
 
 def register(cli: click.Group) -> None:
@@ -22,31 +26,46 @@ def register(cli: click.Group) -> None:
 
 @click.group()
 def sequences() -> None:
-    """Create, inspect, pause and resume sequences."""
+    """Create, inspect, pause and resume sequences.
+
+    Example: nurture sequences apply templates/sequences --dry-run
+    """
 
 
 @sequences.command("apply")
 @click.argument("path", type=click.Path(path_type=Path))
-def apply(path: Path) -> None:
+@click.option(
+    "--dry-run", is_flag=True, help="Print what would change for people enrolled; change nothing."
+)
+@json_option
+def apply(path: Path, dry_run: bool, as_json: bool) -> None:
     """Create or update sequences from a sequence folder (or a folder of them).
 
-    Every folder is checked before anything is written: one bad file and nothing changes.
+    Every file is checked before anything is written: one bad file and nothing changes.
+    Steps are matched by key. For people already enrolled: a step added after their last
+    sent step is sent to them, one added before it is not; a removed step's pending sends
+    are cancelled and they move on to the next step; a changed delay re-times sends not
+    yet claimed; a renamed key is a removal plus an addition.
 
-    Example: nurture sequences apply templates/sequences/partner-refuses-therapy
+    Example: nurture sequences apply templates/sequences/partner-refuses-therapy --dry-run
     """
-    specs = [(folder, load_folder(folder)) for folder in find_folders(path)]
-    with transaction() as s:
-        results = [apply_spec(s, spec, folder) for folder, spec in specs]
-        sources = sorted(
-            {name for _, spec in specs for step in spec.steps for name in step.sources}
-        )
-        unknown = missing_sources(s, sources)
-    for r in results:
-        verb = "created" if r.created else "updated"
-        click.echo(
-            f"{r.slug}: {verb} ({len(r.added)} added, {len(r.changed)} changed, "
-            f"{len(r.removed)} removed)"
-        )
+    specs = load_path(path)
+    if dry_run:
+        with session() as s:  # planning only reads; the rollback makes sure of it
+            plans = [plan_edit(s, spec) for _, spec in specs]
+            unknown = _unknown_sources(s, specs)
+            s.rollback()
+    else:
+        with transaction() as s:
+            plans = [apply_spec(s, spec, folder) for folder, spec in specs]
+            unknown = _unknown_sources(s, specs)
+    if as_json:
+        click.echo(json.dumps([p.as_dict() for p in plans], indent=2))
+    else:
+        for plan in plans:
+            click.echo(plan.summary())
+        if dry_run:
+            click.echo("dry run: nothing was changed")
     # Only a note: sources document where a step's ideas come from; sending never needs them.
     if unknown:
         click.echo(
@@ -56,10 +75,16 @@ def apply(path: Path) -> None:
         )
 
 
+def _unknown_sources(s: Session, specs: list[tuple[Path, SequenceSpec]]) -> list[str]:
+    return missing_sources(
+        s, sorted({name for _, spec in specs for step in spec.steps for name in step.sources})
+    )
+
+
 @sequences.command("list")
 @json_option
 def list_(as_json: bool) -> None:
-    """List sequences with their status and step count.
+    """List sequences with their status, step count and people in them.
 
     Example: nurture sequences list --json
     """
@@ -70,57 +95,93 @@ def list_(as_json: bool) -> None:
             .group_by(Step.sequence_id)
             .subquery()
         )
+        active = (
+            select(Enrollment.sequence_id, func.count().label("n"))
+            .where(Enrollment.status == EnrollmentStatus.ACTIVE)
+            .group_by(Enrollment.sequence_id)
+            .subquery()
+        )
         rows = s.execute(
-            select(Sequence, steps.c.n).outerjoin(steps, steps.c.sequence_id == Sequence.id)
+            select(Sequence, steps.c.n, active.c.n)
+            .outerjoin(steps, steps.c.sequence_id == Sequence.id)
+            .outerjoin(active, active.c.sequence_id == Sequence.id)
+            .order_by(Sequence.slug)
         ).all()
         out = [
-            {"slug": seq.slug, "name": seq.name, "status": seq.status, "steps": n or 0}
-            for seq, n in rows
+            {
+                "slug": seq.slug,
+                "name": seq.name,
+                "status": seq.status,
+                "steps": n_steps or 0,
+                "active": n_active or 0,
+            }
+            for seq, n_steps, n_active in rows
         ]
-    emit(out, ["slug", "name", "status", "steps"], as_json, "sequences")
+    emit(out, ["slug", "name", "status", "steps", "active"], as_json, "sequences")
 
 
 @sequences.command("show")
 @click.argument("slug")
 @json_option
 def show(slug: str, as_json: bool) -> None:
-    """Show a sequence's steps and delays.
+    """Show a sequence's steps, delays, and how many people wait for each step.
 
     Example: nurture sequences show partner-refuses-therapy
     """
     with transaction() as s:
         seq = get_sequence(s, slug)
+        waiting = dict(
+            s.execute(
+                select(Enrollment.next_step_id, func.count())
+                .where(
+                    Enrollment.sequence_id == seq.id,
+                    Enrollment.status == EnrollmentStatus.ACTIVE,
+                    Enrollment.next_step_id.is_not(None),
+                )
+                .group_by(Enrollment.next_step_id)
+            ).all()
+        )
         rows = [
             {
                 "position": st.position,
                 "key": st.key,
                 "delay": format_delay(st.delay_seconds),
                 "subject": st.subject,
+                "waiting": waiting.get(st.id, 0),
             }
             for st in live_steps(s, seq.id)
         ]
-    emit(rows, ["position", "key", "delay", "subject"], as_json, f"steps of {slug}")
+        window = seq.settings.get("send_window") or {}
+        header = (
+            f"{seq.name} [{seq.status}]  zone {seq.settings.get('timezone', 'UTC')}, "
+            f"window {window.get('start', '00:00')}-{window.get('end', '24:00')} "
+            f"{','.join(window.get('days') or [])}"
+        )
+    if not as_json:
+        click.echo(header)
+    emit(rows, ["position", "key", "delay", "subject", "waiting"], as_json, f"steps of {slug}")
 
 
 @sequences.command("pause")
 @click.argument("slug")
 def pause(slug: str) -> None:
-    """Hold all sends of a sequence; nothing is lost.
+    """Hold all sends of a sequence; nothing is lost, and `resume` picks up where it stopped.
 
     Example: nurture sequences pause partner-refuses-therapy
     """
     with transaction() as s:
         set_status(s, slug, SequenceStatus.PAUSED)
-    click.echo(f"{slug}: paused")
+    click.echo(f"{slug}: paused (sends are held)")
 
 
 @sequences.command("resume")
 @click.argument("slug")
-def resume(slug: str) -> None:
-    """Resume a paused sequence; held sends go out in their next send window.
+def resume_(slug: str) -> None:
+    """Resume a paused sequence. Sends that fell due during the pause go out in each
+    subscriber's next send window, not all at once.
 
     Example: nurture sequences resume partner-refuses-therapy
     """
     with transaction() as s:
-        set_status(s, slug, SequenceStatus.ACTIVE)
-    click.echo(f"{slug}: resumed")
+        retimed = resume(s, slug)
+    click.echo(f"{slug}: resumed ({retimed} held sends re-timed to the next send window)")

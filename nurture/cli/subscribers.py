@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-import click
+import csv
+import json
+import sys
+from pathlib import Path
 
-from nurture.db import transaction
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+from nurture.cli.output import console, emit, human, json_option
+from nurture.db import session, transaction
 from nurture.sequences.services import get_sequence
-from nurture.subscribers.services import add_subscriber
+from nurture.subscribers import importing
+from nurture.subscribers.privacy import EXPORT_FIELDS, export_rows, forget
+from nurture.subscribers.queries import STATUSES, list_subscribers, story
+from nurture.subscribers.services import add_subscriber, get_subscriber, mark_booked, unsubscribe
 
 
 def register(cli: click.Group) -> None:
@@ -15,7 +27,10 @@ def register(cli: click.Group) -> None:
 
 @click.group()
 def subscribers() -> None:
-    """Add, inspect, export, unsubscribe and forget subscribers."""
+    """Add, import, inspect, export, unsubscribe and forget subscribers.
+
+    Example: nurture subscribers list --sequence partner-refuses-therapy --status active
+    """
 
 
 @subscribers.command("add")
@@ -46,3 +61,186 @@ def add(
         )
         status = sub.status
     click.echo(f"added to {slug} ({status})")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+
+@subscribers.command("import")
+@click.argument("csv_path", metavar="CSV", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--sequence", "slug", required=True, help="Sequence slug to enrol everyone in.")
+@click.option(
+    "--confirmed",
+    is_flag=True,
+    help="Everyone already confirmed elsewhere: start the sequence, no confirmation email.",
+)
+@click.option("--skip-invalid", is_flag=True, help="Import the good rows and report the bad ones.")
+def import_(csv_path: Path, slug: str, confirmed: bool, skip_invalid: bool) -> None:
+    """Import subscribers from a CSV file with columns email, first_name (optional) and
+    timezone (optional). The whole file is checked first: a bad row is reported with its
+    line number and nothing is imported, unless --skip-invalid.
+
+    Example: nurture subscribers import people.csv --sequence partner-refuses-therapy --confirmed
+    """
+    with transaction() as s:
+        get_sequence(s, slug)  # an unknown slug fails before the file is read
+    size = csv_path.stat().st_size if csv_path.exists() else 0
+    with _progress() as bar:
+        checking = bar.add_task("checking", total=size)
+        checked = importing.check_csv(csv_path, lambda n: bar.advance(checking, n))
+        bar.remove_task(checking)
+        for err in checked.errors:
+            click.echo(f"{csv_path}: {err}", err=True)
+        loading = bar.add_task("importing", total=checked.valid)
+        result = importing.import_csv(
+            csv_path,
+            slug,
+            confirmed=confirmed,
+            skip_invalid=skip_invalid,
+            checked=checked,
+            import_progress=lambda n: bar.advance(loading, n),
+        )
+    skipped = f", {result.check.bad} bad row(s) skipped" if result.check.bad else ""
+    forgotten = f", {result.suppressed} forgotten address(es) left out" if result.suppressed else ""
+    repeated = f", {result.repeated} repeated row(s) merged" if result.repeated else ""
+    click.echo(
+        f"imported {result.added + result.updated} into {slug}: {result.added} new, "
+        f"{result.updated} already known{skipped}{forgotten}{repeated}"
+    )
+
+
+@subscribers.command("list")
+@click.option("--sequence", "slug", help="Only people in this sequence.")
+@click.option(
+    "--status",
+    type=click.Choice(STATUSES),
+    help="Person status (pending, confirmed, unsubscribed, bounced) or enrollment status.",
+)
+@click.option("--limit", type=click.IntRange(1), help="At most this many rows.")
+@json_option
+def list_(slug: str | None, status: str | None, limit: int | None, as_json: bool) -> None:
+    """List subscribers, one row per person and sequence.
+
+    Example: nurture subscribers list --sequence partner-refuses-therapy --status active --json
+    """
+    with transaction() as s:
+        rows = list_subscribers(s, slug, status, limit)
+    columns = [
+        "email",
+        "first_name",
+        "status",
+        "sequence",
+        "enrollment",
+        "last_step",
+        "next_due_at",
+    ]
+    emit(rows, columns, as_json, "subscribers")
+
+
+@subscribers.command("show")
+@click.argument("email")
+@json_option
+def show(email: str, as_json: bool) -> None:
+    """Tell one person's whole story: consents, enrollments, every email with its time and
+    status, and events.
+
+    Example: nurture subscribers show ann@example.com
+    """
+    with transaction() as s:
+        data = story(s, email)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    console.print(
+        f"[bold]{escape(data['email'])}[/bold] {escape(data['first_name'] or '')}  "
+        f"status {data['status']}, zone {data['timezone'] or '(sequence default)'}, "
+        f"since {human(data['created_at'])}"
+    )
+    sections: list[tuple[str, list[str]]] = [
+        ("consents", ["at", "sequence", "source", "version", "confirmed_at", "article"]),
+        (
+            "enrollments",
+            ["sequence", "status", "started_at", "last_step", "next_step", "next_due_at"],
+        ),
+        ("deliveries", ["id", "sequence", "step", "status", "due_at", "sent_at", "error"]),
+        ("events", ["at", "kind", "sequence", "step"]),
+    ]
+    for name, columns in sections:
+        emit(data[name], columns, False, name)
+
+
+@subscribers.command("export")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True
+)
+def export(fmt: str) -> None:
+    """Write every subscriber to stdout (streamed: fine for large lists).
+
+    Example: nurture subscribers export --format csv > subscribers.csv
+    """
+    out = sys.stdout
+    with session() as s:
+        rows = export_rows(s)
+        if fmt == "csv":
+            writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        else:
+            out.write("[")
+            for i, row in enumerate(rows):
+                out.write(("," if i else "") + "\n  " + json.dumps(row))
+            out.write("\n]\n")
+        s.rollback()
+    out.flush()
+
+
+@subscribers.command("unsubscribe")
+@click.argument("email")
+def unsubscribe_(email: str) -> None:
+    """Unsubscribe someone: every sequence stops and queued emails are cancelled.
+
+    Example: nurture subscribers unsubscribe ann@example.com
+    """
+    with transaction() as s:
+        changed = unsubscribe(s, get_subscriber(s, email), how="cli")
+    click.echo("unsubscribed" if changed else "already unsubscribed")
+
+
+@subscribers.command("booked")
+@click.argument("email")
+def booked(email: str) -> None:
+    """Mark someone as booked (they took the consult): their sequences stop.
+
+    Example: nurture subscribers booked ann@example.com
+    """
+    with transaction() as s:
+        changed = mark_booked(s, get_subscriber(s, email), source="cli")
+    click.echo("marked booked" if changed else "already booked")
+
+
+@subscribers.command("forget")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def forget_(email: str, yes: bool) -> None:
+    """Erase everything held on a person (subscriber, consents, enrollments, deliveries;
+    events lose every link to them). Only a keyed hash of the address remains, so it is
+    never mailed or re-added by mistake. Cannot be undone.
+
+    Example: nurture subscribers forget ann@example.com --yes
+    """
+    if not yes and sys.stdin.isatty():
+        click.confirm("Erase this person's data for good?", abort=True)
+    with transaction() as s:
+        result = forget(s, email)
+    if result.found:
+        click.echo("forgotten: personal data erased, address suppressed")
+    else:
+        click.echo("no data held for that address; it is now suppressed")

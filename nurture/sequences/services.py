@@ -3,11 +3,11 @@ its next step."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from nurture.clock import now
@@ -15,6 +15,9 @@ from nurture.errors import NotFound
 from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.sequences.schedule import SendWindow, due_at, zone
 from nurture.sequences.spec import SequenceSpec
+
+if TYPE_CHECKING:
+    from nurture.sequences.editing import EditPlan
 
 
 def get_sequence(s: Session, slug: str) -> Sequence:
@@ -45,6 +48,17 @@ def due_for(
     return due_at(after, timedelta(seconds=delay_seconds), window_of(seq), tz)
 
 
+def first_due(
+    seq: Sequence, subscriber_tz: str | None, started: datetime, delay_seconds: int
+) -> datetime:
+    """When the first step is due: a first step without delay goes out right after
+    confirmation (the reader is waiting for it) unless the window says otherwise."""
+    window = seq.settings.get("send_window") or {}
+    if delay_seconds == 0 and window.get("first_step_immediately", True):
+        return started
+    return due_for(seq, subscriber_tz, started, delay_seconds)
+
+
 def step_after(steps: list[Step], current: Step | None) -> Step | None:
     """The step that follows `current` in the sequence's order (the first if None)."""
     if current is None:
@@ -52,62 +66,45 @@ def step_after(steps: list[Step], current: Step | None) -> Step | None:
     return next((st for st in steps if st.position > current.position), None)
 
 
-@dataclass
-class ApplyResult:
-    slug: str
-    created: bool
-    added: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
+def apply_spec(s: Session, spec: SequenceSpec, source: Path | None = None) -> EditPlan:
+    """Create or update one sequence, matching steps by key, and move the people already
+    enrolled as the live-edit rules say (see editing.py). Returns the plan it applied."""
+    from nurture.sequences.editing import apply_plan, plan_edit
 
-
-def apply_spec(s: Session, spec: SequenceSpec, source: Path | None = None) -> ApplyResult:
-    """Create or update one sequence and its steps, matching steps by key."""
-    seq = s.scalar(select(Sequence).where(Sequence.slug == spec.slug))
-    created = seq is None
-    if seq is None:
-        seq = Sequence(slug=spec.slug, name=spec.name, status=SequenceStatus.ACTIVE)
-        s.add(seq)
-    seq.name = spec.name
-    seq.settings = spec.settings_dict()
-    seq.source_path = str(source) if source else seq.source_path
-    s.flush()
-    result = ApplyResult(slug=spec.slug, created=created)
-
-    existing = {st.key: st for st in s.scalars(select(Step).where(Step.sequence_id == seq.id))}
-    wanted = {st.key for st in spec.steps}
-    # Removed steps keep their rows (deliveries point at them) but leave the order.
-    for key, step in existing.items():
-        if key not in wanted and step.removed_at is None:
-            step.removed_at = now()
-            step.position = -step.id
-            result.removed.append(key)
-    for position, st in enumerate(spec.steps, start=1):
-        values = dict(
-            position=position,
-            delay_seconds=st.delay_seconds,
-            subject=st.subject,
-            body=st.body_text,
-            body_file=st.body,
-            sources=list(st.sources),
-        )
-        found = existing.get(st.key)
-        if found is None:
-            s.add(Step(sequence_id=seq.id, key=st.key, **values))
-            result.added.append(st.key)
-            continue
-        step = found
-        before = (step.position, step.delay_seconds, step.subject, step.body, step.sources)
-        for name, value in values.items():
-            setattr(step, name, value)
-        step.removed_at = None
-        if before != (step.position, step.delay_seconds, step.subject, step.body, step.sources):
-            result.changed.append(st.key)
-    s.flush()
-    return result
+    plan = plan_edit(s, spec)
+    apply_plan(s, spec, plan, source)
+    return plan
 
 
 def set_status(s: Session, slug: str, status: SequenceStatus) -> Sequence:
     seq = get_sequence(s, slug)
     seq.status = status
     return seq
+
+
+def resume(s: Session, slug: str) -> int:
+    """Resume a paused sequence. Sends that fell due while it was paused are spread back
+    into each subscriber's next open window instead of going out in one burst; returns how
+    many were re-timed."""
+    from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber
+
+    seq = set_status(s, slug, SequenceStatus.ACTIVE)
+    at = now()
+    window = window_of(seq)
+    default_tz = seq.settings.get("timezone", "UTC")
+    overdue = s.execute(
+        select(Enrollment.id, Subscriber.timezone)
+        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+        .where(
+            Enrollment.sequence_id == seq.id,
+            Enrollment.status == EnrollmentStatus.ACTIVE,
+            Enrollment.next_due_at < at,
+        )
+    ).all()
+    values = [
+        {"id": row.id, "next_due_at": window.next_open(at, zone(row.timezone, default_tz))}
+        for row in overdue
+    ]
+    for i in range(0, len(values), 1000):
+        s.execute(update(Enrollment), values[i : i + 1000])
+    return len(values)

@@ -6,6 +6,7 @@ file is refused with its name (and line, where YAML gives one) and nothing is ha
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -174,20 +175,77 @@ def _line_of(raw: str, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys without a word; a sequence file that says
+    `delay:` twice is a mistake the operator should hear about."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if isinstance(key, str) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
+)
+
+
+def _duplicate_step(raw: str, data: dict[str, Any], path: Path) -> None:
+    steps = data.get("steps")
+    if not isinstance(steps, list):
+        return
+    seen: set[str] = set()
+    for i, step in enumerate(steps):
+        key = step.get("key") if isinstance(step, dict) else None
+        if isinstance(key, str) and key in seen:
+            line = _line_of(raw, ("steps", i, "key"))
+            raise SpecError(f"{path}:{line}: steps.{i}.key: duplicate step key {key!r}")
+        if isinstance(key, str):
+            seen.add(key)
+
+
+def _check_templates(spec: SequenceSpec, folder: Path, raw: str, path: Path) -> None:
+    """Name the file and line of a template error: the body file, or sequence.yaml for a
+    subject."""
+    from nurture.content.render import check_templates
+
+    for i, step in enumerate(spec.steps):
+        try:
+            check_templates(spec.model_copy(update={"steps": [step]}))
+        except ValueError as exc:
+            if f"{step.key!r} subject" in str(exc):
+                line = _line_of(raw, ("steps", i, "subject"))
+                raise SpecError(f"{path}:{line}: steps.{i}.subject: {exc}") from None
+            m = re.search(r"at line (\d+)", str(exc))
+            where = f"{folder / step.body}:{m.group(1)}" if m else str(folder / step.body)
+            raise SpecError(f"{where}: {exc}") from None
+
+
 def load_folder(folder: Path) -> SequenceSpec:
     path = folder / "sequence.yaml"
     if not path.is_file():
         raise SpecError(f"{folder}: no sequence.yaml in this folder")
     raw = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(raw)
+        data = yaml.load(raw, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or "not valid YAML"
+        context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and start and (not mark or start.line != mark.line):
+            problem += f" ({context} started at line {start.line + 1})"
         raise SpecError(f"{where}: {problem}") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping with slug, name, steps ...")
+    _duplicate_step(raw, data, path)
     try:
         spec = SequenceSpec.model_validate(data)
     except ValidationError as exc:
@@ -208,12 +266,7 @@ def load_folder(folder: Path) -> SequenceSpec:
             raise SpecError(f"{path}:{line}: steps.{i}.body: no file {step.body!r} in {folder}")
         steps.append(step.model_copy(update={"body_text": body_path.read_text(encoding="utf-8")}))
     spec = spec.model_copy(update={"steps": steps})
-    from nurture.content.render import check_templates
-
-    try:
-        check_templates(spec)
-    except ValueError as exc:
-        raise SpecError(f"{folder}: {exc}") from None
+    _check_templates(spec, folder, raw, path)
     return spec
 
 
@@ -229,3 +282,14 @@ def find_folders(path: Path) -> list[Path]:
     if not found:
         raise SpecError(f"{path}: no sequence.yaml here or in its subfolders")
     return found
+
+
+def load_path(path: Path) -> list[tuple[Path, SequenceSpec]]:
+    """Every sequence under PATH, all checked before any is used: one bad file refuses all."""
+    specs = [(folder, load_folder(folder)) for folder in find_folders(path)]
+    seen: dict[str, Path] = {}
+    for folder, spec in specs:
+        if spec.slug in seen:
+            raise SpecError(f"{folder}: slug {spec.slug!r} is also used by {seen[spec.slug]}")
+        seen[spec.slug] = folder
+    return specs

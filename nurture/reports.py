@@ -1,0 +1,263 @@
+"""Reports for the operator: what will be sent, how each step does, and failed deliveries.
+
+Counts only, except the delivery list, which the operator needs to act on one send.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from nurture.clock import now
+from nurture.delivery.models import Delivery, DeliveryStatus
+from nurture.errors import NotFound, NurtureError
+from nurture.sequences.models import Sequence, SequenceStatus, Step
+from nurture.sequences.services import get_sequence
+from nurture.subscribers.models import (
+    Enrollment,
+    EnrollmentStatus,
+    Event,
+    Subscriber,
+    SubscriberStatus,
+)
+
+# --- schedule -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    when: str  # "overdue", an hour "2026-03-06 14:00Z", a day "2026-03-06", or "held"
+    sequence: str
+    step: str
+    count: int
+
+
+def schedule(s: Session, within: timedelta) -> list[ScheduleRow]:
+    """Sends due within `within` from now, per sequence and step, bucketed per hour (up to
+    two days ahead) or per day. Paused sequences are counted as held."""
+    at = now()
+    hourly = within <= timedelta(days=2)
+    buckets: Counter[tuple[str, str, str, str]] = Counter()
+    rows = s.execute(
+        select(Sequence.slug, Sequence.status, Step.position, Step.key, Enrollment.next_due_at)
+        .join(Sequence, Sequence.id == Enrollment.sequence_id)
+        .join(Step, Step.id == Enrollment.next_step_id)
+        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+        .where(
+            Enrollment.status == EnrollmentStatus.ACTIVE,
+            Enrollment.next_due_at <= at + within,
+            Subscriber.status == SubscriberStatus.CONFIRMED,
+        )
+        .execution_options(yield_per=5000)
+    )
+    for slug, status, position, key, due in rows:
+        if due is None:
+            continue
+        if status == SequenceStatus.PAUSED:
+            when = "held (paused)"
+        elif due <= at:
+            when = "now (overdue)"
+        elif hourly:
+            when = due.strftime("%Y-%m-%d %H:00Z")
+        else:
+            when = due.strftime("%Y-%m-%d")
+        buckets[(when, slug, f"{position:03d}", key)] += 1
+    return [
+        ScheduleRow(when, slug, key, n)
+        for (when, slug, _, key), n in sorted(buckets.items(), key=lambda kv: _order(kv[0]))
+    ]
+
+
+def _order(k: tuple[str, str, str, str]) -> tuple[int, str, str, str]:
+    when, slug, pos, _ = k
+    rank = 0 if when.startswith("now") else 2 if when.startswith("held") else 1
+    return (rank, when, slug, pos)
+
+
+# --- stats ----------------------------------------------------------------------------
+
+
+@dataclass
+class StepStats:
+    key: str
+    position: int | None  # None: a removed step that still has history
+    sent: int = 0
+    failed: int = 0
+    clicked: int = 0
+    unsubscribed: int = 0
+    booked: int = 0
+
+
+@dataclass
+class SequenceStats:
+    slug: str
+    name: str
+    status: str
+    steps: list[StepStats] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _last_sent_step(subscriber_id: Any, at: Any) -> Any:
+    return (
+        select(Delivery.step_id)
+        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+        .where(
+            Enrollment.subscriber_id == subscriber_id,
+            Delivery.status == DeliveryStatus.SENT,
+            Delivery.sent_at <= at,
+        )
+        .order_by(Delivery.sent_at.desc(), Delivery.id.desc())
+        .limit(1)
+    )
+
+
+def attribute_step(s: Session, subscriber_id: int, at: datetime) -> tuple[int, int] | None:
+    """(sequence id, step id) of the last email sent to this person at or before `at`."""
+    step_id = s.scalar(_last_sent_step(subscriber_id, at))
+    if step_id is None:
+        return None
+    step = s.get_one(Step, step_id)
+    return step.sequence_id, step.id
+
+
+def stats(s: Session, slug: str | None = None) -> list[SequenceStats]:
+    """Per-step funnel. An unsubscribe or booking counts for the last step sent before it."""
+    seqs = [get_sequence(s, slug)] if slug else list(s.scalars(select(Sequence).order_by("slug")))
+    if not seqs:
+        return []
+    ids = [q.id for q in seqs]
+    steps = list(s.scalars(select(Step).where(Step.sequence_id.in_(ids)).order_by(Step.position)))
+    per_step = {
+        st.id: StepStats(st.key, st.position if st.removed_at is None else None) for st in steps
+    }
+    for step_id, status, n in s.execute(
+        select(Delivery.step_id, Delivery.status, func.count())
+        .where(Delivery.step_id.in_(list(per_step)))
+        .group_by(Delivery.step_id, Delivery.status)
+    ):
+        if status == DeliveryStatus.SENT:
+            per_step[step_id].sent = n
+        elif status == DeliveryStatus.FAILED:
+            per_step[step_id].failed = n
+    # Clicks: one per email clicked (several clicks on one email count once).
+    for clicked_step, with_delivery, without in s.execute(
+        select(
+            Event.step_id,
+            func.count(func.distinct(Event.delivery_id)),
+            func.count().filter(Event.delivery_id.is_(None)),
+        )
+        .where(Event.kind == "clicked", Event.step_id.in_(list(per_step)))
+        .group_by(Event.step_id)
+    ):
+        if clicked_step is not None:
+            per_step[clicked_step].clicked = with_delivery + without
+    attributed = (
+        select(
+            Event.kind.label("kind"),
+            func.coalesce(
+                Event.step_id,
+                _last_sent_step(Event.subscriber_id, Event.created_at)
+                .correlate(Event)
+                .scalar_subquery(),
+            ).label("step_id"),
+        )
+        .where(Event.kind.in_(["unsubscribed", "booked"]))
+        .subquery()
+    )
+    for kind, step_id, n in s.execute(
+        select(attributed.c.kind, attributed.c.step_id, func.count())
+        .where(attributed.c.step_id.in_(list(per_step)))
+        .group_by(attributed.c.kind, attributed.c.step_id)
+    ):
+        setattr(per_step[step_id], kind, n)
+    out = []
+    for seq in seqs:
+        live = [per_step[st.id] for st in steps if st.sequence_id == seq.id]
+        # Removed steps appear only when they have history worth showing.
+        live = [x for x in live if x.position is not None or x.sent or x.failed]
+        live.sort(key=lambda x: (x.position is None, x.position or 0))
+        out.append(SequenceStats(seq.slug, seq.name, seq.status, live))
+    return out
+
+
+# --- deliveries -----------------------------------------------------------------------
+
+
+def list_deliveries(s: Session, status: str | None, limit: int) -> list[dict[str, Any]]:
+    q = (
+        select(Delivery, Sequence.slug, Step.key, Subscriber.email)
+        .join(Step, Step.id == Delivery.step_id)
+        .join(Sequence, Sequence.id == Step.sequence_id)
+        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+        .order_by(Delivery.id.desc())
+        .limit(limit)
+    )
+    if status:
+        q = q.where(Delivery.status == status)
+    return [
+        {
+            "id": d.id,
+            "sequence": slug,
+            "step": key,
+            "email": email,
+            "status": d.status,
+            "attempts": d.attempts,
+            "due_at": d.due_at.isoformat(),
+            "sent_at": d.sent_at.isoformat() if d.sent_at else None,
+            "error": d.error,
+        }
+        for d, slug, key, email in s.execute(q)
+    ]
+
+
+def _not_retryable(d: Delivery) -> str | None:
+    e = d.enrollment
+    if d.status != DeliveryStatus.FAILED:
+        return f"delivery {d.id} is {d.status}, not failed"
+    if e.subscriber.status != SubscriberStatus.CONFIRMED:
+        return f"delivery {d.id}: the subscriber is {e.subscriber.status}"
+    if e.status != EnrollmentStatus.ACTIVE:
+        return f"delivery {d.id}: the enrollment is {e.status}"
+    if d.step.removed_at is not None:
+        return f"delivery {d.id}: its step was removed"
+    return None
+
+
+def retry_delivery(s: Session, delivery_id: int) -> None:
+    """Put a failed delivery back in the queue; the next dispatch pass sends it."""
+    d = s.get(Delivery, delivery_id)
+    if d is None:
+        raise NotFound(f"no delivery {delivery_id} (see `nurture deliveries list`)")
+    why = _not_retryable(d)
+    if why:
+        raise NurtureError(f"cannot retry: {why}")
+    _requeue(s, d)
+
+
+def retry_all_failed(s: Session) -> tuple[int, int]:
+    """(requeued, left alone): failed sends to people who may still be mailed go back."""
+    requeued = skipped = 0
+    for d in s.scalars(select(Delivery).where(Delivery.status == DeliveryStatus.FAILED)):
+        if _not_retryable(d):
+            skipped += 1
+            continue
+        _requeue(s, d)
+        requeued += 1
+    return requeued, skipped
+
+
+def _requeue(s: Session, d: Delivery) -> None:
+    d.status = DeliveryStatus.QUEUED
+    # A lease already run out: the dispatcher's reclaim pass hands it to a worker.
+    d.lease_until = now() - timedelta(seconds=1)
+    d.attempts = 0
+    d.error = None
+    s.add(Event(kind="retried", subscriber_id=d.enrollment.subscriber_id, delivery_id=d.id))

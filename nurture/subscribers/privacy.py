@@ -1,0 +1,106 @@
+"""What we hold on people: exporting it, and erasing one person for good.
+
+`forget` removes the subscriber row and everything hanging off it (consents, enrollments,
+deliveries, stored links); events stay for the statistics but lose every link to the
+person and any free text that could hold an address. What remains is a keyed hash of the
+address in `suppressions`, so the address is never mailed or re-added by mistake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from nurture.reports import attribute_step
+from nurture.sequences.models import Sequence
+from nurture.subscribers.models import Enrollment, Event, Subscriber, Suppression
+from nurture.subscribers.queries import person
+from nurture.subscribers.services import (
+    email_hash,
+    find_subscriber,
+    normalize_email,
+    record,
+)
+
+EXPORT_FIELDS = (
+    "email",
+    "first_name",
+    "timezone",
+    "status",
+    "created_at",
+    "confirmed_at",
+    "unsubscribed_at",
+    "booked_at",
+    "bounced_at",
+    "sequences",
+)
+
+
+def export_rows(s: Session, chunk: int = 1000) -> Iterator[dict[str, Any]]:
+    """Every subscriber, streamed in id order, a chunk at a time."""
+    last_id = 0
+    while True:
+        subs = list(
+            s.scalars(
+                select(Subscriber)
+                .where(Subscriber.id > last_id)
+                .order_by(Subscriber.id)
+                .limit(chunk)
+            )
+        )
+        if not subs:
+            return
+        enrolled: dict[int, list[str]] = {}
+        for sub_id, slug, status in s.execute(
+            select(Enrollment.subscriber_id, Sequence.slug, Enrollment.status)
+            .join(Sequence, Sequence.id == Enrollment.sequence_id)
+            .where(Enrollment.subscriber_id.in_([x.id for x in subs]))
+            .order_by(Sequence.slug)
+        ):
+            enrolled.setdefault(sub_id, []).append(f"{slug}:{status}")
+        for sub in subs:
+            yield {**person(sub), "sequences": " ".join(enrolled.get(sub.id, []))}
+        last_id = subs[-1].id
+        s.expunge_all()
+
+
+@dataclass(frozen=True)
+class ForgetResult:
+    found: bool
+    events_kept: int  # anonymous events left for the statistics
+
+
+def forget(s: Session, email: str) -> ForgetResult:
+    """Erase the person and suppress the address. Safe to repeat; also suppresses an address
+    we never held, since "never write to me" should hold either way."""
+    address = normalize_email(email)
+    digest = email_hash(address)
+    if s.get(Suppression, digest) is None:
+        s.add(Suppression(email_hash=digest, reason="forgotten"))
+    sub = find_subscriber(s, address)
+    if sub is None:
+        return ForgetResult(found=False, events_kept=0)
+    events = list(s.scalars(select(Event).where(Event.subscriber_id == sub.id)))
+    for ev in events:
+        # Stats attribute an unsubscribe or booking to the last step sent before it; fix
+        # that now, while the deliveries that tell it still exist.
+        if ev.kind in {"unsubscribed", "booked"} and ev.step_id is None:
+            found = attribute_step(s, sub.id, ev.created_at)
+            if found is not None:
+                ev.sequence_id, ev.step_id = found
+        ev.data = {}  # a bounce reason can quote the address; no free text survives
+    s.flush()
+    s.execute(
+        update(Event)
+        .where(Event.subscriber_id == sub.id)
+        .values(subscriber_id=None, delivery_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    s.delete(sub)  # enrollments and consents by cascade; deliveries and links by foreign key
+    s.flush()
+    record(s, "forgotten")
+    return ForgetResult(found=True, events_kept=len(events))

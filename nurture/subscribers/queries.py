@@ -1,0 +1,149 @@
+"""Looking people up: the list, and one person's whole story."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, aliased
+
+from nurture.delivery.models import Delivery
+from nurture.sequences.models import Sequence, Step
+from nurture.sequences.services import get_sequence
+from nurture.subscribers.models import (
+    Consent,
+    Enrollment,
+    EnrollmentStatus,
+    Event,
+    Subscriber,
+    SubscriberStatus,
+)
+from nurture.subscribers.services import get_subscriber
+
+STATUSES = sorted({s.value for s in (*SubscriberStatus, *EnrollmentStatus)})
+
+
+def iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def person(sub: Subscriber) -> dict[str, Any]:
+    """What we hold on the person themselves (exports and `show` alike)."""
+    return {
+        "email": sub.email,
+        "first_name": sub.first_name,
+        "timezone": sub.timezone,
+        "status": sub.status,
+        "created_at": iso(sub.created_at),
+        "confirmed_at": iso(sub.confirmed_at),
+        "unsubscribed_at": iso(sub.unsubscribed_at),
+        "booked_at": iso(sub.booked_at),
+        "bounced_at": iso(sub.bounced_at),
+    }
+
+
+def list_subscribers(
+    s: Session, slug: str | None = None, status: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """One row per person and sequence. `status` matches the person's status (pending,
+    confirmed, unsubscribed, bounced) or their enrollment's (active, completed, booked...)."""
+    last = aliased(Step)
+    q = (
+        select(Subscriber, Enrollment, Sequence.slug, last.key)
+        .outerjoin(Enrollment, Enrollment.subscriber_id == Subscriber.id)
+        .outerjoin(Sequence, Sequence.id == Enrollment.sequence_id)
+        .outerjoin(last, last.id == Enrollment.last_step_id)
+        .order_by(Subscriber.id, Sequence.slug)
+    )
+    if slug:
+        q = q.where(Enrollment.sequence_id == get_sequence(s, slug).id)
+    if status:
+        q = q.where(or_(Subscriber.status == status, Enrollment.status == status))
+    if limit:
+        q = q.limit(limit)
+    return [
+        {
+            "email": sub.email,
+            "first_name": sub.first_name,
+            "status": sub.status,
+            "sequence": seq_slug,
+            "enrollment": enr.status if enr else None,
+            "last_step": last_key,
+            "next_due_at": iso(enr.next_due_at) if enr else None,
+            "created_at": iso(sub.created_at),
+        }
+        for sub, enr, seq_slug, last_key in s.execute(q)
+    ]
+
+
+def story(s: Session, email: str) -> dict[str, Any]:
+    """Everything that happened with one person, for `subscribers show`."""
+    sub = get_subscriber(s, email)
+    slugs: dict[int, str] = {i: slug for i, slug in s.execute(select(Sequence.id, Sequence.slug))}
+    keys: dict[int, str] = {i: key for i, key in s.execute(select(Step.id, Step.key))}
+    consents = s.scalars(
+        select(Consent).where(Consent.subscriber_id == sub.id).order_by(Consent.id)
+    )
+    enrollments = list(
+        s.scalars(
+            select(Enrollment).where(Enrollment.subscriber_id == sub.id).order_by(Enrollment.id)
+        )
+    )
+    deliveries = s.scalars(
+        select(Delivery)
+        .where(Delivery.enrollment_id.in_([e.id for e in enrollments]))
+        .order_by(Delivery.due_at, Delivery.id)
+    )
+    enrollment_seq = {e.id: e.sequence_id for e in enrollments}
+    events = s.scalars(select(Event).where(Event.subscriber_id == sub.id).order_by(Event.id))
+    return {
+        **person(sub),
+        "consents": [
+            {
+                "sequence": slugs.get(c.sequence_id) if c.sequence_id else None,
+                "source": c.source,
+                "article": c.article,
+                "text": c.consent_text,
+                "version": c.consent_version,
+                "at": iso(c.created_at),
+                "confirmed_at": iso(c.confirmed_at),
+            }
+            for c in consents
+        ],
+        "enrollments": [
+            {
+                "sequence": slugs.get(e.sequence_id),
+                "status": e.status,
+                "started_at": iso(e.started_at),
+                "last_step": keys.get(e.last_step_id) if e.last_step_id else None,
+                "last_sent_at": iso(e.last_sent_at),
+                "next_step": keys.get(e.next_step_id) if e.next_step_id else None,
+                "next_due_at": iso(e.next_due_at),
+                "ended_at": iso(e.ended_at),
+            }
+            for e in enrollments
+        ],
+        "deliveries": [
+            {
+                "id": d.id,
+                "sequence": slugs.get(enrollment_seq[d.enrollment_id]),
+                "step": keys.get(d.step_id),
+                "status": d.status,
+                "due_at": iso(d.due_at),
+                "sent_at": iso(d.sent_at),
+                "attempts": d.attempts,
+                "error": d.error,
+            }
+            for d in deliveries
+        ],
+        "events": [
+            {
+                "kind": ev.kind,
+                "at": iso(ev.created_at),
+                "sequence": slugs.get(ev.sequence_id) if ev.sequence_id else None,
+                "step": keys.get(ev.step_id) if ev.step_id else None,
+                "data": ev.data,
+            }
+            for ev in events
+        ],
+    }

@@ -1,0 +1,113 @@
+"""`nurture schedule`, `nurture stats`, `nurture deliveries list|retry`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from nurture.clock import FrozenClock
+from nurture.db import transaction
+from nurture.delivery.dispatch import dispatch_once
+from nurture.delivery.models import Delivery, DeliveryStatus
+from nurture.delivery.sending import send_batch
+from nurture.mail.backends import MemoryBackend, PermanentMailError
+from nurture.sequences.models import Step
+from nurture.subscribers.models import Event
+from tests.cli_helpers import drain, run
+
+
+class Refusing(MemoryBackend):
+    def send(self, msg: object) -> None:
+        raise PermanentMailError("550 no such user", bounce=True)
+
+
+def add(*emails: str, confirmed: bool = True) -> None:
+    for email in emails:
+        args = ["subscribers", "add", email, "--sequence", "quick"]
+        assert run(*args, *(["--confirmed"] if confirmed else [])).code == 0
+
+
+def test_schedule_counts_per_step_and_bucket(quick_sequence: str, clock: FrozenClock) -> None:
+    add("ann@example.com", "bob@example.com")
+    add("cy@example.com", confirmed=False)  # not confirmed: nothing scheduled
+    rows = run("schedule", "--within", "1h", "--json").json()
+    assert rows == [{"when": "now (overdue)", "sequence": "quick", "step": "one", "count": 2}]
+    drain()
+    rows = run("schedule", "--within", "1h", "--json").json()
+    assert rows == [{"when": "2026-03-06 14:00Z", "sequence": "quick", "step": "two", "count": 2}]
+    daily = run("schedule", "--within", "3d", "--json").json()
+    assert daily == [{"when": "2026-03-06", "sequence": "quick", "step": "two", "count": 2}]
+    assert run("schedule", "--within", "0m", "--json").json() == []
+    run("sequences", "pause", "quick")
+    held = run("schedule", "--json").json()
+    assert held[0]["when"] == "held (paused)" and held[0]["count"] == 2
+    text = run("schedule")
+    assert text.code == 0 and "held (paused)" in text.out
+    bad = run("schedule", "--within", "soon")
+    assert bad.code == 2 and "--within" in bad.err
+
+
+def test_stats_funnel_attributes_leaving_to_the_last_step_sent(
+    quick_sequence: str, clock: FrozenClock
+) -> None:
+    add("ann@example.com", "bob@example.com", "cy@example.com")
+    drain()  # step one to all three
+    run("subscribers", "unsubscribe", "cy@example.com")  # after step one
+    clock.advance(timedelta(minutes=1))
+    drain()  # step two to ann and bob
+    with transaction() as s:
+        two = s.scalar(select(Step).where(Step.key == "two"))
+        assert two is not None
+        d = s.scalar(select(Delivery).where(Delivery.step_id == two.id))
+        assert d is not None
+        for _ in range(2):  # two clicks on one email count once
+            s.add(Event(kind="clicked", step_id=two.id, delivery_id=d.id))
+    run("subscribers", "booked", "bob@example.com")  # after step two
+    stats = run("stats", "quick", "--json").json()
+    funnel = {st["key"]: st for st in stats[0]["steps"]}
+    assert (funnel["one"]["sent"], funnel["one"]["unsubscribed"], funnel["one"]["booked"]) == (
+        3,
+        1,
+        0,
+    )
+    assert (funnel["two"]["sent"], funnel["two"]["clicked"], funnel["two"]["booked"]) == (2, 1, 1)
+    assert funnel["three"]["sent"] == 0
+    text = run("stats")
+    assert text.code == 0 and "█" in text.out and "quick [active]" in text.out
+    missing = run("stats", "nope")
+    assert missing.code == 1 and "no sequence 'nope'" in missing.err
+
+
+def test_deliveries_list_and_retry(quick_sequence: str, clock: FrozenClock, outbox: list) -> None:
+    add("ann@example.com", "bob@example.com")
+    claimed: list[int] = []
+    dispatch_once(claimed.extend)
+    ann_id, bob_id = sorted(claimed)
+    # Bob's server refuses for good: he bounces. Ann's send gave up after transient errors.
+    send_batch([bob_id], backend=Refusing())
+    with transaction() as s:
+        d = s.get_one(Delivery, ann_id)
+        d.status, d.attempts, d.error = DeliveryStatus.FAILED, 8, "451 try again later"
+    failed = run("deliveries", "list", "--status", "failed", "--json").json()
+    assert sorted(r["id"] for r in failed) == [ann_id, bob_id]
+    assert {r["error"] for r in failed} == {"550 no such user", "451 try again later"}
+    assert "451" in run("deliveries", "list", "--status", "failed").out
+    refused = run("deliveries", "retry", str(bob_id))
+    assert refused.code == 1 and "the subscriber is bounced" in refused.err
+    assert run("deliveries", "retry", "999").code == 1
+    assert run("deliveries", "retry").code == 2
+    assert run("deliveries", "retry", "1", "--all-failed").code == 2
+    ran = run("deliveries", "retry", "--all-failed")
+    assert (
+        ran.out
+        == "1 failed deliveries queued again, 1 left alone (subscriber or enrollment ended)\n"
+    )
+    assert drain() == 1  # the dispatcher reclaims it at once
+    assert [m["To"] for m in outbox] == ["ann@example.com"]
+    again = run("deliveries", "retry", str(ann_id))
+    assert again.code == 1 and "is sent, not failed" in again.err
+    assert run("deliveries", "retry", "--all-failed").code == 0  # bob's is still left alone
+    listed = {r["id"]: r["status"] for r in run("deliveries", "list", "--json").json()}
+    assert listed == {ann_id: "sent", bob_id: "failed"}
+    assert run("deliveries", "list", "--status", "bogus").code == 2

@@ -13,7 +13,7 @@ import pytest
 from nurture.config import reset_settings
 from nurture.content.render import RenderedEmail
 from nurture.errors import ConfigError
-from nurture.mail.message import POLICY, Envelope, build_message
+from nurture.mail.message import READ_POLICY, Envelope, build_message, wire_bytes
 from tests.conftest import IN_CI
 
 ENVELOPE = Envelope(
@@ -63,14 +63,14 @@ def _dns(public_key: str):  # type: ignore[no-untyped-def]
 
 def test_signed_message_verifies(dkim_key: str) -> None:
     msg = build_message(ENVELOPE, RENDERED)
-    raw = msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+    raw = wire_bytes(msg)
     assert raw.startswith(b"DKIM-Signature:") or b"\r\nDKIM-Signature:" in raw
     assert dkim.verify(raw, dnsfunc=_dns(dkim_key))
     signed = re.search(rb"h=([^;]+);", raw)
     assert signed and b"list-unsubscribe" in signed.group(1).lower()
     # Parsed and written out again (as a relay or the file outbox would), it still verifies ...
-    parsed = message_from_bytes(raw, policy=POLICY)
-    again = parsed.as_bytes(policy=POLICY.clone(linesep="\r\n"))
+    parsed = message_from_bytes(raw, policy=READ_POLICY)
+    again = parsed.as_bytes(policy=READ_POLICY.clone(linesep="\r\n"))
     assert dkim.verify(again, dnsfunc=_dns(dkim_key))
     # ... and a changed unsubscribe target does not.
     tampered = raw.replace(b"/unsubscribe/ttt", b"/unsubscribe/xxx")

@@ -21,6 +21,8 @@ from types import TracebackType
 from typing import Protocol, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from nurture.mail.message import wire_bytes
+
 
 class MailError(Exception):
     pass
@@ -83,7 +85,7 @@ class FileBackend(_NoConnection):
         # Message-IDs are stable per subscriber and step, so a resend overwrites its file.
         name = (msg["Message-ID"] or "message").strip("<>").split("@")[0]
         tmp = self.directory / f".{name}.eml.tmp"
-        tmp.write_bytes(msg.as_bytes())
+        tmp.write_bytes(wire_bytes(msg))
         tmp.replace(self.directory / f"{name}.eml")
         html = msg.get_body(("html",))
         if html is not None:
@@ -150,7 +152,7 @@ class SMTPBackend:
         from_addr = parseaddr(str(msg["From"]))[1]
         to_addrs = [parseaddr(str(a))[1] for a in msg.get_all("To", [])]
         try:
-            refused = self._conn.send_message(msg, from_addr, to_addrs)
+            refused = self._conn.sendmail(from_addr, to_addrs, wire_bytes(msg))
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             raise _by_code(code, text, "recipient refused", at_rcpt=True) from None

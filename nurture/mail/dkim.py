@@ -41,8 +41,10 @@ def _read_key(path: str) -> bytes:
 
 def sign(msg: EmailMessage, selector: str, key_path: str, domain: str) -> None:
     """Prepend a DKIM-Signature header to msg (relaxed/relaxed, rsa-sha256)."""
-    # Sign the bytes SMTP will carry: the same serialisation with CRLF line ends.
-    raw = msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+    # Sign exactly the bytes SMTP will carry.
+    from nurture.mail.message import wire_bytes
+
+    raw = wire_bytes(msg)
     present = {h.lower() for h in msg}
     include = [h for h in SIGNED_HEADERS if h.decode().lower() in present]
     try:

@@ -3,14 +3,16 @@ formatting), so a first name holding a line break cannot inject a header."""
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
+from email.header import Header
+from email.message import EmailMessage, Message
+from email.policy import compat32
 from email.policy import default as default_policy
-from email.utils import format_datetime
+from email.utils import format_datetime, formataddr
 from urllib.parse import urlsplit
 
 from nurture.clock import now
@@ -45,27 +47,55 @@ def domain_of(email: str) -> str:
     return email.rsplit("@", 1)[-1]
 
 
-def _address(name: str | None, email: str) -> Address:
-    local, _, domain = email.partition("@")
+def _display(name: str | None) -> str:
     # Collapse whitespace: names come from forms, and a newline must never reach a header.
-    display = " ".join((name or "").split())
-    return Address(display_name=display, username=local, domain=domain)
+    return " ".join((name or "").split())
 
 
-# Long unbroken header values (the unsubscribe URL) must stay literal: with the default
-# 78-column limit the library would wrap them in RFC 2047 encoded-words, which mail clients
-# do not decode in List-Unsubscribe. RFC 5322 allows 998.
-POLICY = default_policy.clone(max_line_length=998)
-# Bodies are encoded when they are set, with the policy of that moment: quoted-printable
-# lines must keep to 76 characters (RFC 2045; SpamAssassin's MIME_QP_LONG_LINE).
-BODY_POLICY = default_policy.clone(max_line_length=76)
+def _address(name: str | None, email: str) -> str:
+    # formataddr quotes specials and RFC 2047-encodes a non-ASCII name.
+    return formataddr((_display(name), email), charset="utf-8")
+
+
+def _text(value: str) -> str:
+    value = _display(value)
+    if value.isascii():
+        return value
+    return Header(value, "utf-8", maxlinelen=998).encode()
+
+
+# Messages are assembled and serialised with the compat32 policy: its headers are plain
+# strings, four times cheaper to build and flatten than the modern policy's parsed objects,
+# which matters at hundreds of messages a second. Long unbroken values (the unsubscribe URL)
+# stay literal with a 998-column limit (RFC 5322); the default 78 would wrap them in
+# encoded-words that mail clients do not decode in List-Unsubscribe.
+ASSEMBLY_POLICY = compat32.clone(max_line_length=998)
+# What goes on the wire, is DKIM-signed and written to .eml files: CRLF line ends.
+WIRE_POLICY = ASSEMBLY_POLICY.clone(linesep="\r\n")
+# What callers and tests read the finished message with (get_body, get_content, ...).
+READ_POLICY = default_policy.clone(max_line_length=998)
+
+
+def wire_bytes(msg: Message) -> bytes:
+    """The exact bytes to send, sign and store."""
+    return msg.as_bytes(policy=WIRE_POLICY)
+
+
+def _text_part(subtype: str, body: str) -> EmailMessage:
+    part = EmailMessage(policy=ASSEMBLY_POLICY)
+    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+    part["Content-Transfer-Encoding"] = "quoted-printable"
+    # binascii's C encoder keeps lines within 76 characters (RFC 2045; SpamAssassin's
+    # MIME_QP_LONG_LINE) and is far faster than the pure-Python one the policy would use.
+    part.set_payload(binascii.b2a_qp(body.encode("utf-8")).decode("ascii"))
+    return part
 
 
 def build_message(
     env: Envelope, rendered: RenderedEmail, *, test: bool = False, date: datetime | None = None
 ) -> EmailMessage:
-    msg = EmailMessage(policy=POLICY)
-    msg["Subject"] = ("[TEST] " if test else "") + " ".join(rendered.subject.split())
+    msg = EmailMessage(policy=ASSEMBLY_POLICY)
+    msg["Subject"] = _text(("[TEST] " if test else "") + rendered.subject)
     msg["From"] = _address(env.from_name, env.from_email)
     msg["To"] = _address(env.to_name, env.to_email)
     if env.reply_to:
@@ -80,11 +110,12 @@ def build_message(
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     if test:
         msg["X-Nurture-Test"] = "yes"
-    msg.policy = BODY_POLICY
-    msg.set_content(rendered.text, cte="quoted-printable")
-    msg.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
-    msg.policy = POLICY
+    msg["MIME-Version"] = "1.0"
+    msg["Content-Type"] = "multipart/alternative"
+    msg.set_payload([_text_part("plain", rendered.text), _text_part("html", rendered.html)])
     _maybe_dkim(msg, env.from_email)
+    for m in (msg, *msg.iter_parts()):
+        m.policy = READ_POLICY
     return msg
 
 

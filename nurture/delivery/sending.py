@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session, contains_eager
 
 from nurture.clock import now
@@ -67,21 +67,51 @@ def _load(s: Session, ids: list[int]) -> list[Delivery]:
     return list(s.scalars(q).unique())
 
 
+# The per-message statements are built once: at hundreds of messages a second, building
+# SQLAlchemy constructs per call costs more than executing them.
+_STATE = (
+    select(Delivery.status, Enrollment.status, Subscriber.status, Sequence.status,
+           Step.removed_at.is_not(None))
+    .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+    .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+    .join(Sequence, Sequence.id == Enrollment.sequence_id)
+    .join(Step, Step.id == Delivery.step_id)
+    .where(Delivery.id == bindparam("delivery_id"))
+)  # fmt: skip
+# Lock the rows an unsubscribe or a booking would change (SQLite has no row locks; there
+# every transaction already holds the database's single write lock).
+_STATE_LOCKED = _STATE.with_for_update(of=[Delivery, Enrollment, Subscriber])
+_NO_SYNC = {"synchronize_session": False}
+_MARK_SENT = (
+    update(Delivery)
+    .where(Delivery.id == bindparam("delivery_id"))
+    .values(
+        status=DeliveryStatus.SENT,
+        sent_at=bindparam("at"),
+        message_id=bindparam("message_id"),
+        attempts=Delivery.attempts + 1,
+        error=None,
+    )
+)
+_ADVANCE = (
+    update(Enrollment)
+    .where(Enrollment.id == bindparam("enrollment_id"))
+    .values(
+        status=bindparam("status"),
+        last_step_id=bindparam("last_step_id"),
+        last_sent_at=bindparam("at"),
+        next_step_id=bindparam("next_step_id"),
+        next_due_at=bindparam("next_due_at"),
+        ended_at=bindparam("ended_at"),
+    )
+)
+
+
 def _fresh_state(s: Session, d: Delivery) -> tuple[str, str, str, str, bool] | None:
     """Current statuses, locked on PostgreSQL: an unsubscribe either committed before this
     (and we see it) or waits until this send is recorded."""
-    q = (
-        select(Delivery.status, Enrollment.status, Subscriber.status, Sequence.status,
-               Step.removed_at.is_not(None))
-        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
-        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
-        .join(Sequence, Sequence.id == Enrollment.sequence_id)
-        .join(Step, Step.id == Delivery.step_id)
-        .where(Delivery.id == d.id)
-    )  # fmt: skip
-    if s.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update(of=[Delivery, Enrollment, Subscriber])
-    row = s.execute(q).one_or_none()
+    q = _STATE_LOCKED if s.get_bind().dialect.name == "postgresql" else _STATE
+    row = s.execute(q, {"delivery_id": d.id}).one_or_none()
     return None if row is None else tuple(row)  # type: ignore[return-value]
 
 
@@ -111,20 +141,18 @@ def _put_back(s: Session, d: Delivery, due: datetime) -> None:
 def _advance(s: Session, d: Delivery, steps: list[Step], at: datetime) -> None:
     e = d.enrollment
     nxt = step_after(steps, d.step)
-    values: dict[str, object] = {"last_step_id": d.step_id, "last_sent_at": at}
-    if nxt is None:
-        values.update(
-            status=EnrollmentStatus.COMPLETED, ended_at=at, next_step_id=None, next_due_at=None
-        )
-    else:
-        due = due_for(e.sequence, e.subscriber.timezone, at, nxt.delay_seconds)
-        values.update(next_step_id=nxt.id, next_due_at=due)
-    s.execute(
-        update(Enrollment)
-        .where(Enrollment.id == e.id)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+    values = {
+        "enrollment_id": e.id,
+        "status": EnrollmentStatus.ACTIVE if nxt else EnrollmentStatus.COMPLETED,
+        "last_step_id": d.step_id,
+        "at": at,
+        "next_step_id": nxt.id if nxt else None,
+        "next_due_at": (
+            due_for(e.sequence, e.subscriber.timezone, at, nxt.delay_seconds) if nxt else None
+        ),
+        "ended_at": None if nxt else at,
+    }
+    s.execute(_ADVANCE, values, execution_options=_NO_SYNC)
 
 
 def send_one(
@@ -176,16 +204,9 @@ def send_one(
     )
     backend.send(msg)  # raises on failure; the caller rolls this transaction back
     s.execute(
-        update(Delivery)
-        .where(Delivery.id == d.id)
-        .values(
-            status=DeliveryStatus.SENT,
-            sent_at=at,
-            message_id=msg["Message-ID"],
-            attempts=Delivery.attempts + 1,
-            error=None,
-        )
-        .execution_options(synchronize_session=False)
+        _MARK_SENT,
+        {"delivery_id": d.id, "at": at, "message_id": msg["Message-ID"]},
+        execution_options=_NO_SYNC,
     )
     _advance(s, d, steps, at)
     result.sent.append(d.id)

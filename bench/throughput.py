@@ -13,8 +13,11 @@ import smtplib
 import subprocess
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import redis
 from sqlalchemy import func, insert, select, text
@@ -38,7 +41,11 @@ def raw_smtplib(port: int, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def seed(n: int) -> None:
+def with_offset(n: int, offset: int) -> None:
+    seed(n, offset)
+
+
+def seed(n: int, offset: int = 0) -> None:
     from nurture.clock import now
     from nurture.db import transaction
     from nurture.models import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
@@ -46,8 +53,9 @@ def seed(n: int) -> None:
     from nurture.sequences.spec import load_folder
 
     with transaction() as s:
-        result = apply_spec(s, load_folder(FIXTURE))
-        seq_id = s.scalar(text("SELECT id FROM sequences WHERE slug = :s"), {"s": result.slug})
+        result = apply_spec(s, load_folder(FIXTURE)) if not offset else None
+        slug = result.slug if result else "quick"
+        seq_id = s.scalar(text("SELECT id FROM sequences WHERE slug = :s"), {"s": slug})
         first = live_steps(s, seq_id)[0]
         t = now()
         s.execute(
@@ -61,10 +69,10 @@ def seed(n: int) -> None:
                     "created_at": t,
                     "confirmed_at": t,
                 }
-                for i in range(n)
+                for i in range(offset, offset + n)
             ],
         )
-        ids = s.scalars(select(Subscriber.id)).all()
+        ids = s.scalars(select(Subscriber.id).where(Subscriber.id > offset)).all()
         s.execute(
             insert(Enrollment),
             [
@@ -88,6 +96,50 @@ def sent_count() -> int:
 
     with transaction() as s:
         return s.scalar(select(func.count()).where(Delivery.status == DeliveryStatus.SENT)) or 0
+
+
+def breakdown(n: int) -> dict[str, float]:
+    """Where one worker process spends its time per message (ms), measured in-process."""
+    from nurture.delivery import sending
+    from nurture.delivery.dispatch import dispatch_once
+    from nurture.mail import backends
+
+    spent: Counter[str] = Counter()
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - start
+
+        return wrapper
+
+    originals = {
+        "_fresh_state": sending._fresh_state,
+        "compose": sending.compose,
+        "_advance": sending._advance,
+    }
+    labels = {"_fresh_state": "lock + re-check", "compose": "render + MIME", "_advance": "advance"}
+    smtp_send = backends.SMTPBackend.send
+    try:
+        for name, fn in originals.items():
+            setattr(sending, name, timed(labels[name], fn))
+        backends.SMTPBackend.send = timed("SMTP", smtp_send)  # type: ignore[method-assign]
+        ids: list[int] = []
+        dispatch_once(ids.extend, limit=n)
+        start = time.perf_counter()
+        sending.send_batch(ids)
+        total = time.perf_counter() - start
+    finally:
+        for name, fn in originals.items():
+            setattr(sending, name, fn)
+        backends.SMTPBackend.send = smtp_send  # type: ignore[method-assign]
+    per = {k: v / len(ids) * 1000 for k, v in spent.items()}
+    per["mark sent + commit + rest"] = total / len(ids) * 1000 - sum(per.values())
+    per["total"] = total / len(ids) * 1000
+    return per
 
 
 def main() -> None:
@@ -122,6 +174,7 @@ def main() -> None:
              "--loglevel", "WARNING", "--pool", "prefork",
              "--concurrency", str(args.concurrency), "--without-gossip", "--without-mingle"],
             cwd=ROOT, env={**os.environ, **env},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
             time.sleep(3)  # worker start-up is not part of the pipeline
@@ -142,12 +195,18 @@ def main() -> None:
         finally:
             worker.terminate()
             worker.wait(30)
+        seed_more = 1000
+        with_offset(seed_more, n)
+        parts = breakdown(seed_more)
     print(f"subscribers            {n}")
     print(f"worker processes       {args.concurrency}  (batch size {args.batch_size})")
     print(f"claimed                {claimed} in {claim_s:.2f}s  ({claimed / claim_s:,.0f}/s)")
     print(f"sent                   {done} in {total:.2f}s")
     print(f"pipeline               {done / total:,.0f} emails/s  (dispatch to last commit)")
     print(f"raw smtplib loop       {raw:,.0f} emails/s  (one connection, same sink)")
+    print("one process, per message (ms):")
+    for name, ms in parts.items():
+        print(f"  {name:<26} {ms:6.2f}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from rich.text import Text
 from nurture.cli.output import console, emit, json_option
 from nurture.db import transaction
 from nurture.delivery.models import DeliveryStatus
-from nurture.errors import NurtureError
 from nurture.reports import (
     list_deliveries,
     retry_all_failed,
@@ -141,8 +140,7 @@ def deliveries_retry(delivery_id: int | None, all_failed: bool) -> None:
             message = f"delivery {delivery_id} queued again"
         else:
             requeued, skipped = retry_all_failed(s)
-            if not requeued and not skipped:
-                raise NurtureError("no failed deliveries")
+            # Nothing failed is good news, not an error: cron jobs may run this blindly.
             message = f"{requeued} failed deliveries queued again"
             if skipped:
                 message += f", {skipped} left alone (subscriber or enrollment ended)"

@@ -17,9 +17,8 @@ from sqlalchemy import create_engine, text
 from nurture.cli import cli, exit_code
 from nurture.clock import FrozenClock
 from nurture.db import Base
-from nurture.delivery.dispatch import dispatch_once
-from nurture.delivery.sending import send_batch
 from nurture.errors import NurtureError
+from tests.web_support import drain as sent_in_one_pass
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -50,14 +49,7 @@ def run(*args: str, input: str | None = None) -> Ran:
 
 def drain() -> int:
     """One inline dispatch pass; returns how many were sent."""
-    sent = 0
-
-    def inline(ids: list[int]) -> None:
-        nonlocal sent
-        sent += len(send_batch(ids).sent)
-
-    dispatch_once(inline)
-    return sent
+    return len(sent_in_one_pass())
 
 
 def drain_minutes(clock: FrozenClock, minutes: int) -> int:

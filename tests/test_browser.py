@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
+from bench.screenshots import CHROMIUM_ARGS
 from nurture import clock as clock_mod
 from nurture.clock import FrozenClock
 from nurture.config import reset_settings
@@ -27,17 +28,9 @@ from tests.web_support import drain, link_in, subscriber, unsubscribe_path
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("NURTURE_CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+# One list of Chromium flags for this machine (no network): bench/screenshots.py keeps it.
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ARGS = CHROMIUM_ARGS
 SHOTS = os.environ.get("NURTURE_SCREENSHOTS")
 
 

@@ -28,7 +28,13 @@ from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.mail.backends import MailBackend, PermanentMailError, TransientMailError, get_backend
 from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.sequences.schedule import zone
-from nurture.sequences.services import due_for, live_steps, step_after, window_of
+from nurture.sequences.services import (
+    due_for,
+    first_step_immediately,
+    live_steps,
+    step_after,
+    window_of,
+)
 from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
 from nurture.subscribers.services import mark_bounced
 
@@ -116,11 +122,10 @@ def _fresh_state(s: Session, d: Delivery) -> tuple[str, str, str, str, bool] | N
 
 
 def _immediate_first(d: Delivery) -> bool:
-    window = d.enrollment.sequence.settings.get("send_window") or {}
     return (
         d.enrollment.last_step_id is None
         and d.step.delay_seconds == 0
-        and bool(window.get("first_step_immediately", True))
+        and first_step_immediately(d.enrollment.sequence)
     )
 
 

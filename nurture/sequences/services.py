@@ -48,13 +48,16 @@ def due_for(
     return due_at(after, timedelta(seconds=delay_seconds), window_of(seq), tz)
 
 
+def first_step_immediately(seq: Sequence) -> bool:
+    return bool((seq.settings.get("send_window") or {}).get("first_step_immediately", True))
+
+
 def first_due(
     seq: Sequence, subscriber_tz: str | None, started: datetime, delay_seconds: int
 ) -> datetime:
     """When the first step is due: a first step without delay goes out right after
     confirmation (the reader is waiting for it) unless the window says otherwise."""
-    window = seq.settings.get("send_window") or {}
-    if delay_seconds == 0 and window.get("first_step_immediately", True):
+    if delay_seconds == 0 and first_step_immediately(seq):
         return started
     return due_for(seq, subscriber_tz, started, delay_seconds)
 

@@ -15,7 +15,7 @@ from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.errors import NotFound, NurtureError
 from nurture.sequences.models import Sequence
 from nurture.sequences.schedule import is_valid_timezone
-from nurture.sequences.services import due_for, live_steps
+from nurture.sequences.services import first_due, live_steps
 from nurture.subscribers.models import (
     ENDED,
     Consent,
@@ -166,14 +166,9 @@ def start(s: Session, enrollment: Enrollment) -> None:
     enrollment.status = EnrollmentStatus.ACTIVE
     enrollment.started_at = t
     enrollment.next_step_id = steps[0].id
-    seq = enrollment.sequence
-    window = seq.settings.get("send_window") or {}
-    if steps[0].delay_seconds == 0 and window.get("first_step_immediately", True):
-        enrollment.next_due_at = t
-    else:
-        enrollment.next_due_at = due_for(
-            seq, enrollment.subscriber.timezone, t, steps[0].delay_seconds
-        )
+    enrollment.next_due_at = first_due(
+        enrollment.sequence, enrollment.subscriber.timezone, t, steps[0].delay_seconds
+    )
 
 
 def confirm(s: Session, sub: Subscriber) -> bool:

@@ -11,6 +11,7 @@ from email.message import EmailMessage
 import pytest
 
 from nurture.delivery.compose import compose
+from nurture.mail.message import wire_bytes
 from nurture.sequences.models import Sequence, Step
 from nurture.sequences.spec import SequenceSpec
 from tests.conftest import IN_CI
@@ -52,7 +53,7 @@ def score(spamassassin: str, msg: EmailMessage) -> tuple[float, str]:
     result = subprocess.run(
         # No Bayes: a score must not depend on what earlier runs taught this machine.
         [spamassassin, "-L", "-t", "--cf=use_bayes 0", "--cf=bayes_auto_learn 0"],
-        input=msg.as_bytes(),
+        input=wire_bytes(msg),  # exactly what goes on the wire
         capture_output=True,
         check=True,
         timeout=120,

@@ -109,8 +109,10 @@ def create_app(**overrides: Any) -> Flask:
 
     @app.get("/healthz")
     def healthz() -> Any:
-        # Always 200 (the contract); the body says what is down.
-        return jsonify(health())
+        # 200 when both answer; 503 (with the same body saying what is down) lets load
+        # balancers and container health checks act on the status code alone.
+        status = health()
+        return jsonify(status), 200 if status["ok"] else 503
 
     def _error(code: int, title: str, message: str) -> tuple[str, int]:
         return render_template("pages/error.html", title=title, message=message), code

@@ -1,0 +1,66 @@
+"""`nurture run` on the embedded defaults (SQLite database and broker, ./outbox): what the
+README's first command starts. A subscriber added from the command line gets the first step
+as a file, delivered by the real worker and beat processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.support import free_port, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def _nurture(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nurture.cli", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_embedded_run_delivers_the_first_step_to_outbox(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NURTURE_")}
+    env["NURTURE_DISPATCH_INTERVAL"] = "1"
+    env["PYTHONPATH"] = str(ROOT)
+    (tmp_path / "templates").symlink_to(ROOT / "templates")
+    assert _nurture("db", "upgrade", cwd=tmp_path, env=env).returncode == 0
+    applied = _nurture("sequences", "apply", "templates/sequences", cwd=tmp_path, env=env)
+    assert applied.returncode == 0, applied.stderr
+    port = free_port()
+    log = open(tmp_path / "run.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nurture.cli", "run", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        assert wait_until(healthy, timeout=60), (tmp_path / "run.log").read_text()
+        added = _nurture(
+            "subscribers", "add", "you@example.com", "--sequence", "partner-refuses-therapy",
+            "--confirmed", cwd=tmp_path, env=env,
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        outbox = tmp_path / "outbox"
+        arrived = wait_until(lambda: any(outbox.glob("*.welcome.*.eml")), timeout=60)
+        assert arrived, (tmp_path / "run.log").read_text()[-3000:]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        log.close()
+    assert len(list(outbox.glob("*.eml"))) == 1
+    assert b"you@example.com" not in (tmp_path / "run.log").read_bytes()  # no PII in logs

@@ -73,6 +73,7 @@ def beat() -> None:
 
     Example: nurture beat
     """
+    get_settings()  # a bad setting stops here with one line, not a Celery traceback
     os.execv(sys.executable, _celery("beat", "--loglevel", "INFO", "--schedule", _beat_file()))
 
 

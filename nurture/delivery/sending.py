@@ -101,16 +101,21 @@ _MARK_SENT = (
 )
 _ADVANCE = (
     update(Enrollment)
-    .where(Enrollment.id == bindparam("enrollment_id"))
+    .where(Enrollment.id == bindparam("e_id"))
     .values(
-        status=bindparam("status"),
-        last_step_id=bindparam("last_step_id"),
+        status=bindparam("e_status"),
+        last_step_id=bindparam("e_last_step"),
         last_sent_at=bindparam("at"),
-        next_step_id=bindparam("next_step_id"),
-        next_due_at=bindparam("next_due_at"),
-        ended_at=bindparam("ended_at"),
+        next_step_id=bindparam("e_next_step"),
+        next_due_at=bindparam("e_next_due"),
+        ended_at=bindparam("e_ended"),
     )
 )
+
+# On PostgreSQL both writes go in one statement (a data-modifying CTE): one round trip less
+# per message, inside the same transaction.
+_SENT = _MARK_SENT.returning(Delivery.enrollment_id).cte("sent")
+_SENT_AND_ADVANCE = _ADVANCE.where(Enrollment.id == select(_SENT.c.enrollment_id).scalar_subquery())
 
 
 def _fresh_state(s: Session, d: Delivery) -> tuple[str, str, str, str, bool] | None:
@@ -143,21 +148,33 @@ def _put_back(s: Session, d: Delivery, due: datetime) -> None:
     )
 
 
-def _advance(s: Session, d: Delivery, steps: list[Step], at: datetime) -> None:
+def _advance_values(d: Delivery, steps: list[Step], at: datetime) -> dict[str, object]:
+    """Parameters of _ADVANCE: the enrollment moves past this step, or completes."""
     e = d.enrollment
     nxt = step_after(steps, d.step)
-    values = {
-        "enrollment_id": e.id,
-        "status": EnrollmentStatus.ACTIVE if nxt else EnrollmentStatus.COMPLETED,
-        "last_step_id": d.step_id,
+    # Prefixed names: an execute() parameter named like a column of the table an UPDATE
+    # targets overrides that column's value (or adds a SET clause), and the CTE below
+    # updates deliveries, whose columns include "status" and "enrollment_id".
+    return {
+        "e_id": e.id,
+        "e_status": EnrollmentStatus.ACTIVE if nxt else EnrollmentStatus.COMPLETED,
+        "e_last_step": d.step_id,
         "at": at,
-        "next_step_id": nxt.id if nxt else None,
-        "next_due_at": (
+        "e_next_step": nxt.id if nxt else None,
+        "e_next_due": (
             due_for(e.sequence, e.subscriber.timezone, at, nxt.delay_seconds) if nxt else None
         ),
-        "ended_at": None if nxt else at,
+        "e_ended": None if nxt else at,
     }
-    s.execute(_ADVANCE, values, execution_options=_NO_SYNC)
+
+
+def _record_sent(s: Session, d: Delivery, steps: list[Step], at: datetime, message_id: str) -> None:
+    values = {"delivery_id": d.id, "message_id": message_id, **_advance_values(d, steps, at)}
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(_SENT_AND_ADVANCE, values, execution_options=_NO_SYNC)
+    else:
+        s.execute(_MARK_SENT, values, execution_options=_NO_SYNC)
+        s.execute(_ADVANCE, values, execution_options=_NO_SYNC)
 
 
 def send_one(
@@ -208,12 +225,7 @@ def send_one(
         date=at,
     )
     backend.send(msg)  # raises on failure; the caller rolls this transaction back
-    s.execute(
-        _MARK_SENT,
-        {"delivery_id": d.id, "at": at, "message_id": msg["Message-ID"]},
-        execution_options=_NO_SYNC,
-    )
-    _advance(s, d, steps, at)
+    _record_sent(s, d, steps, at, msg["Message-ID"])
     result.sent.append(d.id)
 
 

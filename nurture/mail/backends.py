@@ -15,13 +15,12 @@ import socket
 import ssl
 import threading
 from email.message import EmailMessage
-from email.utils import parseaddr
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from nurture.mail.message import wire_bytes
+from nurture.mail.message import envelope_of, wire_bytes
 
 
 class MailError(Exception):
@@ -149,8 +148,7 @@ class SMTPBackend:
     def send(self, msg: EmailMessage) -> None:
         if self._conn is None:
             raise TransientMailError("no SMTP connection (lost earlier in this batch)")
-        from_addr = parseaddr(str(msg["From"]))[1]
-        to_addrs = [parseaddr(str(a))[1] for a in msg.get_all("To", [])]
+        from_addr, to_addrs = envelope_of(msg)
         try:
             refused = self._conn.sendmail(from_addr, to_addrs, wire_bytes(msg))
         except smtplib.SMTPRecipientsRefused as exc:

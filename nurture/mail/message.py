@@ -12,7 +12,7 @@ from email.header import Header
 from email.message import EmailMessage, Message
 from email.policy import compat32
 from email.policy import default as default_policy
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime, formataddr, parseaddr
 from urllib.parse import urlsplit
 
 from nurture.clock import now
@@ -76,6 +76,20 @@ WIRE_POLICY = ASSEMBLY_POLICY.clone(linesep="\r\n")
 READ_POLICY = default_policy.clone(max_line_length=998)
 
 
+class OutgoingMessage(EmailMessage):
+    """An EmailMessage that remembers its envelope, so the sender need not parse its own
+    From and To headers back (a measurable cost at hundreds of messages a second)."""
+
+    envelope_from: str = ""
+    envelope_to: tuple[str, ...] = ()
+
+
+def envelope_of(msg: Message) -> tuple[str, list[str]]:
+    if isinstance(msg, OutgoingMessage) and msg.envelope_from:
+        return msg.envelope_from, list(msg.envelope_to)
+    return parseaddr(str(msg["From"]))[1], [parseaddr(str(a))[1] for a in msg.get_all("To", [])]
+
+
 def wire_bytes(msg: Message) -> bytes:
     """The exact bytes to send, sign and store."""
     return msg.as_bytes(policy=WIRE_POLICY)
@@ -94,7 +108,8 @@ def _text_part(subtype: str, body: str) -> EmailMessage:
 def build_message(
     env: Envelope, rendered: RenderedEmail, *, test: bool = False, date: datetime | None = None
 ) -> EmailMessage:
-    msg = EmailMessage(policy=ASSEMBLY_POLICY)
+    msg = OutgoingMessage(policy=ASSEMBLY_POLICY)
+    msg.envelope_from, msg.envelope_to = env.from_email, (env.to_email,)
     msg["Subject"] = _text(("[TEST] " if test else "") + rendered.subject)
     msg["From"] = _address(env.from_name, env.from_email)
     msg["To"] = _address(env.to_name, env.to_email)

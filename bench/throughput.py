@@ -149,7 +149,8 @@ def breakdown(n: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subscribers", type=int, default=5000)
-    parser.add_argument("--concurrency", type=int, default=2)
+    # What `nurture worker` starts by default: two processes per core.
+    parser.add_argument("--concurrency", type=int, default=2 * (os.cpu_count() or 1))
     parser.add_argument("--batch-size", type=int, default=200)
     args = parser.parse_args()
     n = args.subscribers

@@ -54,8 +54,9 @@ def _worker_args(concurrency: int | None) -> list[str]:
     else:
         # Sending waits on the database and the mail server about half the time, so two
         # processes per core beat Celery's default of one (bench/throughput.py: 680/s with
-        # 4 processes against 500/s with 2 on a 2-core machine).
-        args += ["--concurrency", str(concurrency or 2 * (os.cpu_count() or 1))]
+        # 4 processes against 500/s with 2 on a 2-core machine). Capped, because each
+        # process holds its own database connections.
+        args += ["--concurrency", str(concurrency or min(8, 2 * (os.cpu_count() or 1)))]
     return args
 
 

@@ -196,3 +196,15 @@ def test_policy_refusal_fails_the_send_but_does_not_bounce_the_reader(
         failed = s.scalars(select(Delivery)).one()
         assert failed.status == DeliveryStatus.FAILED
         assert failed.error == "recipient refused: 550 5.7.26"
+
+
+def test_a_large_backlog_is_claimed_in_one_pass(
+    db: str, clock: FrozenClock, outbox: list
+) -> None:
+    # More rows than one multi-row INSERT may carry parameters for (SQLite: 32,766).
+    from bench.throughput import seed
+
+    seed(5000)
+    ids: list[int] = []
+    result = dispatch_once(ids.extend, limit=6000)
+    assert result.claimed == len(ids) == len(set(ids)) == 5000

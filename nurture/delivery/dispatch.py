@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import and_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -27,7 +28,9 @@ from nurture.sequences.models import Sequence as SequenceRow
 from nurture.sequences.models import SequenceStatus
 from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
 
+T = TypeVar("T")
 Enqueue = Callable[[list[int]], None]
+INSERT_ROWS = 1000
 
 
 @dataclass
@@ -80,13 +83,18 @@ def claim_due(s: Session, at: datetime, limit: int, lease: timedelta) -> list[in
         for r in rows
     ]
     insert = pg_insert if postgres else sqlite_insert
-    stmt = (
-        insert(Delivery)
-        .values(values)
-        .on_conflict_do_nothing(index_elements=["enrollment_id", "step_id"])
-        .returning(Delivery.id)
-    )
-    return list(s.scalars(stmt))
+    claimed: list[int] = []
+    # Multi-row VALUES in slices: each row is 7 parameters, and SQLite allows 32,766 per
+    # statement (PostgreSQL 65,535).
+    for rows_slice in batches(values, INSERT_ROWS):
+        stmt = (
+            insert(Delivery)
+            .values(rows_slice)
+            .on_conflict_do_nothing(index_elements=["enrollment_id", "step_id"])
+            .returning(Delivery.id)
+        )
+        claimed.extend(s.scalars(stmt))
+    return claimed
 
 
 def reclaim_expired(s: Session, at: datetime, limit: int, lease: timedelta) -> list[int]:
@@ -110,8 +118,8 @@ def reclaim_expired(s: Session, at: datetime, limit: int, lease: timedelta) -> l
     return ids
 
 
-def batches(ids: Sequence[int], size: int) -> list[list[int]]:
-    return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
+def batches(items: Sequence[T], size: int) -> list[list[T]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
 def dispatch_once(enqueue: Enqueue, *, limit: int = 5000) -> DispatchResult:

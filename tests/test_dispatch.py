@@ -201,10 +201,11 @@ def test_policy_refusal_fails_the_send_but_does_not_bounce_the_reader(
 def test_a_large_backlog_is_claimed_in_one_pass(
     db: str, clock: FrozenClock, outbox: list
 ) -> None:
-    # More rows than one multi-row INSERT may carry parameters for (SQLite: 32,766).
+    # More rows than one multi-row INSERT may carry parameters for (PostgreSQL: 65,535;
+    # SQLite: 32,766 unless built with more).
     from bench.throughput import seed
 
-    seed(5000)
+    seed(10_000)
     ids: list[int] = []
-    result = dispatch_once(ids.extend, limit=6000)
-    assert result.claimed == len(ids) == len(set(ids)) == 5000
+    result = dispatch_once(ids.extend, limit=12_000)
+    assert result.claimed == len(ids) == len(set(ids)) == 10_000

@@ -8,7 +8,8 @@ crash in the instant between the server's "250 OK" and our commit sends that one
 again; its Message-ID is stable, so mail clients show it once.
 
 What does not need a lock is read once per batch (the rows to render, each sequence's
-steps), so the per-message transaction is a locking SELECT, two UPDATEs and a COMMIT.
+steps), so the per-message transaction is a locking SELECT, one write (a data-modifying
+CTE on PostgreSQL; two UPDATEs on SQLite) and a COMMIT.
 """
 
 from __future__ import annotations

@@ -198,9 +198,7 @@ def test_policy_refusal_fails_the_send_but_does_not_bounce_the_reader(
         assert failed.error == "recipient refused: 550 5.7.26"
 
 
-def test_a_large_backlog_is_claimed_in_one_pass(
-    db: str, clock: FrozenClock, outbox: list
-) -> None:
+def test_a_large_backlog_is_claimed_in_one_pass(db: str, clock: FrozenClock, outbox: list) -> None:
     # More rows than one multi-row INSERT may carry parameters for (PostgreSQL: 65,535;
     # SQLite: 32,766 unless built with more).
     from bench.throughput import seed

@@ -21,3 +21,15 @@ def test_each_step_once_in_order(quick_sequence: str, clock: FrozenClock, outbox
     assert [m["Subject"] for m in outbox] == ["Step one", "Step two", "Step three", "Step four"]
     assert {m["To"] for m in outbox} == {"ann@example.com"}
     assert drain() == 0
+
+
+def test_dispatch_command_sends_in_one_pass(
+    quick_sequence: str, clock: FrozenClock, outbox: list
+) -> None:
+    from tests.cli_helpers import run
+
+    with transaction() as s:
+        add_subscriber(s, "ann@example.com", get_sequence(s, quick_sequence), confirmed=True)
+    ran = run("dispatch")
+    assert ran.code == 0 and "sent 1" in ran.out
+    assert [m["To"] for m in outbox] == ["ann@example.com"]

@@ -168,31 +168,43 @@ def run(host: str, port: int, concurrency: int | None) -> None:
 
 
 @click.command()
-@click.option("--inline", is_flag=True, help="Send in this process instead of via workers.")
-def dispatch(inline: bool) -> None:
-    """One pass: claim everything due now and hand it to the workers (for cron and tests).
+@click.option(
+    "--via-workers",
+    is_flag=True,
+    help="Hand the claimed work to the Celery workers instead of sending it here.",
+)
+@click.option("--inline", is_flag=True, hidden=True, help="Send here (the default).")
+def dispatch(via_workers: bool, inline: bool) -> None:
+    """One pass: claim everything due now and send it, in this process (for cron and tests).
 
-    With --inline (or with the embedded broker and no worker running) this process sends too.
+    No worker or broker is needed. With --via-workers the claimed batches go to the Celery
+    workers instead, as beat does every few seconds.
 
-    Example: nurture dispatch --inline
+    Example: nurture dispatch
     """
     from nurture.delivery.dispatch import dispatch_once
+
+    if via_workers and not inline:
+        from workers.tasks import enqueue_batch
+
+        result = dispatch_once(enqueue_batch)
+        click.echo(
+            f"claimed {result.claimed}, reclaimed {result.reclaimed}, "
+            f"queued {result.batches} batch(es) for the workers"
+        )
+        return
     from nurture.delivery.sending import send_batch
 
-    sent = 0
+    sent = failed = 0
 
-    def inline_send(ids: list[int]) -> None:
-        nonlocal sent
-        sent += len(send_batch(ids).sent)
+    def send_here(ids: list[int]) -> None:
+        nonlocal sent, failed
+        outcome = send_batch(ids)
+        sent += len(outcome.sent)
+        failed += len(outcome.failed)
 
-    if inline:
-        result = dispatch_once(inline_send)
-        click.echo(f"claimed {result.claimed}, reclaimed {result.reclaimed}, sent {sent}")
-        return
-    from workers.tasks import enqueue_batch
-
-    result = dispatch_once(enqueue_batch)
+    result = dispatch_once(send_here)
     click.echo(
-        f"claimed {result.claimed}, reclaimed {result.reclaimed}, "
-        f"queued {result.batches} batch(es) for the workers"
+        f"claimed {result.claimed}, reclaimed {result.reclaimed}, sent {sent}"
+        + (f", failed {failed} (see `nurture deliveries list --status failed`)" if failed else "")
     )

@@ -33,3 +33,15 @@ def test_dispatch_command_sends_in_one_pass(
     ran = run("dispatch")
     assert ran.code == 0 and "sent 1" in ran.out
     assert [m["To"] for m in outbox] == ["ann@example.com"]
+
+
+def test_add_without_confirmed_sends_only_the_confirmation(
+    quick_sequence: str, clock: FrozenClock, outbox: list
+) -> None:
+    from tests.cli_helpers import run
+
+    ran = run("subscribers", "add", "bea@example.com", "--sequence", quick_sequence)
+    assert ran.code == 0 and "confirmation email sent" in ran.out
+    assert len(outbox) == 1 and "/confirm/" in outbox[0].get_body(("plain",)).get_content()
+    assert run("dispatch").code == 0
+    assert len(outbox) == 1  # nothing of the sequence before they confirm

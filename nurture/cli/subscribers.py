@@ -11,14 +11,19 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from sqlalchemy import select
 
 from nurture.cli.output import console, emit, human, json_option
 from nurture.db import session, transaction
+from nurture.errors import NurtureError
+from nurture.mail.backends import MailError
 from nurture.sequences.services import get_sequence
 from nurture.subscribers import importing
+from nurture.subscribers.models import Consent, SubscriberStatus
 from nurture.subscribers.privacy import EXPORT_FIELDS, export_rows, forget
 from nurture.subscribers.queries import STATUSES, list_subscribers, story
 from nurture.subscribers.services import add_subscriber, get_subscriber, mark_booked, unsubscribe
+from nurture.subscribers.signup import send_confirmation
 
 
 def register(cli: click.Group) -> None:
@@ -41,7 +46,8 @@ def subscribers() -> None:
 @click.option(
     "--confirmed",
     is_flag=True,
-    help="They already confirmed elsewhere: start the sequence now, no confirmation email.",
+    help="They already confirmed elsewhere: start the sequence now. Without it they get a "
+    "confirmation email and nothing else until they confirm.",
 )
 def add(
     email: str, slug: str, first_name: str | None, timezone: str | None, confirmed: bool
@@ -51,16 +57,29 @@ def add(
     Example: nurture subscribers add ann@example.com --sequence partner-refuses-therapy --confirmed
     """
     with transaction() as s:
+        seq = get_sequence(s, slug)
         sub = add_subscriber(
-            s,
-            email,
-            get_sequence(s, slug),
-            first_name=first_name,
-            timezone=timezone,
-            confirmed=confirmed,
+            s, email, seq, first_name=first_name, timezone=timezone, confirmed=confirmed
         )
         status = sub.status
+        consent_id = s.scalar(
+            select(Consent.id)
+            .where(Consent.subscriber_id == sub.id, Consent.sequence_id == seq.id)
+            .order_by(Consent.id.desc())
+            .limit(1)
+        )
     click.echo(f"added to {slug} ({status})")
+    if status != SubscriberStatus.PENDING or consent_id is None:
+        return
+    # Confirm before sending: an address added without --confirmed gets the same
+    # confirmation email as a web signup, sent from here (no worker needed).
+    try:
+        send_confirmation(consent_id)
+    except MailError as exc:
+        raise NurtureError(
+            f"added, but the confirmation email was not sent ({exc}); run this again to retry"
+        ) from None
+    click.echo("confirmation email sent: the sequence starts when they confirm")
 
 
 def _progress() -> Progress:
@@ -80,7 +99,8 @@ def _progress() -> Progress:
 @click.option(
     "--confirmed",
     is_flag=True,
-    help="Everyone already confirmed elsewhere: start the sequence, no confirmation email.",
+    help="Everyone already confirmed elsewhere: start the sequence. Without it they are kept "
+    "as pending and receive nothing: a list is never cold-mailed confirmation requests.",
 )
 @click.option("--skip-invalid", is_flag=True, help="Import the good rows and report the bad ones.")
 def import_(csv_path: Path, slug: str, confirmed: bool, skip_invalid: bool) -> None:

@@ -11,7 +11,6 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
-from sqlalchemy import select
 
 from nurture.cli.output import console, emit, human, json_option
 from nurture.db import session, transaction
@@ -19,10 +18,16 @@ from nurture.errors import NurtureError
 from nurture.mail.backends import MailError
 from nurture.sequences.services import get_sequence
 from nurture.subscribers import importing
-from nurture.subscribers.models import Consent, SubscriberStatus
+from nurture.subscribers.models import SubscriberStatus
 from nurture.subscribers.privacy import EXPORT_FIELDS, export_rows, forget
 from nurture.subscribers.queries import STATUSES, list_subscribers, story
-from nurture.subscribers.services import add_subscriber, get_subscriber, mark_booked, unsubscribe
+from nurture.subscribers.services import (
+    add_subscriber,
+    get_subscriber,
+    latest_consent_id,
+    mark_booked,
+    unsubscribe,
+)
 from nurture.subscribers.signup import send_confirmation
 
 
@@ -62,12 +67,7 @@ def add(
             s, email, seq, first_name=first_name, timezone=timezone, confirmed=confirmed
         )
         status = sub.status
-        consent_id = s.scalar(
-            select(Consent.id)
-            .where(Consent.subscriber_id == sub.id, Consent.sequence_id == seq.id)
-            .order_by(Consent.id.desc())
-            .limit(1)
-        )
+        consent_id = latest_consent_id(s, sub, seq)
     click.echo(f"added to {slug} ({status})")
     if status != SubscriberStatus.PENDING or consent_id is None:
         return

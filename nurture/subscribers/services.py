@@ -125,6 +125,17 @@ def add_subscriber(
     return sub
 
 
+def latest_consent_id(s: Session, sub: Subscriber, sequence: Sequence) -> int | None:
+    """The consent just recorded by add_subscriber: its id is what a confirmation link carries."""
+    s.flush()
+    return s.scalar(
+        select(Consent.id)
+        .where(Consent.subscriber_id == sub.id, Consent.sequence_id == sequence.id)
+        .order_by(Consent.id.desc())
+        .limit(1)
+    )
+
+
 def enrol(s: Session, sub: Subscriber, sequence: Sequence, *, start_now: bool = True) -> Enrollment:
     enrollment = s.scalar(
         select(Enrollment).where(

@@ -50,6 +50,7 @@ from nurture.subscribers.services import (
     confirm,
     email_hash,
     is_suppressed,
+    latest_consent_id,
     normalize_email,
     record,
     start,
@@ -231,13 +232,7 @@ def _sign_up(s: Session, seq: Sequence, address: str, form: SignupForm) -> int |
         client_hash=client_hash(form.client_address),
         await_confirmation=True,
     )
-    s.flush()
-    consent_id = s.scalar(
-        select(Consent.id)
-        .where(Consent.subscriber_id == sub.id, Consent.sequence_id == seq.id)
-        .order_by(Consent.id.desc())
-        .limit(1)
-    )
+    consent_id = latest_consent_id(s, sub, seq)
     record(s, "signed_up", sub, sequence_id=seq.id)
     return consent_id
 

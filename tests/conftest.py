@@ -133,6 +133,16 @@ def db(settings_env: dict[str, str], db_url: str, monkeypatch: pytest.MonkeyPatc
     reset_settings()
 
 
+@pytest.fixture(autouse=True)
+def _drop_test_queues() -> Iterator[None]:
+    """Whatever Redis keys a test's Celery queues left (tests/support.py new_queue) go."""
+    yield
+    from tests.support import drop_queues, queues_made
+
+    if queues_made():
+        drop_queues(REDIS_URL)
+
+
 @pytest.fixture
 def clock() -> Iterator[FrozenClock]:
     """A clock that stands still until the test moves it (Friday 2026-03-06 14:00 UTC)."""

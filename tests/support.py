@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -134,3 +135,39 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
             return True
         time.sleep(interval)
     return predicate()
+
+
+# Queues made for one test: Celery's Redis transport leaves keys behind (the queue's
+# `_kombu.binding.*` routing set and more); the autouse fixture in conftest.py deletes
+# them after the test. Named precisely, so other test runs sharing the Redis keep theirs.
+_QUEUES: list[str] = []
+
+
+def new_queue() -> str:
+    """A Celery queue name for one test (NURTURE_QUEUE), cleaned up after it."""
+    name = f"nurture-test-{uuid.uuid4().hex[:12]}"
+    _QUEUES.append(name)
+    return name
+
+
+def queues_made() -> list[str]:
+    return list(_QUEUES)
+
+
+def drop_queues(redis_url: str) -> None:
+    """Delete every key the test's queues left in Redis (the queue names are unique)."""
+    import redis
+
+    names, _QUEUES[:] = list(_QUEUES), []
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for name in names:
+            keys = list(client.scan_iter(match=f"*{name}*"))
+            if keys:
+                client.delete(*keys)
+            deadlines = "_kombu.binding_deadlines"
+            ours = [m for m in client.zrange(deadlines, 0, -1) if name.encode() in m]
+            if ours:
+                client.zrem(deadlines, *ours)
+    finally:
+        client.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import time
-import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -25,7 +24,7 @@ from nurture.sequences.spec import load_folder
 from nurture.subscribers.models import Enrollment, EnrollmentStatus
 from nurture.subscribers.services import add_subscriber
 from tests.conftest import FIXTURES, REDIS_URL, missing_service
-from tests.support import SMTPServer, Worker, wait_until
+from tests.support import SMTPServer, Worker, new_queue, wait_until
 
 pytestmark = [pytest.mark.celery, pytest.mark.slow]
 
@@ -58,7 +57,7 @@ def _worker_env(db: str, broker: str, smtp: SMTPServer, **extra: str) -> dict[st
         "NURTURE_SECRET_KEY": "test-secret-key-0123456789",
         "NURTURE_BASE_URL": "https://nurture.test",
         # A queue of its own: other test runs may share this Redis.
-        "NURTURE_QUEUE": f"nurture-test-{uuid.uuid4().hex[:12]}",
+        "NURTURE_QUEUE": new_queue(),
         **extra,
     }
 

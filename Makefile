@@ -4,23 +4,36 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
+# make run PORT=8080 HOST=0.0.0.0
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
-.PHONY: run test lint setup services system-deps bench demo
+.PHONY: run test lint setup runtime services system-deps bench demo
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+
+# What running needs: the package and its dependencies, not the test tools.
+$(BIN)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
 	touch $@
+
+# Everything `make test` needs on top: pytest, Playwright, ruff, mypy.
+$(BIN)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(BIN)/.runtime $@
+
+runtime: $(BIN)/.runtime
 
 setup: $(BIN)/.installed
 
-run: setup
+run: runtime
 	$(BIN)/nurture db upgrade
 	$(BIN)/nurture sequences apply templates/sequences
-	$(BIN)/nurture run
+	$(BIN)/nurture run --host $(HOST) --port $(PORT)
 
-demo: setup
+demo: runtime
 	$(BIN)/nurture demo
 
 system-deps:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -120,6 +121,7 @@ class Settings(BaseSettings):
     @property
     def secret(self) -> str:
         if self.secret_key is None:
+            warn_dev_key()
             return DEV_SECRET_KEY
         return self.secret_key.get_secret_value()
 
@@ -148,12 +150,24 @@ def load_settings(**overrides: object) -> Settings:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
-    if settings.secret_key is None:
-        log.warning(
-            "NURTURE_SECRET_KEY is not set: using the development key. "
-            "Tokens in emails are forgeable until you set one."
-        )
     return settings
+
+
+# Set once the warning below has been shown: the processes `nurture run` starts (web,
+# worker, beat) inherit it and stay quiet, so the operator reads it once, not five times.
+WARNED_ENV = "NURTURE_DEV_KEY_WARNED"
+
+
+def warn_dev_key() -> None:
+    """Warn, once per process tree, when something signs with the development key. Only
+    when a key is used: `db upgrade` or `sequences list` sign nothing and need not say it."""
+    if os.environ.get(WARNED_ENV):
+        return
+    os.environ[WARNED_ENV] = "1"
+    log.warning(
+        "NURTURE_SECRET_KEY is not set: using the development key. "
+        "Tokens in emails are forgeable until you set one."
+    )
 
 
 @functools.cache

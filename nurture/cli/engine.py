@@ -10,6 +10,7 @@ import time
 
 import click
 
+from nurture.cli.output import human, say
 from nurture.config import get_settings
 
 
@@ -135,6 +136,7 @@ def run(host: str, port: int, concurrency: int | None) -> None:
 
     upgrade()
     _prepare_embedded_broker()
+    get_settings().secret  # noqa: B018  (warns here, once, if it is the development key)
     worker_cmd = _celery(*_worker_args(concurrency), "--beat", "--schedule", _beat_file())
     procs = [
         subprocess.Popen(_web_command(host, port)),
@@ -196,15 +198,39 @@ def dispatch(via_workers: bool, inline: bool) -> None:
     from nurture.delivery.sending import send_batch
 
     sent = failed = 0
+    tried: list[int] = []
 
     def send_here(ids: list[int]) -> None:
         nonlocal sent, failed
+        tried.extend(ids)
         outcome = send_batch(ids)
         sent += len(outcome.sent)
         failed += len(outcome.failed)
 
     result = dispatch_once(send_here)
-    click.echo(
+    say(
         f"claimed {result.claimed}, reclaimed {result.reclaimed}, sent {sent}"
         + (f", failed {failed} (see `nurture deliveries list --status failed`)" if failed else "")
+    )
+    _report_deferred(tried)
+
+
+def _report_deferred(ids: list[int]) -> None:
+    """ "sent 0" alone hides a mail server that is down: say what waits, why, and until when."""
+    from nurture.clock import now
+    from nurture.db import transaction
+    from nurture.reports import deferred_among
+
+    with transaction() as s:
+        deferred = deferred_among(s, ids)
+    if not deferred.count:
+        return
+    why = f" ({deferred.reason.splitlines()[0][:160]})" if deferred.reason else ""
+    when = ""
+    if deferred.next_try is not None:
+        minutes = max(0, round((deferred.next_try - now()).total_seconds() / 60))
+        when = f"; next try from {human(deferred.next_try)} (in {minutes} min)"
+    say(
+        f"deferred {deferred.count}: the mail server did not take them{why}{when}, by the next "
+        "dispatch pass (see `nurture deliveries list --status queued`)"
     )

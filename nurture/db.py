@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+from nurture.errors import NurtureError
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -73,12 +76,31 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def get_engine() -> Engine:
+def missing_sqlite_file(url: str) -> str | None:
+    """The path of a SQLite database file that does not exist yet, else None."""
+    parsed = make_url(url)
+    name = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or name in ("", ":memory:") or "mode=memory" in name:
+        return None
+    return None if Path(name).exists() else name
+
+
+def get_engine(*, create: bool = False) -> Engine:
+    """The process's engine. Only the migrations pass create=True: SQLite would otherwise
+    make an empty file on first connect, and a command that only reads (run in the wrong
+    folder) would leave a stray nurture.db behind instead of saying what is wrong."""
     global _engine, _sessionmaker
     if _engine is None:
         from nurture.config import get_settings
 
-        _engine = make_engine(get_settings().database_url)
+        url = get_settings().database_url
+        missing = missing_sqlite_file(url)
+        if missing and not create:
+            raise NurtureError(
+                f"no database at {missing}: run `nurture db upgrade` here first, "
+                "or set NURTURE_DATABASE_URL"
+            )
+        _engine = make_engine(url)
         _sessionmaker = sessionmaker(_engine, expire_on_commit=False)
     return _engine
 

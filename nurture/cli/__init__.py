@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import sys
 from importlib import import_module
+from typing import Any
 
 import click
+from sqlalchemy import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 
+from nurture.cli.output import say
+from nurture.config import get_settings
 from nurture.errors import NurtureError
 
 COMMAND_MODULES = [
@@ -21,7 +26,37 @@ COMMAND_MODULES = [
 ]
 
 
+class NurtureGroup(click.Group):
+    """The root command: database trouble (nothing listening, no schema yet) reaches the
+    operator as one line and exit 1, like any other user error, never as a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (OperationalError, ProgrammingError, InterfaceError) as exc:
+            raise database_error(exc) from None
+
+
+def database_error(exc: DBAPIError) -> NurtureError:
+    # Never the URL itself (it may hold a password) nor the statement (it may hold data).
+    detail = str(exc.orig).lower()
+    if "no such table" in detail or ("does not exist" in detail and "relation" in detail):
+        return NurtureError("the database has no tables yet: run `nurture db upgrade` first")
+    try:
+        url = make_url(get_settings().database_url)
+        where = (
+            f"{url.get_backend_name()} at {url.host or 'localhost'}:{url.port or 'default port'}"
+        )
+        if url.get_backend_name() == "sqlite":
+            where = f"sqlite file {url.database}"
+    except NurtureError:
+        where = "the configured database"
+    reason = "connection refused" if "refused" in detail else type(exc.orig).__name__
+    return NurtureError(f"cannot use the database ({where}): {reason}; check NURTURE_DATABASE_URL")
+
+
 @click.group(
+    cls=NurtureGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="Example: nurture db upgrade && nurture sequences apply templates/sequences",
 )
@@ -41,7 +76,7 @@ for _name in COMMAND_MODULES:
 def exit_code(exc: BaseException) -> int:
     """The contract's exit code for an error escaping a command, its one line printed."""
     if isinstance(exc, NurtureError):
-        click.echo(f"Error: {exc}", err=True)
+        say(f"Error: {exc}", err=True)
         return 1
     if isinstance(exc, click.exceptions.Abort):
         click.echo("Aborted.", err=True)

@@ -9,7 +9,7 @@ target_metadata = Base.metadata
 
 
 def run_migrations_online() -> None:
-    connectable = context.config.attributes.get("connection") or get_engine()
+    connectable = context.config.attributes.get("connection") or get_engine(create=True)
     if hasattr(connectable, "connect"):
         with connectable.connect() as connection:
             _run(connection)

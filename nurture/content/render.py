@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
 # Inside the package, so an installed nurture (the Docker image) finds its layout.
 LAYOUT_PATH = Path(__file__).resolve().parents[1] / "templates" / "email" / "base.mjml"
 PREHEADER_CHARS = 110
+# What a step's subject and body may use (see _template_vars); named in error messages.
+TEMPLATE_VARIABLES = (
+    "subscriber.first_name, first_name, consult.url, consult.text, base_url, practice_name"
+)
 
 
 @dataclass(frozen=True)
@@ -225,6 +230,9 @@ def render_email(ctx: EmailContext) -> RenderedEmail:
     tokens = _markdown.parse(body.strip())
     text_body = _text_body(tokens, ctx.base_url)
 
+    # The consult URL appears once per part: as the button's link in the HTML (no bare copy
+    # under it: a doubled link scores as spam, rspamd URI_COUNT_ODD) and spelled out here,
+    # the plain fallback for clients that show no HTML.
     invitation = f"{ctx.consult_note.strip()}\n\n" if ctx.consult_note.strip() else ""
     text = (
         f"{text_body}\n\n{invitation}{ctx.consult_text}:\n{ctx.consult_url}\n\n"
@@ -261,12 +269,31 @@ def _sample_context(spec: SequenceSpec, subject: str, body: str) -> EmailContext
     )
 
 
+def _template_line(exc: BaseException) -> int | None:
+    """The line of the step template where rendering failed: Jinja rewrites the traceback
+    so that the template's own frames carry its line numbers."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    lines = [f.lineno for f in frames if f.filename == "<template>"]
+    return lines[-1] if lines else None
+
+
+def _render_problem(exc: Exception) -> str:
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    missing = re.search(r"has no attribute '(\w+)'|'(\w+)' is undefined", message)
+    if isinstance(exc, UndefinedError) and missing:
+        name = missing.group(1) or missing.group(2)
+        return f"unknown variable {name!r} (there are: {TEMPLATE_VARIABLES})"
+    return message
+
+
 def check_templates(spec: SequenceSpec) -> None:
-    """Raise ValueError naming the step if a subject or body is not a valid template."""
+    """Raise ValueError naming the step, the part and the line if a subject or body is not
+    a valid template, or fails to render for a sample reader (a misspelt variable)."""
     for step in spec.steps:
         subjects = [("subject", step.subject)]
         if spec.discreet and step.key in spec.discreet.subjects:
             subjects.append(("discreet subject", spec.discreet.subjects[step.key]))
+        ctx = _sample_context(spec, step.subject, step.body_text)
         for what, source in (*subjects, ("body", step.body_text)):
             try:
                 _jinja.parse(source)
@@ -274,8 +301,13 @@ def check_templates(spec: SequenceSpec) -> None:
                 raise ValueError(
                     f"step {step.key!r} {what}: template error at line {exc.lineno}: {exc.message}"
                 ) from None
-        # A misspelt variable only shows when rendering: try once with a sample reader.
-        try:
-            render_email(_sample_context(spec, step.subject, step.body_text))
-        except UndefinedError as exc:
-            raise ValueError(f"step {step.key!r}: {exc.message}") from None
+            # A misspelt variable only shows when rendering: try once with a sample reader.
+            try:
+                _step_template(source).render(_template_vars(ctx, for_markdown=what == "body"))
+            except Exception as exc:
+                line = _template_line(exc)
+                at = f" at line {line}" if line else ""
+                raise ValueError(
+                    f"step {step.key!r} {what}: template error{at}: {_render_problem(exc)}"
+                ) from None
+        render_email(ctx)

@@ -50,6 +50,9 @@ class EditPlan:
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)  # content, order or delay
+    # key: what of it was edited ("body 02-why.md", "subject", "sources", "order"), so a
+    # dry run names an edited body instead of hiding it in "changed content".
+    edits: dict[str, list[str]] = field(default_factory=dict)
     delays: dict[str, tuple[int, int]] = field(default_factory=dict)  # key: (old, new) seconds
     settings_changed: bool = False
     # Effects on people already enrolled.
@@ -82,9 +85,12 @@ class EditPlan:
                 f"step {key} delay {format_delay(old)} -> {format_delay(new)}: "
                 f"{self.retimed.get(key, 0)} unclaimed sends re-timed"
             )
-        content = [k for k in self.changed if k not in self.delays]
-        if content:
-            parts.append(f"changed content or order: {', '.join(content)}")
+        for key in self.changed:
+            if self.edits.get(key):
+                parts.append(
+                    f"step {key}: {' and '.join(self.edits[key])} edited "
+                    "(emails not yet sent use the new version)"
+                )
         if self.completed:
             parts.append(f"{self.completed} enrollment(s) have nothing left and complete")
         if self.settings_changed:
@@ -98,6 +104,7 @@ class EditPlan:
             "added": self.added,
             "removed": self.removed,
             "changed": self.changed,
+            "edits": self.edits,
             "receivers": self.receivers,
             "cancelled": self.cancelled,
             "retimed": self.retimed,
@@ -134,15 +141,29 @@ def plan_edit(s: Session, spec: SequenceSpec) -> EditPlan:
             continue
         if found.delay_seconds != st.delay_seconds:
             plan.delays[st.key] = (found.delay_seconds, st.delay_seconds)
-        content = (st.delay_seconds, st.subject, st.body_text, st.body, list(st.sources))
-        before = (found.delay_seconds, found.subject, found.body, found.body_file, found.sources)
+        edits = _edits(found, st)
         # Order counts relative to the other kept steps, not as absolute positions.
-        if before != content or _order_moved(st.key, old, new_keys):
+        if _order_moved(st.key, old, new_keys):
+            edits.append("order")
+        if edits or st.key in plan.delays:
             plan.changed.append(st.key)
+            plan.edits[st.key] = edits
     if plan.unchanged:
         return plan
     _plan_enrollments(s, seq, plan, spec, all_steps, old_rank)
     return plan
+
+
+def _edits(found: Step, st: StepSpec) -> list[str]:
+    """What of a kept step the new files change, besides its delay (reported apart)."""
+    edits = []
+    if found.body != st.body_text or found.body_file != st.body:
+        edits.append(f"body {st.body}")
+    if found.subject != st.subject:
+        edits.append("subject")
+    if list(found.sources) != list(st.sources):
+        edits.append("sources")
+    return edits
 
 
 def _pos(st: Step) -> int:

@@ -6,6 +6,7 @@ file is refused with its name (and line, where YAML gives one) and nothing is ha
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Any
@@ -206,9 +207,79 @@ def _duplicate_step(raw: str, data: dict[str, Any], path: Path) -> None:
         key = step.get("key") if isinstance(step, dict) else None
         if isinstance(key, str) and key in seen:
             line = _line_of(raw, ("steps", i, "key"))
-            raise SpecError(f"{path}:{line}: steps.{i}.key: duplicate step key {key!r}")
+            raise SpecError(f"{path}:{line}: step {i + 1}: key: duplicate step key {key!r}")
         if isinstance(key, str):
             seen.add(key)
+
+
+def _step_name(index: int, key: Any) -> str:
+    """A step as `nurture sequences show` numbers it: from 1, with its key when it has one."""
+    return f"step {index + 1}" + (f" ({key})" if isinstance(key, str) and key else "")
+
+
+def _field_name(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
+    if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
+        steps = data.get("steps")
+        step = steps[loc[1]] if isinstance(steps, list) and loc[1] < len(steps) else None
+        name = _step_name(loc[1], step.get("key") if isinstance(step, dict) else None)
+        rest = ".".join(str(p) for p in loc[2:])
+        return f"{name}: {rest}" if rest else name
+    return ".".join(str(p) for p in loc)
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed where an unknown key `loc` was found (for a did-you-mean)."""
+    model: type[BaseModel] = SequenceSpec
+    parent = [p for p in loc[:-1] if not isinstance(p, int)]
+    for part in parent:
+        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None)
+        inner = getattr(field, "annotation", None) if field else None
+        inner = next(
+            (a for a in getattr(inner, "__args__", (inner,)) if isinstance(a, type)), inner
+        )
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return []
+        model = inner
+    return [f.alias or n for n, f in model.model_fields.items() if n != "body_text"]
+
+
+def _validation_message(exc: ValidationError, raw: str, data: dict[str, Any], path: Path) -> str:
+    # An unknown key explains the rest: `dealy: 1d` also makes `delay` "missing", and the
+    # operator should read about the typo, not about the symptom.
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    err = errors[0]
+    loc = tuple(err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        unknown = str(loc[-1])
+        msg = f"unknown key {unknown!r}"
+        close = difflib.get_close_matches(unknown, _known_keys(loc), n=1)
+        if close:
+            msg += f" (did you mean {close[0]!r}?)"
+        loc_named = loc[:-1]
+    else:
+        loc_named = loc
+    line = _line_of(raw, loc) or _line_of(raw, loc_named)
+    where = f"{path}:{line}" if line else str(path)
+    field = _field_name(loc_named, data)
+    return f"{where}: {field}: {msg}" if field else f"{where}: {msg}"
+
+
+def _discreet_subjects(raw: str, data: dict[str, Any], path: Path) -> None:
+    """discreet.subjects must name steps that exist; say which line names one that does not."""
+    discreet, steps = data.get("discreet"), data.get("steps")
+    subjects = discreet.get("subjects") if isinstance(discreet, dict) else None
+    if not isinstance(subjects, dict) or not isinstance(steps, list):
+        return
+    keys = [st.get("key") for st in steps if isinstance(st, dict)]
+    for name in subjects:
+        if name not in keys:
+            line = _line_of(raw, ("discreet", "subjects", name))
+            where = f"{path}:{line}" if line else str(path)
+            raise SpecError(
+                f"{where}: discreet.subjects: {name!r} is not a step key "
+                f"(steps: {', '.join(str(k) for k in keys)})"
+            )
 
 
 def _check_templates(spec: SequenceSpec, folder: Path, raw: str, path: Path) -> None:
@@ -220,9 +291,14 @@ def _check_templates(spec: SequenceSpec, folder: Path, raw: str, path: Path) -> 
         try:
             check_templates(spec.model_copy(update={"steps": [step]}))
         except ValueError as exc:
+            if f"{step.key!r} discreet subject" in str(exc):
+                line = _line_of(raw, ("discreet", "subjects", step.key))
+                raise SpecError(f"{path}:{line}: discreet.subjects.{step.key}: {exc}") from None
             if f"{step.key!r} subject" in str(exc):
                 line = _line_of(raw, ("steps", i, "subject"))
-                raise SpecError(f"{path}:{line}: steps.{i}.subject: {exc}") from None
+                raise SpecError(
+                    f"{path}:{line}: {_step_name(i, step.key)}: subject: {exc}"
+                ) from None
             m = re.search(r"at line (\d+)", str(exc))
             where = f"{folder / step.body}:{m.group(1)}" if m else str(folder / step.body)
             raise SpecError(f"{where}: {exc}") from None
@@ -246,24 +322,19 @@ def load_folder(folder: Path) -> SequenceSpec:
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping with slug, name, steps ...")
     _duplicate_step(raw, data, path)
+    _discreet_subjects(raw, data, path)
     try:
         spec = SequenceSpec.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        line = _line_of(raw, loc)
-        where = f"{path}:{line}" if line else str(path)
-        field = ".".join(str(p) for p in loc) or "file"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        raise SpecError(f"{where}: {field}: {msg}") from None
+        raise SpecError(_validation_message(exc, raw, data, path)) from None
     steps = []
     for i, step in enumerate(spec.steps):
         body_path = folder / step.body
         if not body_path.is_file() or body_path.resolve().parent != folder.resolve():
             line = _line_of(raw, ("steps", i, "body"))
-            raise SpecError(f"{path}:{line}: steps.{i}.body: no file {step.body!r} in {folder}")
+            raise SpecError(
+                f"{path}:{line}: {_step_name(i, step.key)}: body: no file {step.body!r} in {folder}"
+            )
         steps.append(step.model_copy(update={"body_text": body_path.read_text(encoding="utf-8")}))
     spec = spec.model_copy(update={"steps": steps})
     _check_templates(spec, folder, raw, path)

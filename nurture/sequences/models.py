@@ -26,6 +26,8 @@ class Sequence(Base):
     # The validated sequence.yaml minus its steps (from, consult, window, ...): see loader.py.
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     source_path: Mapped[str | None] = mapped_column(String(1000))
+    # Set by `sequences archive`: the form is closed (410); see nurture/sequences/archive.py.
+    archived_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=now)
     updated_at: Mapped[datetime] = mapped_column(default=now, onupdate=now)
 

@@ -28,7 +28,19 @@ TZ_SCRIPT = (
     "var f=document.querySelectorAll('input[name=timezone]');"
     "for(var i=0;i<f.length;i++){f[i].value=z||'';}}catch(e){}})();"
 )
+# Inside an iframe the page tells the article around it how tall it is, so the frame can fit
+# the form at any width (a fixed height hid the button on phones). It sends only a number;
+# the README's embed snippet listens and checks the message comes from its own frame.
+RESIZE_SCRIPT = (
+    "(function(){if(window.parent===window)return;var last=0;function post(){"
+    "var h=Math.ceil(document.documentElement.getBoundingClientRect().height);"
+    "if(h!==last){last=h;window.parent.postMessage({nurture:'height',height:h},'*');}}"
+    "window.addEventListener('load',post);window.addEventListener('resize',post);"
+    "if(window.ResizeObserver){new ResizeObserver(post).observe(document.body);}post();})();"
+)
 EMBED_ENDPOINTS = {"pages.embed"}
+# Nothing here is for search engines: forms, confirmations and unsubscribe pages.
+ROBOTS_TXT = "User-agent: *\nDisallow: /\n"
 
 
 def _csp_hash(source: str) -> str:
@@ -63,13 +75,13 @@ def create_app(**overrides: Any) -> Flask:
     csp_base = (
         "default-src 'none'; "
         f"style-src {_csp_hash(css)}; "
-        f"script-src {_csp_hash(TZ_SCRIPT)}; "
+        f"script-src {_csp_hash(TZ_SCRIPT)} {_csp_hash(RESIZE_SCRIPT)}; "
         "img-src 'self' data:; form-action 'self'; base-uri 'none'"
     )
 
     @app.context_processor
     def _inline_assets() -> dict[str, Any]:
-        return {"inline_css": css, "tz_script": TZ_SCRIPT}
+        return {"inline_css": css, "tz_script": TZ_SCRIPT, "resize_script": RESIZE_SCRIPT}
 
     @app.after_request
     def _security_headers(resp: Response) -> Response:
@@ -106,6 +118,10 @@ def create_app(**overrides: Any) -> Flask:
     views: dict[str, Any] = app.view_functions
     for endpoint in ("pages.subscribe", "pages.embed"):
         views[endpoint] = signup_limit(views[endpoint])
+
+    @app.get("/robots.txt")
+    def robots() -> Response:
+        return Response(ROBOTS_TXT, mimetype="text/plain")
 
     @app.get("/healthz")
     def healthz() -> Any:

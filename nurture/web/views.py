@@ -18,7 +18,9 @@ from nurture import tokens
 from nurture.booking.service import CAL_HEADER, CALENDLY_HEADER, handle
 from nurture.config import get_settings
 from nurture.delivery.links import follow
+from nurture.sequences.archive import form_closed
 from nurture.subscribers import signup
+from nurture.web import practice
 
 bp = Blueprint("pages", __name__)
 
@@ -52,10 +54,12 @@ def _form_page(
         # no Referer at all: Referrer-Policy no-referrer).
         article = request.referrer
     values = values or {}
+    page = signup.signup_page(slug)
     return render_template(
         "pages/subscribe.html",
         layout=_layout(embed),
-        page=signup.signup_page(slug),
+        page=page,
+        practice=practice.Practice(name=page.practice, from_name=page.from_name, series=page.name),
         csrf_token=signup.form_token(slug),
         article=signup.clean_article(values.get("article") or article) or "",
         values=values,
@@ -100,6 +104,10 @@ def embed(slug: str) -> Any:
 
 
 def _signup(slug: str, *, embed: bool) -> Any:
+    if form_closed(slug):
+        # Archived: 410 Gone tells crawlers and embedding pages the form will not return.
+        page = practice.for_slug(slug)
+        return render_template("pages/closed.html", layout=_layout(embed), practice=page), 410
     if request.method == "GET":
         return _form_page(slug, embed)
     f = request.form
@@ -124,7 +132,9 @@ def _signup(slug: str, *, embed: bool) -> Any:
     except signup.InvalidSignup as exc:
         return _form_page(slug, embed, values=values, error=str(exc)), 400
     # The same page for every address, known or not: nothing here may depend on who it is.
-    return render_template("pages/check_inbox.html", layout=_layout(embed))
+    return render_template(
+        "pages/check_inbox.html", layout=_layout(embed), practice=practice.for_slug(slug)
+    )
 
 
 @bp.route("/confirm/<token>", methods=["GET", "POST"])
@@ -136,23 +146,24 @@ def confirm(token: str) -> Any:
             state, name = signup.confirmation_state(token)
     except tokens.BadToken as exc:
         return _bad_token(exc)
+    whose = practice.for_confirm_token(token)
     if request.method == "POST" or state != signup.ConfirmState.PENDING:
-        return render_template("pages/confirmed.html", state=state.value, name=name)
-    return render_template("pages/confirm.html", name=name, token=token)
+        return render_template("pages/confirmed.html", state=state.value, name=name, practice=whose)
+    return render_template("pages/confirm.html", name=name, token=token, practice=whose)
 
 
 @bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
 def unsubscribe(token: str) -> Any:
     # POST is also the RFC 8058 one-click target: no cookies, no CSRF token, 200, no redirect.
     try:
+        whose = practice.for_subscriber(signup.check_unsubscribe_token(token))
         if request.method == "GET":
-            signup.check_unsubscribe_token(token)
-            return render_template("pages/unsubscribe.html", token=token)
+            return render_template("pages/unsubscribe.html", token=token, practice=whose)
         one_click = request.form.get("List-Unsubscribe") == "One-Click"
         signup.unsubscribe_by_token(token, how="one-click" if one_click else "page")
     except tokens.BadToken as exc:
         return _bad_token(exc)
-    return render_template("pages/unsubscribed.html")
+    return render_template("pages/unsubscribed.html", practice=whose)
 
 
 @bp.get("/l/<token>")

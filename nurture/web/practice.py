@@ -1,0 +1,69 @@
+"""Whose emails these are: the practice named on every page after the form.
+
+A reader who lands on "check your inbox", "one last step" or "stop these emails?" from a
+link in an email may not remember where they signed up; the pages say the practice's name
+and the sender name the emails carry (a discreet sequence's neutral name, when it has one).
+Read-only lookups by token; a token that names no one (a test send's link) gives None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from nurture import tokens
+from nurture.db import transaction
+from nurture.sequences.models import Sequence
+from nurture.subscribers.models import Consent, Enrollment
+
+
+@dataclass(frozen=True)
+class Practice:
+    name: str  # the practice (sequence.yaml from.name)
+    from_name: str  # the sender name in the reader's inbox
+    series: str  # the sequence's name
+
+
+def of_sequence(seq: Sequence) -> Practice:
+    sender = seq.settings["from"]["name"]
+    discreet = seq.settings.get("discreet") or {}
+    from_name = (discreet.get("enabled", True) and discreet.get("from_name")) or sender
+    return Practice(name=sender, from_name=from_name, series=seq.name)
+
+
+def for_slug(slug: str) -> Practice | None:
+    with transaction() as s:
+        seq = s.scalar(select(Sequence).where(Sequence.slug == slug))
+        return of_sequence(seq) if seq else None
+
+
+def for_confirm_token(token: str) -> Practice | None:
+    try:
+        data = tokens.read(tokens.CONFIRM, token)
+    except tokens.BadToken:
+        return None
+    consent_id = data.get("c") if isinstance(data, dict) else None
+    if not isinstance(consent_id, int):
+        return None
+    with transaction() as s:
+        seq = s.scalar(
+            select(Sequence)
+            .join(Consent, Consent.sequence_id == Sequence.id)
+            .where(Consent.id == consent_id)
+        )
+        return of_sequence(seq) if seq else None
+
+
+def for_subscriber(subscriber_id: int) -> Practice | None:
+    """The practice of the person's latest sequence (an unsubscribe link names a person,
+    not a sequence)."""
+    with transaction() as s:
+        seq = s.scalar(
+            select(Sequence)
+            .join(Enrollment, Enrollment.sequence_id == Sequence.id)
+            .where(Enrollment.subscriber_id == subscriber_id)
+            .order_by(Enrollment.created_at.desc(), Enrollment.id.desc())
+            .limit(1)
+        )
+        return of_sequence(seq) if seq else None

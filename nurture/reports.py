@@ -212,10 +212,50 @@ def list_deliveries(s: Session, status: str | None, limit: int) -> list[dict[str
             "attempts": d.attempts,
             "due_at": d.due_at.isoformat(),
             "sent_at": d.sent_at.isoformat() if d.sent_at else None,
+            "next_try": _next_try(d),
             "error": d.error,
         }
         for d, slug, key, email in s.execute(q)
     ]
+
+
+def _next_try(d: Delivery) -> str | None:
+    """When a deferred delivery (queued, tried and refused for now) is tried again: the next
+    dispatch pass after its backed-off lease runs out."""
+    if d.status == DeliveryStatus.QUEUED and d.attempts and d.lease_until is not None:
+        return d.lease_until.isoformat()
+    return None
+
+
+@dataclass(frozen=True)
+class Deferred:
+    count: int
+    next_try: datetime | None
+    reason: str | None  # the commonest error (an SMTP reply or an exception's name)
+
+
+def deferred_among(s: Session, ids: list[int]) -> Deferred:
+    """Of these deliveries, the ones a send attempt left queued for a later try."""
+    rows: list[tuple[datetime | None, str | None]] = []
+    for i in range(0, len(ids), 1000):
+        rows += [
+            (r.lease_until, r.error)
+            for r in s.execute(
+                select(Delivery.lease_until, Delivery.error).where(
+                    Delivery.id.in_(ids[i : i + 1000]),
+                    Delivery.status == DeliveryStatus.QUEUED,
+                    Delivery.attempts > 0,
+                )
+            )
+        ]
+    if not rows:
+        return Deferred(0, None, None)
+    reasons = Counter(error for _, error in rows if error)
+    return Deferred(
+        count=len(rows),
+        next_try=min((at for at, _ in rows if at is not None), default=None),
+        reason=reasons.most_common(1)[0][0] if reasons else None,
+    )
 
 
 def _not_retryable(d: Delivery) -> str | None:

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
 from nurture.cli import cli, exit_code
+from nurture.cli.output import FORCE_TTY_ENV
 from nurture.clock import FrozenClock
 from nurture.db import Base
 from nurture.errors import NurtureError
@@ -33,10 +34,12 @@ class Ran:
         return json.loads(self.out)
 
 
-def run(*args: str, input: str | None = None) -> Ran:
-    """Like `nurture ARGS...`: 0 ok, 1 user error (one line on stderr), 2 usage error."""
+def run(*args: str, input: str | None = None, terminal: bool = False) -> Ran:
+    """Like `nurture ARGS...`: 0 ok, 1 user error (one line on stderr), 2 usage error.
+    Output goes to a pipe (TSV listings) unless terminal=True (tables, as a person sees)."""
     runner = CliRunner()
-    with runner.isolation(input=input) as (out, err, _):
+    env = {FORCE_TTY_ENV: "1" if terminal else None}
+    with runner.isolation(input=input, env=env) as (out, err, _):
         try:
             rv = cli.main(list(args), prog_name="nurture", standalone_mode=False)
             code = rv if isinstance(rv, int) else 0

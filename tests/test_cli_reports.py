@@ -73,7 +73,7 @@ def test_stats_funnel_attributes_leaving_to_the_last_step_sent(
     )
     assert (funnel["two"]["sent"], funnel["two"]["clicked"], funnel["two"]["booked"]) == (2, 1, 1)
     assert funnel["three"]["sent"] == 0
-    text = run("stats")
+    text = run("stats", terminal=True)
     assert text.code == 0 and "█" in text.out and "quick [active]" in text.out
     missing = run("stats", "nope")
     assert missing.code == 1 and "no sequence 'nope'" in missing.err

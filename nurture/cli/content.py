@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 from sqlalchemy.orm import Session
 
+from nurture.cli.output import clean, say
 from nurture.db import transaction
 from nurture.delivery.compose import compose
 from nurture.errors import NotFound, NurtureError
@@ -53,7 +54,9 @@ def _message_for(slug: str, step_name: str, address: str | None, *, test: bool) 
         return compose(
             seq,
             step,
-            subscriber_id=sub.id if sub else 0,
+            # A test's unsubscribe link names subscriber 0, which is no one: pressing it in
+            # a test email must not unsubscribe the real reader it was rendered for.
+            subscriber_id=sub.id if sub and not test else 0,
             email=sub.email if sub else normalize_email(address or SAMPLE_ADDRESS),
             first_name=sub.first_name if sub else None,
             test=test,
@@ -96,13 +99,14 @@ def preview(
     if not text_only:
         for name in SHOWN_HEADERS:
             if msg[name]:
-                click.echo(f"{name}: {msg[name]}")
+                say(f"{name}: {msg[name]}")
         size = len(msg.as_bytes())
         click.echo(
             f"Size: {size / 1024:.1f} KB" + (f", HTML written to {html_file}" if html_file else "")
         )
         click.echo()
-    click.echo(_part(msg, "plain"), nl=False)
+    # The body holds the reader's name: cleaned like every value that reaches a terminal.
+    click.echo(clean(_part(msg, "plain"), keep_newlines=True), nl=False)
 
 
 @click.command("send-test")
@@ -110,7 +114,9 @@ def preview(
 @click.argument("step")
 @click.option("--to", "address", required=True, help="Where to send the test.")
 def send_test(slug: str, step: str, address: str) -> None:
-    """Send one rendered step now, marked as a test and not recorded as a delivery.
+    """Send one rendered step now, marked as a test ("[TEST]" subject) and not recorded as a
+    delivery. It has its own Message-ID (and file, with file:// mail), and its unsubscribe
+    link unsubscribes no one.
 
     Example: nurture send-test partner-refuses-therapy welcome --to me@example.org
     """
@@ -120,4 +126,4 @@ def send_test(slug: str, step: str, address: str) -> None:
             backend.send(msg)
     except MailError as exc:
         raise NurtureError(f"test send failed: {exc}") from None
-    click.echo(f"sent test of {slug} step {step} to {msg['To']}")
+    say(f"sent test of {slug} step {step} to {address} (Message-ID {msg['Message-ID']})")

@@ -7,8 +7,9 @@ from zoneinfo import ZoneInfo
 
 import click
 from rich.table import Table
+from rich.text import Text
 
-from nurture.cli.output import console
+from nurture.cli.output import clean, console
 
 
 def register(cli: click.Group) -> None:
@@ -52,12 +53,18 @@ def demo(day_seconds: float, keep: Path | None) -> None:
         local = sent.sent_at.astimezone(zone)
         day = (local.date() - first[0].sent_at.astimezone(zone).date()).days + 1
         console.print(
-            f"  day {day:>2}  {local:%a %d %b %H:%M} {local.tzname()}  "
-            f"[bold]{sent.step}[/bold]  “{sent.subject}”\n"
-            f"          [dim]outbox/{sent.html.name}[/dim]",
+            Text.assemble(
+                f"  day {day:>2}  {local:%a %d %b %H:%M} {local.tzname()}  ",
+                (clean(sent.step), "bold"),
+                f"  “{clean(sent.subject)}”",
+            ),
             overflow="ignore",
             crop=False,
         )
+        # Full paths, on lines of their own: the outbox is in a folder the user is not in,
+        # and a path cut or wrapped by the terminal cannot be pasted into a mail client.
+        for path in (sent.eml, sent.html):
+            console.print(Text(f"          {path.resolve()}", style="dim"), soft_wrap=True)
 
     if keep:
         keep.mkdir(parents=True, exist_ok=True)
@@ -66,11 +73,16 @@ def demo(day_seconds: float, keep: Path | None) -> None:
     for col in ("step", "sent (reader's time)", "subject"):
         table.add_column(col)
     for sent in result.sent:
-        table.add_row(sent.step, f"{sent.sent_at.astimezone(zone):%a %d %b %H:%M}", sent.subject)
+        table.add_row(
+            Text(clean(sent.step)),
+            f"{sent.sent_at.astimezone(zone):%a %d %b %H:%M}",
+            Text(clean(sent.subject)),
+        )
     console.print(table)
     console.print(
         f"{len(result.sent)} of {len(result.steps)} emails in {result.real_seconds:.0f} s. "
-        f"Open them: {result.workdir / 'outbox'}"
+        f"Open them: {(result.workdir / 'outbox').resolve()}",
+        soft_wrap=True,
     )
     if not result.complete:
         raise click.ClickException("the demo did not see every step arrive")

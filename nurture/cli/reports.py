@@ -3,18 +3,18 @@ step does, and the sends that failed."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import click
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from nurture.cli.output import console, emit, json_option
+from nurture.cli.output import clean, console, emit, is_terminal, json_option, print_json, tsv
 from nurture.db import transaction
 from nurture.delivery.models import DeliveryStatus
 from nurture.reports import (
+    StepStats,
     list_deliveries,
     retry_all_failed,
     retry_delivery,
@@ -74,20 +74,31 @@ def stats_(slug: str | None, as_json: bool) -> None:
     with transaction() as s:
         result = stats(s, slug)
     if as_json:
-        click.echo(json.dumps([r.as_dict() for r in result], indent=2))
+        print_json([r.as_dict() for r in result])
+        return
+    if not is_terminal():
+        tsv(
+            [
+                {"sequence": seq.slug, "status": seq.status, **asdict(st)}
+                for seq in result
+                for st in seq.steps
+            ],
+            # Every counter the report has, so columns added to StepStats show up here too.
+            ["sequence", "status", *(f.name for f in fields(StepStats))],
+        )
         return
     if not result:
         console.print("[dim]no sequences[/dim]")
     for seq in result:
         top = max((st.sent for st in seq.steps), default=0)
-        table = Table(title=escape(f"{seq.slug} [{seq.status}]"), title_justify="left")
+        table = Table(title=escape(clean(f"{seq.slug} [{seq.status}]")), title_justify="left")
         for col in ("step", "sent", "", "failed", "clicked", "unsubscribed", "booked"):
             if col:
                 table.add_column(col, justify="left" if col == "step" else "right")
             else:
                 table.add_column(col, min_width=BAR_WIDTH + 1, no_wrap=True, overflow="crop")
         for st in seq.steps:
-            name = st.key if st.position is not None else f"{st.key} (removed)"
+            name = clean(st.key if st.position is not None else f"{st.key} (removed)")
             table.add_row(
                 Text(name),
                 str(st.sent),
@@ -113,14 +124,21 @@ def deliveries() -> None:
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1))
 @json_option
 def deliveries_list(status: str | None, limit: int, as_json: bool) -> None:
-    """List recent deliveries, newest first.
+    """List recent deliveries, newest first. A queued one that a mail server refused for now
+    shows when it is tried next (next try).
 
     Example: nurture deliveries list --status failed --json
     """
     with transaction() as s:
         rows = list_deliveries(s, status, limit)
     columns = ["id", "sequence", "step", "email", "status", "attempts", "due_at", "sent_at"]
-    emit(rows, [*columns, "error"] if status == "failed" else columns, as_json, "deliveries")
+    columns.append("next_try")  # a deferred send: when the next dispatch pass tries it again
+    emit(
+        rows,
+        [*columns, "error"] if status in ("failed", "queued") else columns,
+        as_json,
+        "deliveries",
+    )
 
 
 @deliveries.command("retry")

@@ -10,8 +10,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nurture.articles.services import missing_sources
-from nurture.cli.output import emit, json_option
+from nurture.cli.output import emit, is_terminal, json_option, say
 from nurture.db import session, transaction
+from nurture.sequences.archive import archive
 from nurture.sequences.editing import plan_edit
 from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.sequences.schedule import format_delay
@@ -26,7 +27,7 @@ def register(cli: click.Group) -> None:
 
 @click.group()
 def sequences() -> None:
-    """Create, inspect, pause and resume sequences.
+    """Create, inspect, pause, resume and archive sequences.
 
     Example: nurture sequences apply templates/sequences --dry-run
     """
@@ -75,6 +76,13 @@ def apply(path: Path, dry_run: bool, as_json: bool) -> None:
         )
 
 
+def shown_status(seq: Sequence) -> str:
+    """active, paused, archived (still sending to those in it) or "archived, paused"."""
+    if seq.archived_at is None:
+        return seq.status
+    return "archived" if seq.status == SequenceStatus.ACTIVE else f"archived, {seq.status}"
+
+
 def _unknown_sources(s: Session, specs: list[tuple[Path, SequenceSpec]]) -> list[str]:
     return missing_sources(
         s, sorted({name for _, spec in specs for step in spec.steps for name in step.sources})
@@ -111,7 +119,7 @@ def list_(as_json: bool) -> None:
             {
                 "slug": seq.slug,
                 "name": seq.name,
-                "status": seq.status,
+                "status": shown_status(seq),
                 "steps": n_steps or 0,
                 "active": n_active or 0,
             }
@@ -153,12 +161,12 @@ def show(slug: str, as_json: bool) -> None:
         ]
         window = seq.settings.get("send_window") or {}
         header = (
-            f"{seq.name} [{seq.status}]  zone {seq.settings.get('timezone', 'UTC')}, "
+            f"{seq.name} [{shown_status(seq)}]  zone {seq.settings.get('timezone', 'UTC')}, "
             f"window {window.get('start', '00:00')}-{window.get('end', '24:00')} "
             f"{','.join(window.get('days') or [])}"
         )
-    if not as_json:
-        click.echo(header)
+    if not as_json and is_terminal():  # in a pipe, only the rows: one TSV listing
+        say(header)
     emit(rows, ["position", "key", "delay", "subject", "waiting"], as_json, f"steps of {slug}")
 
 
@@ -170,8 +178,12 @@ def pause(slug: str) -> None:
     Example: nurture sequences pause partner-refuses-therapy
     """
     with transaction() as s:
+        was = get_sequence(s, slug).status
         set_status(s, slug, SequenceStatus.PAUSED)
-    click.echo(f"{slug}: paused (sends are held)")
+    if was == SequenceStatus.PAUSED:
+        say(f"{slug}: already paused (sends are held; `nurture sequences resume {slug}`)")
+    else:
+        say(f"{slug}: paused (sends are held; the form still takes signups, who wait too)")
 
 
 @sequences.command("resume")
@@ -183,5 +195,36 @@ def resume_(slug: str) -> None:
     Example: nurture sequences resume partner-refuses-therapy
     """
     with transaction() as s:
+        was = get_sequence(s, slug).status
         retimed = resume(s, slug)
-    click.echo(f"{slug}: resumed ({retimed} held sends re-timed to the next send window)")
+    if was != SequenceStatus.PAUSED:
+        say(f"{slug}: already sending (it was not paused)")
+        return
+    say(f"{slug}: resumed ({retimed} held sends re-timed to the next send window)")
+
+
+@sequences.command("archive")
+@click.argument("slug")
+@click.option(
+    "--stop",
+    is_flag=True,
+    help="Also end the sequence for everyone in it now (their remaining emails are not sent).",
+)
+def archive_(slug: str, stop: bool) -> None:
+    """Close a sequence for good: its signup form and embed answer 410 Gone with a kind
+    page, and no one new can be added. People already in it receive their remaining emails,
+    unless --stop. (To hold sending for a while instead, use `pause`: a paused sequence
+    keeps its form open.)
+
+    Example: nurture sequences archive partner-refuses-therapy
+    """
+    with transaction() as s:
+        result = archive(s, slug, stop=stop)
+    state = "already archived" if result.already else "archived"
+    if stop:
+        say(f"{slug}: {state}; the form is closed and {result.stopped} people in it were stopped")
+    else:
+        say(
+            f"{slug}: {state}; the form is closed, {result.finishing} people in it will "
+            "receive their remaining emails (--stop ends them now)"
+        )

@@ -9,13 +9,23 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
-from nurture.cli.output import console, emit, human, json_option
+from nurture.cli.output import (
+    clean,
+    console,
+    emit,
+    human,
+    is_terminal,
+    json_option,
+    print_json,
+    tsv,
+)
 from nurture.db import session, transaction
 from nurture.errors import NurtureError
 from nurture.mail.backends import MailError
+from nurture.sequences.archive import require_open
 from nurture.sequences.services import get_sequence
 from nurture.subscribers import importing
 from nurture.subscribers.models import SubscriberStatus
@@ -63,6 +73,7 @@ def add(
     """
     with transaction() as s:
         seq = get_sequence(s, slug)
+        require_open(seq)
         sub = add_subscriber(
             s, email, seq, first_name=first_name, timezone=timezone, confirmed=confirmed
         )
@@ -111,7 +122,7 @@ def import_(csv_path: Path, slug: str, confirmed: bool, skip_invalid: bool) -> N
     Example: nurture subscribers import people.csv --sequence partner-refuses-therapy --confirmed
     """
     with transaction() as s:
-        get_sequence(s, slug)  # an unknown slug fails before the file is read
+        require_open(get_sequence(s, slug))  # unknown or archived: fail before reading
     size = csv_path.stat().st_size if csv_path.exists() else 0
     with _progress() as bar:
         checking = bar.add_task("checking", total=size)
@@ -177,13 +188,8 @@ def show(email: str, as_json: bool) -> None:
     with transaction() as s:
         data = story(s, email)
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        print_json(data)
         return
-    console.print(
-        f"[bold]{escape(data['email'])}[/bold] {escape(data['first_name'] or '')}  "
-        f"status {data['status']}, zone {data['timezone'] or '(sequence default)'}, "
-        f"since {human(data['created_at'])}"
-    )
     sections: list[tuple[str, list[str]]] = [
         ("consents", ["at", "sequence", "source", "version", "confirmed_at", "article"]),
         (
@@ -193,6 +199,21 @@ def show(email: str, as_json: bool) -> None:
         ("deliveries", ["id", "sequence", "step", "status", "due_at", "sent_at", "error"]),
         ("events", ["at", "kind", "sequence", "step"]),
     ]
+    if not is_terminal():
+        # A pipe gets the person as one TSV row, then each section under a "# name" line.
+        tsv([data], ["email", "first_name", "status", "timezone", "created_at"])
+        for name, columns in sections:
+            click.echo(f"# {name}")
+            tsv(data[name], columns)
+        return
+    console.print(
+        Text.assemble(
+            (clean(data["email"]), "bold"),
+            f" {clean(data['first_name'] or '')}  status {data['status']}, "
+            f"zone {clean(data['timezone'] or '(sequence default)')}, "
+            f"since {human(data['created_at'])}",
+        )
+    )
     for name, columns in sections:
         emit(data[name], columns, False, name)
 
@@ -201,11 +222,15 @@ def show(email: str, as_json: bool) -> None:
 @click.option(
     "--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True
 )
-def export(fmt: str) -> None:
-    """Write every subscriber to stdout (streamed: fine for large lists).
+@json_option
+def export(fmt: str, as_json: bool) -> None:
+    """Write every subscriber to stdout (streamed: fine for large lists). --json is the
+    same as --format json.
 
     Example: nurture subscribers export --format csv > subscribers.csv
     """
+    if as_json:
+        fmt = "json"
     out = sys.stdout
     with session() as s:
         rows = export_rows(s)
@@ -256,7 +281,10 @@ def forget_(email: str, yes: bool) -> None:
 
     Example: nurture subscribers forget ann@example.com --yes
     """
-    if not yes and sys.stdin.isatty():
+    if not yes:
+        # Erasing cannot be undone: a person at a terminal is asked; a script must say so.
+        if not sys.stdin.isatty():
+            raise NurtureError("forget erases for good: confirm with --yes (no terminal to ask)")
         click.confirm("Erase this person's data for good?", abort=True)
     with transaction() as s:
         result = forget(s, email)

@@ -3,6 +3,7 @@ what a sent email contains. Used by workers, `preview` and `send-test` alike."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from email.message import EmailMessage
@@ -20,6 +21,13 @@ LinkRewriter = Callable[[str, bool], str]
 def unsubscribe_url(subscriber_id: int) -> str:
     token = tokens.make(tokens.UNSUBSCRIBE, {"s": subscriber_id})
     return f"{get_settings().base_url}/unsubscribe/{token}"
+
+
+def test_message_id(slug: str, step_key: str, domain: str) -> str:
+    # A test is a message of its own: never the real one's stable ID, which a mail client
+    # would thread with (or hide behind) the real email, and the file backend would
+    # overwrite the real .eml with.
+    return f"<test.{slug}.{step_key}.{uuid.uuid4().hex}@{domain}>"
 
 
 def reason_line(seq: Sequence) -> str:
@@ -92,6 +100,10 @@ def compose(
         list_id=f"{seq.slug}.{domain}",
         unsubscribe_url=unsubscribe_url(subscriber_id),
         unsubscribe_mailto=None,
-        message_id=stable_message_id(settings.secret, subscriber_id, seq.slug, step.key, domain),
+        message_id=(
+            test_message_id(seq.slug, step.key, domain)
+            if test
+            else stable_message_id(settings.secret, subscriber_id, seq.slug, step.key, domain)
+        ),
     )
     return build_message(env, rendered, test=test, date=date)

@@ -183,3 +183,109 @@ def test_embed_form_in_a_cross_site_iframe(
     page.wait_for_timeout(500)
     assert page.frame_locator("iframe").get_by_label("Your email address").count() == 0
     context.close()
+
+
+def _readme_snippet(server: str) -> str:
+    """The README's embed snippet, pointed at the test server."""
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```html\n", 1)[1].split("```", 1)[0]
+    return block.replace("https://mail.example.org", server).replace(
+        "/embed/partner-refuses-therapy", "/embed/quick"
+    )
+
+
+@pytest.fixture
+def snippet_site(server: str) -> Iterator[str]:
+    """Another site serving an article with the README's embed snippet in it."""
+    from werkzeug.wrappers import Response
+
+    def wsgi(environ: Any, start_response: Any) -> Any:
+        body = (
+            "<!doctype html><meta name=viewport content='width=device-width'>"
+            "<title>Article</title><h1>An article</h1><p>Text.</p>" + _readme_snippet(server)
+        )
+        return Response(body, content_type="text/html")(environ, start_response)
+
+    srv = make_server("127.0.0.1", 0, wsgi, threaded=True)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://localhost:{srv.server_port}"
+    srv.shutdown()
+    thread.join(timeout=5)
+
+
+def test_the_readme_embed_sizes_itself_on_a_phone(
+    browser: Any, server: str, snippet_site: str
+) -> None:
+    context = browser.new_context(viewport={"width": 375, "height": 667})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(snippet_site)
+    frame_el = page.locator("iframe")
+    button = page.frame_locator("iframe").get_by_role("button", name="Send me the emails")
+    button.wait_for()
+
+    def fits() -> bool:
+        outer, inner = frame_el.bounding_box(), button.bounding_box()
+        return bool(
+            outer and inner and inner["y"] + inner["height"] <= outer["y"] + outer["height"]
+        )
+
+    page.wait_for_function("() => document.querySelector('iframe').style.height !== ''")
+    assert fits(), (frame_el.bounding_box(), button.bounding_box())
+    # The frame is as tall as the form, not a fixed guess: no inner scrollbar, no big gap.
+    frame = page.frames[1]
+    content = frame.evaluate("() => document.documentElement.scrollHeight")
+    height = frame_el.bounding_box()["height"]
+    assert abs(height - content) <= 2, (height, content)
+    assert errors == []  # the resize script is allowed by the CSP hash
+    _shot(page, "08-embed-375")
+    context.close()
+
+
+def test_pages_name_the_practice_in_a_header_landmark(
+    browser: Any, server: str, outbox: list
+) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.goto(f"{server}/subscribe/quick")
+    assert page.locator("meta[name=description]").get_attribute("content")
+    assert page.get_by_role("banner").inner_text() == "Test Practice"
+    page.get_by_label("Your email address").fill("reader@example.com")
+    page.get_by_role("button", name="Send me the emails").click()
+    page.get_by_role("heading", name="Check your inbox").wait_for()
+    assert "from “Test Practice”" in page.locator("main").inner_text()
+    assert page.get_by_role("banner").inner_text() == "Test Practice"
+    page.goto(f"{server}{link_in(outbox[-1], 'confirm')}")
+    assert "from Test Practice" in page.locator("main").inner_text()
+    assert page.get_by_role("banner").inner_text() == "Test Practice"
+    page.get_by_role("button", name="Yes, start the emails").click()
+    page.get_by_role("heading", name="You are confirmed").wait_for()
+    assert "Test Practice" in page.locator("main").inner_text()
+    assert len(drain()) == 1
+    page.goto(f"{server}{unsubscribe_path(outbox[-1])}")
+    assert "Test Practice will not send you" in page.locator("main").inner_text()
+    page.get_by_role("button", name="Unsubscribe").click()
+    page.get_by_role("heading", name="You are unsubscribed").wait_for()
+    assert "Test Practice will not send you" in page.locator("main").inner_text()
+    assert page.get_by_role("banner").inner_text() == "Test Practice"
+    assert page.locator("meta[name=description]").get_attribute("content")
+    robots = context.request.get(f"{server}/robots.txt")
+    assert robots.status == 200 and "Disallow: /" in robots.text()
+    context.close()
+
+
+def test_an_archived_sequence_answers_410_with_a_kind_page(browser: Any, server: str) -> None:
+    from tests.cli_helpers import run
+
+    assert run("sequences", "archive", "quick").code == 0
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    response = page.goto(f"{server}/subscribe/quick")
+    assert response is not None and response.status == 410
+    page.get_by_role("heading", name="This email series has ended").wait_for()
+    assert "Test Practice" in page.get_by_role("banner").inner_text()
+    context.close()

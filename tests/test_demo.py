@@ -30,3 +30,9 @@ def test_demo_shows_every_step_in_order(tmp_path: Path, settings_env: dict[str, 
     assert len(list(outbox.glob("*.eml"))) == len(keys) + 1
     for key in keys:
         assert len(list(outbox.glob(f"partner-refuses-therapy.{key}.*.html"))) == 1
+    # Where to open each email: full paths (the outbox is not where the user is), .eml too,
+    # each on a line of its own so the terminal cannot cut it.
+    lines = {line.strip() for line in result.output.splitlines()}
+    for key in keys:
+        for path in outbox.glob(f"partner-refuses-therapy.{key}.*"):
+            assert str(path.resolve()) in lines, path

@@ -31,9 +31,12 @@ def test_embedded_run_delivers_the_first_step_to_outbox(tmp_path: Path) -> None:
     env["NURTURE_DISPATCH_INTERVAL"] = "1"
     env["PYTHONPATH"] = str(ROOT)
     (tmp_path / "templates").symlink_to(ROOT / "templates")
-    assert _nurture("db", "upgrade", cwd=tmp_path, env=env).returncode == 0
+    upgraded = _nurture("db", "upgrade", cwd=tmp_path, env=env)
+    assert upgraded.returncode == 0
     applied = _nurture("sequences", "apply", "templates/sequences", cwd=tmp_path, env=env)
     assert applied.returncode == 0, applied.stderr
+    # Neither signs anything: the development-key warning is for `run`, said once there.
+    assert "NURTURE_SECRET_KEY" not in upgraded.stderr + applied.stderr
     port = free_port()
     log = open(tmp_path / "run.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
@@ -63,4 +66,7 @@ def test_embedded_run_delivers_the_first_step_to_outbox(tmp_path: Path) -> None:
         proc.wait(30)
         log.close()
     assert len(list(outbox.glob("*.eml"))) == 1
-    assert b"you@example.com" not in (tmp_path / "run.log").read_bytes()  # no PII in logs
+    log_bytes = (tmp_path / "run.log").read_bytes()
+    assert b"you@example.com" not in log_bytes  # no PII in logs
+    # Web, worker and beat inherit that it was said: once for the whole run, not five times.
+    assert log_bytes.count(b"NURTURE_SECRET_KEY is not set") == 1, log_bytes.decode()[-3000:]

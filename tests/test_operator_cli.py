@@ -166,7 +166,10 @@ def test_no_database_is_one_line_and_creates_nothing(tmp_path: Path) -> None:
     (tmp_path / "nurture.db").touch()  # a file without the schema
     ran = _nurture("sequences", "list", env=env, cwd=tmp_path)
     assert ran.returncode == 1
-    assert ran.stderr.strip() == "Error: the database has no tables yet: run `nurture db upgrade` first"
+    assert (
+        ran.stderr.strip()
+        == "Error: the database has no tables yet: run `nurture db upgrade` first"
+    )
 
 
 def test_unreachable_postgresql_is_one_line_without_the_password(tmp_path: Path) -> None:
@@ -180,16 +183,19 @@ def test_unreachable_postgresql_is_one_line_without_the_password(tmp_path: Path)
     assert "s3cret-pw" not in ran.stderr and "Traceback" not in ran.stderr
 
 
+AT_LINE_3 = "three.md:3: step 'three' body: template error at line 3:"
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ("Hi {{ subscriber.firstname }}\n", "three.md:3: step 'three' body: template error at line 3: unknown variable 'firstname'"),
-        ("Hi {{ 1 / 0 }}\n", "three.md:3: step 'three' body: template error at line 3: division by zero"),
-        ("Hi {{ subscriber.first_name() }}\n", "three.md:3: step 'three' body: template error at line 3:"),
-        ("Hi {{ x.__class__ }}\n", "three.md:3: step 'three' body: template error at line 3:"),
+        ("Hi {{ subscriber.firstname }}\n", f"{AT_LINE_3} unknown variable 'firstname'"),
+        ("Hi {{ 1 / 0 }}\n", f"{AT_LINE_3} division by zero"),
+        ("Hi {{ subscriber.first_name() }}\n", AT_LINE_3),
+        ("Hi {{ x.__class__ }}\n", AT_LINE_3),
     ],
     ids=["misspelt", "zero", "call", "sandbox"],
-)  # fmt: skip
+)
 def test_template_errors_name_file_and_line_without_a_traceback(
     db: str, tmp_path: Path, body: str, expected: str
 ) -> None:
@@ -208,7 +214,9 @@ def test_a_misspelt_key_is_named_with_the_step_numbered_as_show_does(
 ) -> None:
     folder = sequence_copy(tmp_path)
     text = (folder / "sequence.yaml").read_text()
-    (folder / "sequence.yaml").write_text(text.replace("{key: two, delay: 1m", "{key: two, dealy: 1m"))
+    (folder / "sequence.yaml").write_text(
+        text.replace("{key: two, delay: 1m", "{key: two, dealy: 1m")
+    )
     ran = run("sequences", "apply", str(folder))
     assert ran.code == 1
     assert "sequence.yaml:12: step 2 (two): unknown key 'dealy' (did you mean 'delay'?)" in ran.err

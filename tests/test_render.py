@@ -85,6 +85,16 @@ def test_a_body_cannot_drop_the_invitation(default_spec: SequenceSpec) -> None:
     assert ctx.unsubscribe_url in email.html and ctx.postal_address in email.html
 
 
+def test_the_consult_url_appears_once_per_part(default_spec: SequenceSpec) -> None:
+    # The button is the HTML's one link to the consult; a bare copy of the URL under it
+    # doubled the link (rspamd URI_COUNT_ODD). The text part keeps it, once, as the fallback.
+    ctx = sample_context(default_spec, default_spec.steps[0], body_markdown="Just this.")
+    email = render_email(ctx)
+    assert email.html.count(ctx.consult_url) == 1
+    assert f'href="{ctx.consult_url}"' in email.html
+    assert email.text.count(ctx.consult_url) == 1
+
+
 def test_links_are_absolute(default_spec: SequenceSpec) -> None:
     for step in default_spec.steps:
         email = render_email(sample_context(default_spec, step))

@@ -64,7 +64,7 @@ def apply(path: Path, dry_run: bool, as_json: bool) -> None:
         click.echo(json.dumps([p.as_dict() for p in plans], indent=2))
     else:
         for plan in plans:
-            click.echo(plan.summary())
+            say(plan.summary())
         if dry_run:
             click.echo("dry run: nothing was changed")
     # Only a note: sources document where a step's ideas come from; sending never needs them.

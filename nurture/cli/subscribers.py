@@ -20,6 +20,7 @@ from nurture.cli.output import (
     is_terminal,
     json_option,
     print_json,
+    say,
     tsv,
 )
 from nurture.db import session, transaction
@@ -129,7 +130,7 @@ def import_(csv_path: Path, slug: str, confirmed: bool, skip_invalid: bool) -> N
         checked = importing.check_csv(csv_path, lambda n: bar.advance(checking, n))
         bar.remove_task(checking)
         for err in checked.errors:
-            click.echo(f"{csv_path}: {err}", err=True)
+            say(f"{csv_path}: {err}", err=True)  # a bad row's text is not ours to print raw
         loading = bar.add_task("importing", total=checked.valid)
         result = importing.import_csv(
             csv_path,
@@ -235,6 +236,10 @@ def export(fmt: str, as_json: bool) -> None:
     with session() as s:
         rows = export_rows(s)
         if fmt == "csv":
+            if is_terminal():  # on screen, not into a file: nothing may drive the terminal
+                rows = (
+                    {k: clean(v) if isinstance(v, str) else v for k, v in r.items()} for r in rows
+                )
             writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS, lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)

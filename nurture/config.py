@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     track_opens: bool = False
     booking_webhook_key: SecretStr | None = None
 
+    # What comes back (bounces, complaints, replies): see nurture/mail/feedback.py.
+    bounce_address: str | None = None
+    inbox_url: SecretStr | None = None  # holds the mailbox password
+    mail_webhook_secret: SecretStr | None = None
+
     # Operational knobs beyond the contract; the defaults suit a small practice.
     batch_size: int = Field(default=100, ge=1, le=10_000)
     lease_seconds: int = Field(default=300, ge=5)
@@ -96,6 +101,34 @@ class Settings(BaseSettings):
             )
         if scheme in {"smtp", "smtps"} and not urlsplit(v).hostname:
             raise ValueError("an smtp:// URL needs a host, e.g. smtp://localhost:25")
+        return v
+
+    @field_validator("bounce_address")
+    @classmethod
+    def _bounce_address(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        local, at, domain = v.strip().rpartition("@")
+        if not at or not local or "." not in domain or "+" in local or not v.isascii():
+            raise ValueError(
+                "must be a plain ASCII address without a +tag, e.g. bounces@example.org"
+            )
+        return v.strip().lower()
+
+    @field_validator("inbox_url")
+    @classmethod
+    def _inbox_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return v
+        try:
+            parts = urlsplit(v.get_secret_value())
+            parts.port  # noqa: B018 (raises on a bad port)
+        except ValueError:
+            raise ValueError("not a URL (e.g. imaps://user:pass@imap.example.org/INBOX)") from None
+        if parts.scheme not in {"imap", "imaps"}:
+            raise ValueError(f"unknown inbox scheme {parts.scheme!r} (use imap:// or imaps://)")
+        if not parts.hostname or not parts.username:
+            raise ValueError("needs a user and a host, e.g. imaps://user:pass@imap.example.org")
         return v
 
     @field_validator("base_url")

@@ -47,6 +47,13 @@ def make_celery(settings: Settings) -> Celery:
             }
         },
     )
+    if settings.inbox_url is not None:
+        # Bounces, complaints and replies: one pass a minute (nurture/mail/inbox.py).
+        app.conf.beat_schedule["inbox-check"] = {
+            "task": "nurture.inbox_check",
+            "schedule": 60.0,
+            "options": {"expires": 120},
+        }
     return app
 
 

@@ -44,3 +44,11 @@ def enqueue_confirmation(consent_id: int) -> None:
 def send_confirmation(consent_id: int) -> bool:
     # PermanentMailError is not retried: the address will never accept it.
     return signup.send_confirmation(consent_id)
+
+
+@app.task(name="nurture.inbox_check", ignore_result=True, acks_late=False)
+def inbox_check() -> dict[str, int]:
+    # Counts only: never an address. A second pass at once finds nothing new.
+    from nurture.mail.inbox import check_inbox
+
+    return check_inbox().as_dict()

@@ -28,7 +28,7 @@ from nurture.errors import NurtureError
 from nurture.mail.backends import MailError
 from nurture.sequences.archive import require_open
 from nurture.sequences.services import get_sequence
-from nurture.subscribers import importing
+from nurture.subscribers import holding, importing
 from nurture.subscribers.models import SubscriberStatus
 from nurture.subscribers.privacy import EXPORT_FIELDS, export_rows, forget
 from nurture.subscribers.queries import STATUSES, list_subscribers, story
@@ -154,7 +154,8 @@ def import_(csv_path: Path, slug: str, confirmed: bool, skip_invalid: bool) -> N
 @click.option(
     "--status",
     type=click.Choice(STATUSES),
-    help="Person status (pending, confirmed, unsubscribed, bounced) or enrollment status.",
+    help="Person status (pending, confirmed, unsubscribed, bounced, complained) or enrollment "
+    "status (active, paused, completed...).",
 )
 @click.option("--limit", type=click.IntRange(1), help="At most this many rows.")
 @json_option
@@ -274,6 +275,33 @@ def booked(email: str) -> None:
     with transaction() as s:
         changed = mark_booked(s, get_subscriber(s, email), source="cli")
     click.echo("marked booked" if changed else "already booked")
+
+
+@subscribers.command("pause")
+@click.argument("email")
+@click.option("--sequence", "slug", help="Only this sequence (default: all of theirs).")
+def pause_(email: str, slug: str | None) -> None:
+    """Hold one person's sequence where it is (a reply to one of its emails does the same,
+    unless the sequence says otherwise). Nothing more is sent until `resume`.
+
+    Example: nurture subscribers pause ann@example.com --sequence partner-refuses-therapy
+    """
+    with transaction() as s:
+        n = holding.pause(s, get_subscriber(s, email), slug, by="cli")
+    click.echo(f"paused {n} sequence(s)" if n else "nothing to pause: no running sequence")
+
+
+@subscribers.command("resume")
+@click.argument("email")
+@click.option("--sequence", "slug", help="Only this sequence (default: all paused ones).")
+def resume_(email: str, slug: str | None) -> None:
+    """Let a paused sequence go on: the next step goes in the reader's next send window.
+
+    Example: nurture subscribers resume ann@example.com
+    """
+    with transaction() as s:
+        n = holding.resume(s, get_subscriber(s, email), slug, by="cli")
+    click.echo(f"resumed {n} sequence(s)" if n else "nothing to resume: no paused sequence")
 
 
 @subscribers.command("forget")

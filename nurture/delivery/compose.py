@@ -12,7 +12,14 @@ from typing import Any
 from nurture import tokens
 from nurture.config import get_settings
 from nurture.content.render import EmailContext, RenderedEmail, render_email
-from nurture.mail.message import Envelope, build_message, domain_of, stable_message_id
+from nurture.mail import verp
+from nurture.mail.message import (
+    Envelope,
+    OutgoingMessage,
+    build_message,
+    domain_of,
+    stable_message_id,
+)
 from nurture.sequences.models import Sequence, Step
 
 LinkRewriter = Callable[[str, bool], str]
@@ -84,7 +91,9 @@ def compose(
     rewrite: LinkRewriter | None = None,
     test: bool = False,
     date: datetime | None = None,
+    delivery_id: int | None = None,
 ) -> EmailMessage:
+    """`delivery_id` tags the envelope sender (VERP) when NURTURE_BOUNCE_ADDRESS is set."""
     settings = get_settings()
     sender = seq.settings["from"]
     rendered = render_step(
@@ -106,4 +115,8 @@ def compose(
             else stable_message_id(settings.secret, subscriber_id, seq.slug, step.key, domain)
         ),
     )
-    return build_message(env, rendered, test=test, date=date)
+    msg = build_message(env, rendered, test=test, date=date)
+    if settings.bounce_address and isinstance(msg, OutgoingMessage):
+        # The envelope only: the From header stays the practice's address.
+        msg.envelope_from = verp.return_path(settings.bounce_address, settings.secret, delivery_id)
+    return msg

@@ -40,7 +40,8 @@ class Delivery(Base):
     lease_until: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(default=0)
     sent_at: Mapped[datetime | None]
-    message_id: Mapped[str | None] = mapped_column(String(300))
+    # Indexed: bounces and replies name the delivery by the Message-ID we sent.
+    message_id: Mapped[str | None] = mapped_column(String(300), index=True)
     # SMTP reply or exception class only: never the address or message content.
     error: Mapped[str | None] = mapped_column(String(500))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -109,6 +109,9 @@ class SequenceSpec(_Strict):
     # Neutral From name and subjects for readers who share an inbox (see the content docs).
     discreet: DiscreetSpec | None = None
     tracking: dict[str, bool] | None = None
+    # What a reader's reply does to their place in this sequence: hold it until the
+    # practice resumes it (`subscribers resume`), end it, or carry on.
+    on_reply: Literal["pause", "stop", "continue"] = "pause"
     article: dict[str, str] | None = None
     steps: list[StepSpec] = Field(min_length=1)
 

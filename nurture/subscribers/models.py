@@ -19,6 +19,7 @@ class SubscriberStatus(enum.StrEnum):
     CONFIRMED = "confirmed"
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
+    COMPLAINED = "complained"  # marked our mail as spam: never mailed again
 
 
 class EnrollmentStatus(enum.StrEnum):
@@ -29,6 +30,7 @@ class EnrollmentStatus(enum.StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     BOOKED = "booked"
     BOUNCED = "bounced"
+    COMPLAINED = "complained"
     CANCELLED = "cancelled"
 
 
@@ -37,6 +39,7 @@ ENDED = {
     EnrollmentStatus.UNSUBSCRIBED,
     EnrollmentStatus.BOOKED,
     EnrollmentStatus.BOUNCED,
+    EnrollmentStatus.COMPLAINED,
     EnrollmentStatus.CANCELLED,
 }
 
@@ -54,6 +57,7 @@ class Subscriber(Base):
     unsubscribed_at: Mapped[datetime | None]
     booked_at: Mapped[datetime | None]
     bounced_at: Mapped[datetime | None]
+    complained_at: Mapped[datetime | None]
 
     enrollments: Mapped[list[Enrollment]] = relationship(
         back_populates="subscriber", cascade="all, delete-orphan"

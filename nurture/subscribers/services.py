@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select, update
@@ -27,6 +28,8 @@ from nurture.subscribers.models import (
     Suppression,
 )
 
+# People who left (or whose address failed): coming back needs a fresh confirmation.
+LEFT = {SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED}
 CLI_CONSENT = "Added by the operator, who holds this person's consent."
 CLI_CONSENT_VERSION = "cli-1"
 
@@ -63,8 +66,17 @@ def get_subscriber(s: Session, email: str) -> Subscriber:
     return sub
 
 
-def record(s: Session, kind: str, sub: Subscriber | None = None, **ids: int | None) -> None:
-    s.add(Event(kind=kind, subscriber_id=sub.id if sub else None, **ids))
+def record(
+    s: Session,
+    kind: str,
+    sub: Subscriber | None = None,
+    *,
+    data: dict[str, Any] | None = None,
+    **ids: int | None,
+) -> Event:
+    event = Event(kind=kind, subscriber_id=sub.id if sub else None, data=data or {}, **ids)
+    s.add(event)
+    return event
 
 
 def add_subscriber(
@@ -101,10 +113,7 @@ def add_subscriber(
     else:
         sub.first_name = first_name or sub.first_name
         sub.timezone = timezone or sub.timezone
-        if (
-            sub.status in {SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED}
-            and not confirmed
-        ):
+        if sub.status in LEFT and not confirmed:
             # Coming back after leaving needs a fresh confirmation.
             sub.status = SubscriberStatus.PENDING
     s.add(
@@ -238,8 +247,30 @@ def mark_booked(s: Session, sub: Subscriber, source: str = "cli") -> bool:
     return True
 
 
-def mark_bounced(s: Session, sub: Subscriber, reason: str) -> None:
+def mark_bounced(
+    s: Session,
+    sub: Subscriber,
+    reason: str,
+    *,
+    data: dict[str, Any] | None = None,
+    **ids: int | None,
+) -> None:
     sub.status = SubscriberStatus.BOUNCED
     sub.bounced_at = now()
     end_enrollments(s, sub, EnrollmentStatus.BOUNCED)
-    s.add(Event(kind="bounced", subscriber_id=sub.id, data={"reason": reason[:200]}))
+    record(s, "bounced", sub, data={"reason": reason[:200], **(data or {})}, **ids)
+
+
+def mark_complained(
+    s: Session, sub: Subscriber, *, data: dict[str, Any] | None = None, **ids: int | None
+) -> bool:
+    """They marked our mail as spam: every sequence ends and they are never mailed again
+    (only a fresh signup through the form and its confirmation brings them back).
+    Returns False if they already had."""
+    if sub.status == SubscriberStatus.COMPLAINED:
+        return False
+    sub.status = SubscriberStatus.COMPLAINED
+    sub.complained_at = now()
+    end_enrollments(s, sub, EnrollmentStatus.COMPLAINED)
+    record(s, "complained", sub, data=data, **ids)
+    return True

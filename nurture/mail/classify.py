@@ -57,7 +57,9 @@ class Notice:
 
 
 # Our Message-IDs (mail/message.py): <sequence.step.32 hex digits@domain>.
-OUR_MESSAGE_ID = re.compile(r"<[a-z0-9][a-z0-9-]*\.[a-z0-9][a-z0-9_-]*\.[0-9a-f]{32}@[^<>\s]+>")
+OUR_MESSAGE_ID = re.compile(
+    r"<[a-z0-9][a-z0-9-]*\.[a-z0-9][a-z0-9_-]*\.[0-9a-f]{32}@[^<>\s]+>", re.IGNORECASE
+)
 # An enhanced status code (RFC 3463), not part of an IP address or version number.
 ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
 HARD_STATUS = re.compile(r"^5\.(1\.\d+|2\.1|4\.4)$")
@@ -168,13 +170,13 @@ def _dsn_notice(msg: Message) -> tuple[Kind, str] | None:
             delayed = True
     if failed:
         code, diagnostic = failed[0]
-        return _hard_or_soft(code, diagnostic), code
+        return hard_or_soft(code, diagnostic), code
     if delayed:
         return Kind.DELAYED, ""
     return None
 
 
-def _hard_or_soft(code: str, text: str) -> Kind:
+def hard_or_soft(code: str, text: str) -> Kind:
     if HARD_STATUS.match(code):
         return Kind.HARD_BOUNCE
     generic = not code or code.endswith(".0.0") or code == "5.5.0"
@@ -210,7 +212,7 @@ def _heuristic_bounce(msg: Message, text: str) -> tuple[Kind, str] | None:
     found = ENHANCED.search(text)
     code = ".".join(found.groups()) if found else ""
     if permanent:
-        return _hard_or_soft(code, text), code
+        return hard_or_soft(code, text), code
     return Kind.DELAYED, code
 
 
@@ -234,14 +236,14 @@ def _referenced_ids(msg: Message) -> tuple[str, ...]:
     found: list[str] = []
     for h in ("In-Reply-To", "References"):
         for value in msg.get_all(h, []) or []:
-            found.extend(OUR_MESSAGE_ID.findall(str(value).lower()))
+            found.extend(OUR_MESSAGE_ID.findall(str(value)))
     return tuple(dict.fromkeys(found))
 
 
 def classify(raw: bytes, bounce_address: str | None = None) -> Notice:
     msg = parse(raw)
     text = _text_of(msg)
-    ours = tuple(dict.fromkeys(OUR_MESSAGE_ID.findall(text.lower())))
+    ours = tuple(dict.fromkeys(OUR_MESSAGE_ID.findall(text)))
     tags = tuple(verp.find_tags(text, bounce_address)) if bounce_address else ()
     feedback = _feedback_type(msg)
     if feedback is not None:

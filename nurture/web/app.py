@@ -65,6 +65,7 @@ def create_app(**overrides: Any) -> Flask:
         "RATELIMIT_ENABLED": settings.rate_limit,
         "SIGNUP_RATE_LIMIT": settings.signup_rate_limit,
         "ENQUEUE_CONFIRMATION": None,  # tests may pass a callable(consent_id)
+        "SNS_FETCH": None,  # tests may pass a callable(url) -> bytes (SNS certificates)
     }
     app.config.update({**config, **overrides})
     if settings.proxy_hops:

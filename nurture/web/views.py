@@ -18,6 +18,7 @@ from nurture import tokens
 from nurture.booking.service import CAL_HEADER, CALENDLY_HEADER, handle
 from nurture.config import get_settings
 from nurture.delivery.links import follow
+from nurture.mail import webhooks as mail_webhooks
 from nurture.sequences.archive import form_closed
 from nurture.subscribers import signup
 from nurture.web import practice
@@ -187,3 +188,22 @@ def booking_webhook() -> Response | tuple[Response, int]:
         cal=request.headers.get(CAL_HEADER),
     )
     return jsonify({"result": outcome.name.lower()}), outcome.value
+
+
+MAIL_PROVIDERS = {"postmark", "mailgun", "ses"}
+
+
+@bp.post("/webhooks/mail/<provider>")
+def mail_webhook(provider: str) -> tuple[Response, int]:
+    """Bounces and complaints from the mail provider (nurture/mail/webhooks.py)."""
+    secret = get_settings().mail_webhook_secret
+    if secret is None or provider not in MAIL_PROVIDERS:
+        raise HTTPNotFound()
+    status, result = mail_webhooks.handle(
+        provider,
+        secret.get_secret_value(),
+        request.get_data(cache=False),
+        authorization=request.headers.get("Authorization"),
+        fetch=current_app.config.get("SNS_FETCH") or mail_webhooks.fetch_https,
+    )
+    return jsonify({"result": result}), status

@@ -91,6 +91,11 @@ class StepStats:
     clicked: int = 0
     unsubscribed: int = 0
     booked: int = 0
+    # What came back (nurture/mail/feedback.py): per step whose email it was about.
+    bounced: int = 0
+    soft_bounced: int = 0
+    complained: int = 0
+    replied: int = 0
 
 
 @dataclass
@@ -127,8 +132,13 @@ def attribute_step(s: Session, subscriber_id: int, at: datetime) -> tuple[int, i
     return step.sequence_id, step.id
 
 
+# Events counted per step: for the step they name, else the last one sent before them.
+ATTRIBUTED = ["unsubscribed", "booked", "bounced", "soft_bounced", "complained", "replied"]
+
+
 def stats(s: Session, slug: str | None = None) -> list[SequenceStats]:
-    """Per-step funnel. An unsubscribe or booking counts for the last step sent before it."""
+    """Per-step funnel. An unsubscribe or booking counts for the last step sent before it;
+    a bounce, complaint or reply for the email it was about."""
     seqs = [get_sequence(s, slug)] if slug else list(s.scalars(select(Sequence).order_by("slug")))
     if not seqs:
         return []
@@ -168,7 +178,7 @@ def stats(s: Session, slug: str | None = None) -> list[SequenceStats]:
                 .scalar_subquery(),
             ).label("step_id"),
         )
-        .where(Event.kind.in_(["unsubscribed", "booked"]))
+        .where(Event.kind.in_(ATTRIBUTED))
         .subquery()
     )
     for kind, step_id, n in s.execute(

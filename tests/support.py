@@ -33,6 +33,7 @@ def free_port() -> int:
 class _Collector:
     def __init__(self, delay: float, refuse: Callable[[str], int | None] | None) -> None:
         self.messages: list[EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str]]] = []  # (MAIL FROM, RCPT TOs)
         self.delay = delay
         self.refuse = refuse
         self.refuse_text = ""
@@ -54,6 +55,7 @@ class _Collector:
         msg = message_from_bytes(envelope.content, policy=default)
         with self.lock:
             self.messages.append(msg)  # type: ignore[arg-type]
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         return "250 OK"
 
 

@@ -67,7 +67,8 @@ def _bar(n: int, top: int) -> str:
 @json_option
 def stats_(slug: str | None, as_json: bool) -> None:
     """Per-step funnel: sent, failed, clicked (when tracked), and unsubscribed or booked
-    after the step (counted for the last email each person got before doing it).
+    after the step (counted for the last email each person got before doing it); bounced
+    (for good), soft bounces, spam complaints and replies, for the email they were about.
 
     Example: nurture stats partner-refuses-therapy
     """
@@ -92,7 +93,9 @@ def stats_(slug: str | None, as_json: bool) -> None:
     for seq in result:
         top = max((st.sent for st in seq.steps), default=0)
         table = Table(title=escape(clean(f"{seq.slug} [{seq.status}]")), title_justify="left")
-        for col in ("step", "sent", "", "failed", "clicked", "unsubscribed", "booked"):
+        columns = ("step", "sent", "", "failed", "clicked", "unsubscribed", "booked", "bounced",
+                   "soft", "complained", "replied")  # fmt: skip
+        for col in columns:
             if col:
                 table.add_column(col, justify="left" if col == "step" else "right")
             else:
@@ -107,6 +110,10 @@ def stats_(slug: str | None, as_json: bool) -> None:
                 str(st.clicked),
                 str(st.unsubscribed),
                 str(st.booked),
+                str(st.bounced),
+                str(st.soft_bounced),
+                str(st.complained),
+                str(st.replied),
             )
         console.print(table)
 

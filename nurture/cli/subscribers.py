@@ -199,7 +199,7 @@ def show(email: str, as_json: bool) -> None:
             ["sequence", "status", "started_at", "last_step", "next_step", "next_due_at"],
         ),
         ("deliveries", ["id", "sequence", "step", "status", "due_at", "sent_at", "error"]),
-        ("events", ["at", "kind", "sequence", "step"]),
+        ("events", ["at", "kind", "sequence", "step", "detail"]),
     ]
     if not is_terminal():
         # A pipe gets the person as one TSV row, then each section under a "# name" line.

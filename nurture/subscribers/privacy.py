@@ -36,6 +36,7 @@ EXPORT_FIELDS = (
     "unsubscribed_at",
     "booked_at",
     "bounced_at",
+    "complained_at",
     "sequences",
 )
 

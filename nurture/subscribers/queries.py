@@ -27,6 +27,21 @@ def iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def detail(data: dict[str, Any] | None) -> str:
+    """An event's data in a few words: codes, sources and actions only (events hold no
+    addresses or message content)."""
+    if not data:
+        return ""
+    parts = []
+    for key in ("type", "status", "reason", "action", "how"):
+        if data.get(key):
+            parts.append(str(data[key]))
+    for key, word in (("source", "via"), ("by", "by")):
+        if data.get(key):
+            parts.append(f"{word} {data[key]}")
+    return " ".join(parts)
+
+
 def person(sub: Subscriber) -> dict[str, Any]:
     """What we hold on the person themselves (exports and `show` alike)."""
     return {
@@ -39,6 +54,7 @@ def person(sub: Subscriber) -> dict[str, Any]:
         "unsubscribed_at": iso(sub.unsubscribed_at),
         "booked_at": iso(sub.booked_at),
         "bounced_at": iso(sub.bounced_at),
+        "complained_at": iso(sub.complained_at),
     }
 
 
@@ -143,6 +159,8 @@ def story(s: Session, email: str) -> dict[str, Any]:
                 "sequence": slugs.get(ev.sequence_id) if ev.sequence_id else None,
                 "step": keys.get(ev.step_id) if ev.step_id else None,
                 "data": ev.data,
+                # What came back and what it did, e.g. "hard 5.1.1 via imap", "paused by reply".
+                "detail": detail(ev.data),
             }
             for ev in events
         ],

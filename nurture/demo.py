@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.policy import default
 from pathlib import Path
@@ -29,6 +29,10 @@ READER = "sam.demo@example.com"
 READER_ZONE = "America/New_York"
 # A Monday evening in May: the welcome goes out at once, the rest on the following mornings.
 SIM_START = datetime(2026, 5, 4, 19, 30, tzinfo=ZoneInfo(READER_ZONE))
+# After this many emails the demo reader writes back, and the practice answers in person
+# for this long before it lets the series go on.
+REPLY_AFTER = 2
+PAUSE_FOR = timedelta(days=2)
 
 
 @dataclass
@@ -46,6 +50,8 @@ class DemoResult:
     steps: list[str]
     sent: list[SentEmail] = field(default_factory=list)
     real_seconds: float = 0.0
+    paused: bool = False  # the simulated reply paused the series
+    resumed: bool = False
 
     @property
     def complete(self) -> bool:
@@ -109,12 +115,61 @@ def _sign_up_through_the_form(slug: str, outbox: Path) -> None:
     client.post(f"/confirm/{link.group(1)}")  # the reader presses the button
 
 
+def _reply_to(sent: SentEmail, inbox: Path) -> None:
+    """What a reader's mail client would put in the practice's inbox: a reply naming our
+    Message-ID. Simulated, and it says so in a header of its own."""
+    from email.message import EmailMessage
+
+    original = message_from_bytes(sent.eml.read_bytes(), policy=default)
+    # Long Message-IDs stay literal, as mail clients write them (no encoded-word folding).
+    reply = EmailMessage(policy=default.clone(max_line_length=998))
+    reply["From"] = f"Sam <{READER}>"
+    reply["To"] = str(original["From"])
+    reply["Subject"] = f"Re: {original['Subject']}"
+    reply["Message-ID"] = "<simulated-reply.1@example.com>"
+    reply["In-Reply-To"] = str(original["Message-ID"])
+    reply["References"] = str(original["Message-ID"])
+    reply["X-Nurture-Demo"] = "a simulated reader reply"
+    reply.set_content("This is us exactly. Can we talk?\n\nSam\n")
+    inbox.mkdir(parents=True, exist_ok=True)
+    (inbox / "reply.eml").write_bytes(reply.as_bytes())
+
+
+def _reader_replies(sent: SentEmail, workdir: Path) -> None:
+    """The reply goes into the demo's inbox folder and is read by the same pass as
+    `nurture inbox check` (which reads an IMAP mailbox instead)."""
+    from nurture.mail.inbox import FolderSource, process
+
+    inbox = workdir / "inbox"
+    _reply_to(sent, inbox)
+    with FolderSource(inbox) as source:
+        process(source, origin="demo")
+
+
+def _practice_resumes() -> None:
+    from nurture.db import transaction
+    from nurture.subscribers.holding import resume
+    from nurture.subscribers.services import get_subscriber
+
+    with transaction() as s:
+        resume(s, get_subscriber(s, READER), by="demo")
+
+
+def _series_paused() -> bool:
+    from nurture.db import transaction
+    from nurture.subscribers.models import Enrollment, EnrollmentStatus
+
+    with transaction() as s:
+        return s.scalar(select(Enrollment.status)) == EnrollmentStatus.PAUSED
+
+
 def run_demo(
     day_seconds: float,
     on_sent: Callable[[SentEmail, DemoResult], None],
     *,
     workdir: Path | None = None,
     timeout: float = 600.0,
+    on_note: Callable[[str], None] = lambda _: None,
 ) -> DemoResult:
     from nurture import clock as clock_mod
     from nurture.clock import ScaledClock
@@ -146,9 +201,14 @@ def run_demo(
         clock_mod.set_clock(ScaledClock(SIM_START.astimezone(UTC), time.time(), speed))
         _sign_up_through_the_form(spec.slug, outbox)
         shown: set[int] = set()
+        resume_at: datetime | None = None
         # A pass every 40 simulated minutes: plenty inside a two-hour morning window.
         tick = 2400.0 / speed
         while len(result.sent) < len(steps) and time.monotonic() - started < timeout:
+            if resume_at is not None and clock_mod.now() >= resume_at:
+                _practice_resumes()
+                resume_at, result.resumed = None, True
+                on_note("the practice has answered Sam in person and resumes the series")
             dispatch_once(send_batch)  # type: ignore[arg-type]
             with transaction() as s:
                 rows = s.execute(
@@ -172,6 +232,16 @@ def run_demo(
                 )
                 result.sent.append(sent)
                 on_sent(sent, result)
+                if len(result.sent) == REPLY_AFTER < len(steps):
+                    _reader_replies(sent, workdir)
+                    result.paused = _series_paused()
+                    resume_at = clock_mod.now() + PAUSE_FOR
+                    on_note(
+                        "(simulated) Sam replies: “This is us exactly. Can we talk?” "
+                        "The inbox check reads the reply and pauses the series"
+                        if result.paused
+                        else "(simulated) Sam replies, but the series did not pause"
+                    )
             time.sleep(tick)
         result.real_seconds = time.monotonic() - started
         return result

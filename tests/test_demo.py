@@ -25,6 +25,12 @@ def test_demo_shows_every_step_in_order(tmp_path: Path, settings_env: dict[str, 
     assert result.exit_code == 0, result.output
     shown = [k for line in result.output.splitlines() for k in keys if f"  {k}  " in line]
     assert shown == keys
+    # After the second email a (simulated, and labelled so) reply pauses the series; the
+    # practice resumes it later and the rest arrives.
+    output = " ".join(result.output.split())
+    assert "(simulated) Sam replies" in output and "pauses the series" in output
+    assert "resumes the series" in output
+    assert output.index("pauses the series") < output.index(f" {keys[2]} ")
     outbox = tmp_path / "demo" / "outbox"
     # The confirmation plus one .eml (and .html) per step.
     assert len(list(outbox.glob("*.eml"))) == len(keys) + 1

@@ -34,10 +34,14 @@ def demo(day_seconds: float, keep: Path | None) -> None:
 
     A demo reader signs up through the real web form, confirms by the button in the
     confirmation email, and every step is sent by the real dispatcher into an outbox of
-    .eml and .html files. Nothing touches your own database or settings.
+    .eml and .html files. After the second email the reader replies (a simulated reply,
+    put in the demo's inbox folder and read by the same code as `nurture inbox check`):
+    the series pauses until the practice resumes it two days later. Nothing touches your
+    own database or settings.
 
     Example: nurture demo --day-seconds 2
     """
+    from nurture.clock import now as clock_now
     from nurture.demo import READER, READER_ZONE, DemoResult, SentEmail, run_demo
 
     zone = ZoneInfo(READER_ZONE)
@@ -68,7 +72,12 @@ def demo(day_seconds: float, keep: Path | None) -> None:
 
     if keep:
         keep.mkdir(parents=True, exist_ok=True)
-    result = run_demo(day_seconds, show, workdir=keep)
+
+    def note(text: str) -> None:
+        local = clock_now().astimezone(zone)
+        console.print(f"          {local:%a %d %b %H:%M}  [italic]{text}[/italic]", crop=False)
+
+    result = run_demo(day_seconds, show, workdir=keep, on_note=note)
     table = Table(title="summary", show_lines=False)
     for col in ("step", "sent (reader's time)", "subject"):
         table.add_column(col)
@@ -86,3 +95,5 @@ def demo(day_seconds: float, keep: Path | None) -> None:
     )
     if not result.complete:
         raise click.ClickException("the demo did not see every step arrive")
+    if not (result.paused and result.resumed):
+        raise click.ClickException("the demo did not see the reply pause the series")

@@ -35,6 +35,10 @@ CONTRACT_SETTINGS = frozenset(
         "NURTURE_TRACK_CLICKS",
         "NURTURE_TRACK_OPENS",
         "NURTURE_BOOKING_WEBHOOK_KEY",
+        # what comes back (issue 11)
+        "NURTURE_BOUNCE_ADDRESS",
+        "NURTURE_INBOX_URL",
+        "NURTURE_MAIL_WEBHOOK_SECRET",
     }
 )
 NURTURE_ROLES = ("migrate", "web", "worker", "beat")

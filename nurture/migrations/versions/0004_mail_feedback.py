@@ -1,7 +1,7 @@
 """mail feedback: complaints, the Message-ID index, notifications already handled
 
 Revision ID: 0004_mail_feedback
-Revises: 0001
+Revises: 0005_operator
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 import nurture.db
 
 revision = "0004_mail_feedback"
-down_revision = "0001"
+down_revision = "0005_operator"
 branch_labels = None
 depends_on = None
 

@@ -29,7 +29,7 @@ log_path = {root}/dovecot.log
 info_log_path = {root}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:{root}/mail/%u
@@ -53,7 +53,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
 }}
 service stats {{
@@ -74,12 +75,13 @@ def available() -> bool:
 class Dovecot:
     """`dovecot -F -c OWN_CONFIG` in its own process group."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: bool = False) -> None:
         # Not pytest's tmp_path: that is private to root, and Dovecot's unprivileged
         # processes must be able to reach the mail folder.
         self.root = Path(tempfile.mkdtemp(prefix="nurture-dovecot-"))
         self.root.chmod(0o755)
         self.port = free_port()
+        self.tls_port = free_port() if tls else 0
         mail = pwd.getpwnam(MAIL_USER)
         (self.root / "mail").mkdir()
         os.chown(self.root / "mail", mail.pw_uid, mail.pw_gid)
@@ -91,9 +93,55 @@ class Dovecot:
                 gid=mail.pw_gid,
                 password=PASSWORD,
                 port=self.port,
+                tls_port=self.tls_port,
+                ssl=self._make_cert() if tls else "ssl = no",
             )
         )
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def _make_cert(self) -> str:
+        """A self-signed certificate for 127.0.0.1; clients trust it through SSL_CERT_FILE."""
+        import datetime
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        self.cert_file = self.root / "cert.pem"
+        self.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_file = self.root / "key.pem"
+        key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        return f"ssl = required\nssl_cert = <{self.cert_file}\nssl_key = <{key_file}"
+
+    @property
+    def tls_url(self) -> str:
+        return f"imaps://{USER}:{PASSWORD}@127.0.0.1:{self.tls_port}/INBOX"
 
     @property
     def url(self) -> str:

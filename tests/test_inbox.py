@@ -250,3 +250,44 @@ def test_a_reply_does_what_on_reply_says(
     )
     dispatch_once(claimed.extend)
     assert len(claimed) == 1
+
+
+@pytest.fixture(scope="module")
+def dovecot_tls() -> Iterator[Dovecot]:
+    if not available():
+        missing_service("Dovecot (dovecot-imapd, run as root)")
+    server = Dovecot(tls=True).start()
+    yield server
+    server.stop()
+
+
+def test_imaps_reads_over_verified_tls_and_refuses_an_untrusted_certificate(
+    quick_sequence: str,
+    morning: FrozenClock,
+    dovecot_tls: Dovecot,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nurture import clock as clock_mod
+    from nurture.config import reset_settings
+
+    deliveries = _send_first_steps(["reply-apple-mail"])
+    folder = f"t{uuid.uuid4().hex[:12]}"
+    c = dovecot_tls.client()
+    c.create_folder(folder)
+    c.logout()
+    raw = _as_sent_to("reply-apple-mail", deliveries["reply-apple-mail"])
+    dovecot_tls.append(raw, folder=folder)
+    monkeypatch.setenv("NURTURE_INBOX_URL", dovecot_tls.tls_url.replace("/INBOX", f"/{folder}"))
+    reset_settings()
+    clock_mod.set_clock(morning)
+    # The server's certificate is self-signed: not trusted, nothing is read.
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    refused = run("inbox", "check")
+    assert refused.code == 1 and refused.err.strip() == (
+        "Error: cannot open the inbox: SSLCertVerificationError"
+    )
+    assert _state("reply-apple-mail@example.net")[1] == "active"
+    monkeypatch.setenv("SSL_CERT_FILE", str(dovecot_tls.cert_file))
+    ran = run("inbox", "check")
+    assert ran.code == 0 and ran.out.strip() == "1 new message: 1 reply", ran.err
+    assert _state("reply-apple-mail@example.net")[1] == "paused"

@@ -94,7 +94,8 @@ def stats_(slug: str | None, as_json: bool) -> None:
         table = Table(title=escape(clean(f"{seq.slug} [{seq.status}]")), title_justify="left")
         for col in ("step", "sent", "", "failed", "clicked", "unsubscribed", "booked"):
             if col:
-                table.add_column(col, justify="left" if col == "step" else "right")
+                # Step keys fold onto a second line on a narrow terminal, never cut.
+                table.add_column(col, justify="left" if col == "step" else "right", overflow="fold")
             else:
                 table.add_column(col, min_width=BAR_WIDTH + 1, no_wrap=True, overflow="crop")
         for st in seq.steps:

@@ -108,7 +108,7 @@ def _signup(slug: str, *, embed: bool) -> Any:
         # Archived: 410 Gone tells crawlers and embedding pages the form will not return.
         page = practice.for_slug(slug)
         return render_template("pages/closed.html", layout=_layout(embed), practice=page), 410
-    if request.method == "GET":
+    if request.method != "POST":  # GET, and HEAD (which Flask routes here too)
         return _form_page(slug, embed)
     f = request.form
     values = {
@@ -139,15 +139,17 @@ def _signup(slug: str, *, embed: bool) -> Any:
 
 @bp.route("/confirm/<token>", methods=["GET", "POST"])
 def confirm(token: str) -> Any:
+    # Only POST changes anything: HEAD (mail scanners) reads like GET.
+    posted = request.method == "POST"
     try:
-        if request.method == "POST":
+        if posted:
             state, name = signup.confirm_by_token(token)
         else:
             state, name = signup.confirmation_state(token)
     except tokens.BadToken as exc:
         return _bad_token(exc)
     whose = practice.for_confirm_token(token)
-    if request.method == "POST" or state != signup.ConfirmState.PENDING:
+    if posted or state != signup.ConfirmState.PENDING:
         return render_template("pages/confirmed.html", state=state.value, name=name, practice=whose)
     return render_template("pages/confirm.html", name=name, token=token, practice=whose)
 
@@ -155,9 +157,11 @@ def confirm(token: str) -> Any:
 @bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
 def unsubscribe(token: str) -> Any:
     # POST is also the RFC 8058 one-click target: no cookies, no CSRF token, 200, no redirect.
+    # Anything but POST only shows the button: Flask routes HEAD through this view too, and
+    # mail scanners send HEAD to every link.
     try:
         whose = practice.for_subscriber(signup.check_unsubscribe_token(token))
-        if request.method == "GET":
+        if request.method != "POST":
             return render_template("pages/unsubscribe.html", token=token, practice=whose)
         one_click = request.form.get("List-Unsubscribe") == "One-Click"
         signup.unsubscribe_by_token(token, how="one-click" if one_click else "page")
@@ -169,7 +173,8 @@ def unsubscribe(token: str) -> Any:
 @bp.get("/l/<token>")
 def link(token: str) -> Any:
     try:
-        url = follow(token)
+        # A HEAD (a scanner checking the link) is answered but never counted as a click.
+        url = follow(token, count=request.method == "GET")
     except tokens.BadToken as exc:
         return _bad_token(exc)
     return redirect(url, code=302)

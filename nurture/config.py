@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
+from collections import Counter
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -20,6 +22,12 @@ from nurture.errors import ConfigError
 log = logging.getLogger(__name__)
 
 DEV_SECRET_KEY = "nurture-development-key-do-not-use-in-production"
+# Keys anyone can read (this source, .env.example): with one, anyone can forge every token.
+PUBLISHED_SECRET_KEYS = {DEV_SECRET_KEY, "replace-me-with-openssl-rand-hex-32"}
+MIN_SECRET_LENGTH = 16
+# `openssl rand -hex 16` carries 128 bits; a key that looks like fewer than this many is a
+# word, a repeated pattern or a placeholder.
+MIN_SECRET_BITS = 64
 MAIL_SCHEMES = {"smtp", "smtps", "file", "memory"}
 BROKER_SCHEMES = {"redis", "rediss", "amqp", "pyamqp", "sqla+sqlite", "sqla+postgresql", "memory"}
 
@@ -112,9 +120,10 @@ class Settings(BaseSettings):
             return self
         if self.secret_key is None:
             raise ValueError("NURTURE_SECRET_KEY is required when NURTURE_ENV=production")
-        if len(self.secret_key.get_secret_value()) < 16:
+        problem = weak_secret(self.secret_key.get_secret_value())
+        if problem:
             raise ValueError(
-                "NURTURE_SECRET_KEY is too short for production: use `openssl rand -hex 32`"
+                f"NURTURE_SECRET_KEY is {problem} for production: use `openssl rand -hex 32`"
             )
         return self
 
@@ -132,6 +141,21 @@ class Settings(BaseSettings):
     @property
     def dkim_enabled(self) -> bool:
         return bool(self.dkim_selector and self.dkim_private_key)
+
+
+def weak_secret(key: str) -> str | None:
+    """Why `key` may not sign production tokens, or None. Never says what the key is."""
+    if key in PUBLISHED_SECRET_KEYS or "replace-me" in key:
+        return "a published example key"
+    if len(key) < MIN_SECRET_LENGTH:
+        return "too short"
+    # Shannon entropy of the key's own characters, times its length: a rough measure that
+    # catches "aaaa...", "abababab..." and dictionary-like keys without judging real ones.
+    counts = Counter(key)
+    per_char = -sum(n / len(key) * math.log2(n / len(key)) for n in counts.values())
+    if per_char * len(key) < MIN_SECRET_BITS or len(counts) < 8:
+        return "too predictable (low entropy)"
+    return None
 
 
 def _one_line(exc: ValidationError) -> str:

@@ -53,8 +53,14 @@ _sessionmaker: sessionmaker[Session] | None = None
 
 
 def make_engine(url: str) -> Engine:
+    # hide_parameters: a database error's message (logged with its traceback) would otherwise
+    # carry the statement's parameters: addresses, names, tokens.
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            hide_parameters=True,
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -81,6 +87,7 @@ def make_engine(url: str) -> Engine:
         pool_size=10,
         max_overflow=20,
         connect_args={"connect_timeout": 10},
+        hide_parameters=True,
     )
 
 

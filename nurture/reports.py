@@ -20,11 +20,10 @@ from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.sequences.services import get_sequence
 from nurture.subscribers.models import (
     Enrollment,
-    EnrollmentStatus,
     Event,
     Subscriber,
-    SubscriberStatus,
 )
+from nurture.subscribers.rules import mailable, why_not_mail
 
 # --- schedule -------------------------------------------------------------------------
 
@@ -49,9 +48,8 @@ def schedule(s: Session, within: timedelta) -> list[ScheduleRow]:
         .join(Step, Step.id == Enrollment.next_step_id)
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
         .where(
-            Enrollment.status == EnrollmentStatus.ACTIVE,
+            mailable(),
             Enrollment.next_due_at <= at + within,
-            Subscriber.status == SubscriberStatus.CONFIRMED,
         )
         .execution_options(yield_per=5000)
     )
@@ -262,12 +260,12 @@ def _not_retryable(d: Delivery) -> str | None:
     e = d.enrollment
     if d.status != DeliveryStatus.FAILED:
         return f"delivery {d.id} is {d.status}, not failed"
-    if e.subscriber.status != SubscriberStatus.CONFIRMED:
-        return f"delivery {d.id}: the subscriber is {e.subscriber.status}"
-    if e.status != EnrollmentStatus.ACTIVE:
-        return f"delivery {d.id}: the enrollment is {e.status}"
-    if d.step.removed_at is not None:
-        return f"delivery {d.id}: its step was removed"
+    why_not = why_not_mail(
+        e.subscriber.status, e.status, step_removed=d.step.removed_at is not None
+    )
+    if why_not is not None:
+        # "subscriber bounced" reads "the subscriber is bounced"
+        return f"delivery {d.id}: the {why_not.replace(' ', ' is ', 1)}"
     return None
 
 

@@ -36,7 +36,8 @@ from nurture.sequences.services import (
     step_after,
     window_of,
 )
-from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
+from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber
+from nurture.subscribers.rules import why_not_mail
 from nurture.subscribers.services import mark_bounced
 
 log = logging.getLogger(__name__)
@@ -186,12 +187,7 @@ def send_one(
         result.skipped.append(d.id)  # already sent, cancelled, or taken by another worker
         return
     _, enrollment_status, subscriber_status, sequence_status, step_removed = state
-    why_not = (
-        f"subscriber {subscriber_status}" if subscriber_status != SubscriberStatus.CONFIRMED
-        else f"enrollment {enrollment_status}" if enrollment_status != EnrollmentStatus.ACTIVE
-        else "step removed" if step_removed
-        else None
-    )  # fmt: skip
+    why_not = why_not_mail(subscriber_status, enrollment_status, step_removed=step_removed)
     if why_not is not None:
         s.execute(
             update(Delivery)

@@ -31,7 +31,9 @@ from nurture.subscribers.models import (
     SubscriberStatus,
     Suppression,
 )
-from nurture.subscribers.services import add_subscriber, email_hash, normalize_email
+from nurture.subscribers.operator import Outcome, add_by_operator
+from nurture.subscribers.rules import FORGOTTEN
+from nurture.subscribers.services import email_hash, normalize_email
 
 COLUMNS = ("email", "first_name", "timezone")
 IMPORT_CONSENT = "Imported by the operator, who holds this person's consent."
@@ -67,9 +69,15 @@ class CheckResult:
 class ImportResult:
     check: CheckResult
     added: int = 0  # new subscribers
-    updated: int = 0  # known addresses enrolled or refreshed
-    suppressed: int = 0  # forgotten addresses, never re-added
+    updated: int = 0  # known addresses newly enrolled (or confirmed)
+    already: int = 0  # known addresses already enrolled: nothing changed
+    # People who left or were forgotten, by reason: never put back by an import.
+    refused: dict[str, int] = field(default_factory=dict)
     repeated: int = 0  # an address on several rows: its last row counts
+
+    @property
+    def suppressed(self) -> int:
+        return self.refused.get(FORGOTTEN, 0)
 
 
 class _CountingLines:
@@ -206,32 +214,42 @@ def _import_chunk(
     }
     known = set(s.scalars(select(Subscriber.email).where(Subscriber.email.in_(latest))))
     fresh = [r for e, r in latest.items() if e not in known and e not in suppressed]
-    result.suppressed += sum(1 for r in rows if r.email in suppressed)
-    for row in rows:
-        if row.email in known:
-            # Someone we know: the one-by-one path keeps every rule of re-subscribing.
-            add_subscriber(
-                s,
-                row.email,
-                seq,
-                first_name=row.first_name,
-                timezone=row.timezone,
-                confirmed=confirmed,
-                source="import",
-                consent_text=IMPORT_CONSENT,
-                consent_version=IMPORT_CONSENT_VERSION,
-            )
-            result.updated += 1
+    result.repeated += len(rows) - len(latest)
+    for email, row in latest.items():
+        if email in known or email in suppressed:
+            # Someone we know, or knew: the one-by-one path keeps every consent rule.
+            _import_known(s, seq, row, confirmed, result)
     if fresh:
         _insert_new(s, seq, fresh, confirmed)
         result.added += len(fresh)
-        new = {r.email for r in fresh}
-        result.repeated += sum(1 for r in rows if r.email in new) - len(fresh)
     # Written but not committed: the identity map is emptied so memory stays flat.
     s.flush()
     s.expunge_all()
     if progress:
         progress(len(rows))
+
+
+def _import_known(
+    s: Session, seq: Sequence, row: Row, confirmed: bool, result: ImportResult
+) -> None:
+    added = add_by_operator(
+        s,
+        row.email,
+        seq,
+        first_name=row.first_name,
+        timezone=row.timezone,
+        confirmed=confirmed,
+        source="import",
+        consent_text=IMPORT_CONSENT,
+        consent_version=IMPORT_CONSENT_VERSION,
+    )
+    if added.outcome == Outcome.SKIPPED:
+        reason = added.reason or "skipped"
+        result.refused[reason] = result.refused.get(reason, 0) + 1
+    elif added.outcome == Outcome.ALREADY:
+        result.already += 1
+    else:
+        result.updated += 1
 
 
 def _insert_new(s: Session, seq: Sequence, rows: list[Row], confirmed: bool) -> None:

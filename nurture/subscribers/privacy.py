@@ -40,6 +40,19 @@ EXPORT_FIELDS = (
 )
 
 
+# A cell starting with one of these is run as a formula by spreadsheet programs (OWASP, "CSV
+# Injection"): a name typed into the form as =HYPERLINK(...) must reach the operator as text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with every formula-like text cell prefixed by a quote, as OWASP advises."""
+    return {
+        key: f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+        for key, value in row.items()
+    }
+
+
 def export_rows(s: Session, chunk: int = 1000) -> Iterator[dict[str, Any]]:
     """Every subscriber, streamed in id order, a chunk at a time."""
     last_id = 0

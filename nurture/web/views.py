@@ -23,6 +23,8 @@ from nurture.subscribers import signup
 from nurture.web import practice
 
 bp = Blueprint("pages", __name__)
+# A real signature header is under 200 characters; a longer one is refused before any work.
+MAX_SIGNATURE_HEADER = 1024
 
 EXPIRED = (
     "This link has expired",
@@ -185,10 +187,13 @@ def booking_webhook() -> Response | tuple[Response, int]:
     key = get_settings().booking_webhook_key
     if key is None:
         raise HTTPNotFound()
+    calendly, cal = request.headers.get(CALENDLY_HEADER), request.headers.get(CAL_HEADER)
+    if any(h is not None and len(h) > MAX_SIGNATURE_HEADER for h in (calendly, cal)):
+        return jsonify({"result": "bad_request"}), 400
     outcome = handle(
         key.get_secret_value(),
         request.get_data(cache=False),
-        calendly=request.headers.get(CALENDLY_HEADER),
-        cal=request.headers.get(CAL_HEADER),
+        calendly=calendly,
+        cal=cal,
     )
     return jsonify({"result": outcome.name.lower()}), outcome.value

@@ -18,7 +18,9 @@ from tests.cli_helpers import drain, run
 def _left(outbox: list) -> None:
     """bob unsubscribed, carl bounced, dan forgotten; each had been confirmed and mailed."""
     for who in ("bob", "carl", "dan"):
-        added = run("subscribers", "add", f"{who}@example.com", "--sequence", "quick", "--confirmed")
+        added = run(
+            "subscribers", "add", f"{who}@example.com", "--sequence", "quick", "--confirmed"
+        )
         assert added.code == 0, added.err
     drain()
     assert run("subscribers", "unsubscribe", "bob@example.com").code == 0
@@ -99,7 +101,7 @@ def test_a_pending_person_may_be_confirmed_by_the_operator(
 
 def test_export_neutralises_spreadsheet_formulas(quick_sequence: str, clock: FrozenClock) -> None:
     names = {
-        "a@example.com": "=HYPERLINK(\"http://evil.test\",\"x\")",
+        "a@example.com": '=HYPERLINK("http://evil.test","x")',
         "b@example.com": "+1+2",
         "c@example.com": "@SUM(A1)",
         "d@example.com": "-5",

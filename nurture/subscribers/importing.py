@@ -22,6 +22,7 @@ from nurture.errors import NurtureError
 from nurture.sequences.models import Sequence
 from nurture.sequences.schedule import is_valid_timezone
 from nurture.sequences.services import first_due, get_sequence, live_steps
+from nurture.subscribers.cleaning import clean, clean_name
 from nurture.subscribers.models import (
     Consent,
     Enrollment,
@@ -131,7 +132,7 @@ def _rows(path: Path, progress: Progress | None = None) -> Iterator[tuple[int, R
 def _check_row(line: int, cells: list[str], index: dict[str, int]) -> Row | str:
     def cell(name: str) -> str:
         i = index.get(name)
-        return cells[i].strip() if i is not None and i < len(cells) else ""
+        return clean(cells[i]).strip() if i is not None and i < len(cells) else ""
 
     try:
         email = normalize_email(cell("email"))
@@ -140,7 +141,7 @@ def _check_row(line: int, cells: list[str], index: dict[str, int]) -> Row | str:
     tz = cell("timezone") or None
     if tz is not None and not is_valid_timezone(tz):
         return f"unknown time zone {tz!r}"
-    name = " ".join(cell("first_name").split())[:100] or None
+    name = clean_name(cell("first_name"))
     return Row(line, email, name, tz)
 
 

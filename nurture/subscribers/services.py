@@ -16,6 +16,7 @@ from nurture.errors import NotFound, NurtureError
 from nurture.sequences.models import Sequence
 from nurture.sequences.schedule import is_valid_timezone
 from nurture.sequences.services import first_due, live_steps
+from nurture.subscribers.cleaning import clean, clean_name
 from nurture.subscribers.models import (
     ENDED,
     Consent,
@@ -33,7 +34,7 @@ CLI_CONSENT_VERSION = "cli-1"
 
 def normalize_email(raw: str) -> str:
     try:
-        result = validate_email(raw.strip(), check_deliverability=False)
+        result = validate_email(clean(raw).strip(), check_deliverability=False)
     except EmailNotValidError as exc:
         raise NurtureError(f"not a valid email address: {exc}") from None
     # The local part is case-sensitive in theory, in practice nobody relies on it; folding
@@ -88,11 +89,12 @@ def add_subscriber(
     is already confirmed for another sequence: each sequence needs its own yes.
     """
     address = normalize_email(email)
+    timezone = clean(timezone).strip() or None if timezone is not None else None
     if timezone is not None and not is_valid_timezone(timezone):
         raise NurtureError(f"unknown time zone {timezone!r} (use an IANA name like Europe/Paris)")
     if is_suppressed(s, address):
         raise NurtureError("this address asked to be forgotten and may not be added again")
-    first_name = " ".join(first_name.split())[:100] if first_name else None
+    first_name = clean_name(first_name)
     sub = s.scalar(select(Subscriber).where(Subscriber.email == address))
     if sub is None:
         sub = Subscriber(email=address, first_name=first_name, timezone=timezone)

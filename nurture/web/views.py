@@ -20,6 +20,7 @@ from nurture.config import get_settings
 from nurture.delivery.links import follow
 from nurture.sequences.archive import form_closed
 from nurture.subscribers import signup
+from nurture.subscribers.cleaning import clean
 from nurture.web import practice
 
 bp = Blueprint("pages", __name__)
@@ -112,7 +113,8 @@ def _signup(slug: str, *, embed: bool) -> Any:
         return render_template("pages/closed.html", layout=_layout(embed), practice=page), 410
     if request.method != "POST":  # GET, and HEAD (which Flask routes here too)
         return _form_page(slug, embed)
-    f = request.form
+    # Control characters go at the door, for every field and every address alike.
+    f = {key: clean(value) for key, value in request.form.items()}
     values = {
         "email": f.get("email", "")[:320],
         "first_name": f.get("first_name", "")[:100],

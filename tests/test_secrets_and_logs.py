@@ -66,7 +66,6 @@ def test_database_errors_carry_no_parameters(db: str) -> None:
 
     assert get_engine().hide_parameters
     assert Subscriber.__tablename__ == "subscribers"
-    with pytest.raises(DBAPIError) as err:
-        with transaction() as s:
-            s.execute(text("SELECT * FROM no_such_table WHERE x = :v"), {"v": "private.person"})
+    with pytest.raises(DBAPIError) as err, transaction() as s:
+        s.execute(text("SELECT * FROM no_such_table WHERE x = :v"), {"v": "private.person"})
     assert "private.person" not in str(err.value)

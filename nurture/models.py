@@ -13,6 +13,7 @@ from nurture.subscribers.models import (
     SubscriberStatus,
     Suppression,
 )
+from nurture.web.ratelimit import RateLimit
 
 __all__ = [
     "ENDED",
@@ -24,6 +25,7 @@ __all__ = [
     "EnrollmentStatus",
     "Event",
     "Link",
+    "RateLimit",
     "Sequence",
     "SequenceStatus",
     "Step",

@@ -114,3 +114,27 @@ def test_forwarded_for_with_zero_hops_warns_once(
     hints = [r for r in caplog.records if "NURTURE_PROXY_HOPS" in r.getMessage()]
     assert len(hints) == 1
     assert "203.0.113.7" not in caplog.text
+
+
+def test_the_signup_limit_holds_across_web_workers(
+    quick_sequence: str, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two apps stand for two gunicorn workers of `nurture run` (embedded broker, no Redis):
+    the limit is one budget for the whole install, not one per worker."""
+    from nurture.web.app import create_app
+
+    monkeypatch.setenv("NURTURE_BROKER_URL", "sqla+sqlite:///broker.db")
+    reset_settings()
+    from nurture import clock as clock_mod
+
+    clock_mod.set_clock(clock)
+    workers = [
+        create_app(TESTING=True, SIGNUP_RATE_LIMIT="3 per minute", ENQUEUE_CONFIRMATION=print)
+        for _ in range(2)
+    ]
+    clients = [w.test_client() for w in workers]
+    assert post_signup(clients[0], "a1@example.com").status_code == 200
+    assert post_signup(clients[1], "a2@example.com").status_code == 200
+    assert post_signup(clients[0], "a3@example.com").status_code == 200
+    assert post_signup(clients[1], "a4@example.com").status_code == 429
+    assert post_signup(clients[0], "a5@example.com").status_code == 429

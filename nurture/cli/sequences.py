@@ -159,9 +159,9 @@ def show(slug: str, as_json: bool) -> None:
             }
             for st in live_steps(s, seq.id)
         ]
-        window = seq.settings.get("send_window") or {}
+        window = seq.config.send_window.model_dump()
         header = (
-            f"{seq.name} [{shown_status(seq)}]  zone {seq.settings.get('timezone', 'UTC')}, "
+            f"{seq.name} [{shown_status(seq)}]  zone {seq.config.timezone}, "
             f"window {window.get('start', '00:00')}-{window.get('end', '24:00')} "
             f"{','.join(window.get('days') or [])}"
         )

@@ -25,9 +25,9 @@ from nurture.subscribers.models import Event
 
 def clicks_tracked(seq: Sequence) -> bool:
     """NURTURE_TRACK_CLICKS, unless the sequence says otherwise (`tracking: {clicks: ...}`)."""
-    override = (seq.settings.get("tracking") or {}).get("clicks")
+    override = seq.config.clicks_override
     if override is not None:
-        return bool(override)
+        return override
     return get_settings().track_clicks
 
 

@@ -205,7 +205,7 @@ def send_one(
         _put_back(s, d, d.due_at)
         result.skipped.append(d.id)
         return
-    tz = zone(e.subscriber.timezone, seq.settings.get("timezone", "UTC"))
+    tz = zone(e.subscriber.timezone, seq.config.timezone)
     window = window_of(seq)
     if not window.contains(at, tz) and not _immediate_first(d):
         # A backlog that outlives the window waits for the next one: no 3 a.m. emails.

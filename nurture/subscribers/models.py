@@ -89,6 +89,8 @@ class Enrollment(Base):
     created_at: Mapped[datetime] = mapped_column(default=now)
     started_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
+    # How this enrollment began (web-form, cli, import): each email's footer says it truly.
+    source: Mapped[str | None] = mapped_column(String(40))
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="enrollments")
     sequence: Mapped[Sequence] = relationship()

@@ -80,10 +80,13 @@ def _csp_hash(source: str) -> str:
 
 
 def _limiter_storage(settings: Settings) -> str:
-    # Counters must be shared by every gunicorn worker: Redis when there is one.
+    # Counters must be shared by every gunicorn worker: Redis when there is one, else the
+    # database (per-process memory would multiply the limit by the number of workers).
     if settings.broker_url.startswith(("redis://", "rediss://")):
         return settings.broker_url
-    return "memory://"
+    from nurture.web.ratelimit import SCHEME
+
+    return f"{SCHEME}://"
 
 
 def create_app(**overrides: Any) -> Flask:

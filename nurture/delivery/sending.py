@@ -220,6 +220,7 @@ def send_one(
         first_name=e.subscriber.first_name,
         rewrite=rewriter_for(s, d),
         date=at,
+        came_by=e.source,
     )
     backend.send(msg)  # raises on failure; the caller rolls this transaction back
     _record_sent(s, d, steps, at, msg["Message-ID"])

@@ -296,6 +296,7 @@ def _insert_new(s: Session, seq: Sequence, rows: list[Row], confirmed: bool) -> 
             "sequence_id": seq.id,
             "status": EnrollmentStatus.PENDING,
             "created_at": t,
+            "source": "import",
         }
         if confirmed and steps:
             if r.timezone not in due:

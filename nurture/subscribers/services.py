@@ -121,7 +121,7 @@ def add_subscriber(
             confirmed_at=now() if confirmed else None,
         )
     )
-    enrol(s, sub, sequence, start_now=not await_confirmation)
+    enrol(s, sub, sequence, start_now=not await_confirmation, source=source)
     if confirmed:
         confirm(s, sub)
     return sub
@@ -138,14 +138,21 @@ def latest_consent_id(s: Session, sub: Subscriber, sequence: Sequence) -> int | 
     )
 
 
-def enrol(s: Session, sub: Subscriber, sequence: Sequence, *, start_now: bool = True) -> Enrollment:
+def enrol(
+    s: Session,
+    sub: Subscriber,
+    sequence: Sequence,
+    *,
+    start_now: bool = True,
+    source: str | None = None,
+) -> Enrollment:
     enrollment = s.scalar(
         select(Enrollment).where(
             Enrollment.subscriber_id == sub.id, Enrollment.sequence_id == sequence.id
         )
     )
     if enrollment is None:
-        enrollment = Enrollment(subscriber_id=sub.id, sequence_id=sequence.id)
+        enrollment = Enrollment(subscriber_id=sub.id, sequence_id=sequence.id, source=source)
         s.add(enrollment)
         s.flush()
     elif enrollment.status in ENDED and enrollment.status != EnrollmentStatus.COMPLETED:
@@ -156,6 +163,7 @@ def enrol(s: Session, sub: Subscriber, sequence: Sequence, *, start_now: bool = 
         enrollment.next_due_at = None
         enrollment.last_step_id = None
         enrollment.ended_at = None
+        enrollment.source = source or enrollment.source
     if (
         start_now
         and sub.status == SubscriberStatus.CONFIRMED

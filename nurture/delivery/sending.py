@@ -53,6 +53,13 @@ class BatchResult:
     retry: list[int] = field(default_factory=list)  # transient failure: the lease brings it back
 
 
+class UnexpectedError(Exception):
+    """Anything but a mail error while sending one message, reduced to its type."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(f"unexpected {type(exc).__name__} while building or sending")
+
+
 def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(60 * 2 ** max(attempts - 1, 0), 3600))
 
@@ -275,6 +282,10 @@ def send_batch(delivery_ids: list[int], backend: MailBackend | None = None) -> B
                         _record_failure(s, delivery_id, exc, True, result)
                     except TransientMailError as exc:
                         _record_failure(s, delivery_id, exc, False, result)
+                    except Exception as exc:
+                        # A bug or bad data in this one message (its text may quote the
+                        # address: only the type is kept). It counts as an attempt.
+                        _record_failure(s, delivery_id, UnexpectedError(exc), False, result)
                     pending.pop(0)
         except TransientMailError as exc:
             # No connection at all: every unsent delivery waits for its backoff.

@@ -149,8 +149,9 @@ class SMTPBackend:
         if self._conn is None:
             raise TransientMailError("no SMTP connection (lost earlier in this batch)")
         from_addr, to_addrs = envelope_of(msg)
+        options = self._smtputf8_options(msg)
         try:
-            refused = self._conn.sendmail(from_addr, to_addrs, wire_bytes(msg))
+            refused = self._conn.sendmail(from_addr, to_addrs, wire_bytes(msg), options)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             raise _by_code(code, text, "recipient refused", at_rcpt=True) from None
@@ -164,6 +165,25 @@ class SMTPBackend:
         if refused:
             code, text = next(iter(refused.values()))
             raise _by_code(code, text, "recipient refused", at_rcpt=True)
+
+    def _smtputf8_options(self, msg: EmailMessage) -> list[str]:
+        """["SMTPUTF8"] for a message to an international address, when the server offers
+        it. A server that does not cannot deliver that one message, ever: it fails alone,
+        permanently, and the reader is not marked bounced (their address is fine)."""
+        if not getattr(msg, "smtputf8", False):
+            return []
+        assert self._conn is not None
+        try:
+            self._conn.ehlo_or_helo_if_needed()
+        except (OSError, smtplib.SMTPException) as exc:
+            self._conn.close()
+            self._conn = None
+            raise TransientMailError(f"connection lost: {type(exc).__name__}") from None
+        if not self._conn.has_extn("smtputf8"):
+            raise PermanentMailError(
+                "the mail server does not offer SMTPUTF8, which this international address needs"
+            )
+        return ["SMTPUTF8"]
 
 
 _ENHANCED = re.compile(rb"\b([245])\.(\d{1,3})\.(\d{1,3})\b")

@@ -15,6 +15,8 @@ from email.policy import default as default_policy
 from email.utils import format_datetime, formataddr, parseaddr
 from urllib.parse import urlsplit
 
+import idna
+
 from nurture.clock import now
 from nurture.content.render import RenderedEmail
 
@@ -53,9 +55,27 @@ def _display(name: str | None) -> str:
     return " ".join((name or "").split())
 
 
+def ascii_domain(email: str) -> str:
+    """The address with its domain IDNA-encoded (user@exämple.com -> user@xn--exmple-cua.com);
+    only the local part may then still need SMTPUTF8."""
+    local, at, domain = email.rpartition("@")
+    if not at or domain.isascii():
+        return email
+    return f"{local}@{idna.encode(domain, uts46=True).decode('ascii')}"
+
+
+def needs_smtputf8(email: str) -> bool:
+    return not ascii_domain(email).isascii()
+
+
 def _address(name: str | None, email: str) -> str:
-    # formataddr quotes specials and RFC 2047-encodes a non-ASCII name.
-    return formataddr((_display(name), email), charset="utf-8")
+    # formataddr quotes specials and RFC 2047-encodes a non-ASCII name, but refuses a
+    # non-ASCII address: that one is written as UTF-8 (RFC 6532) and sent with SMTPUTF8.
+    email = ascii_domain(email)
+    if email.isascii():
+        return formataddr((_display(name), email), charset="utf-8")
+    shown = formataddr((_display(name), "x@x"), charset="utf-8")
+    return f"{shown[: -len('<x@x>')]}<{email}>" if _display(name) else email
 
 
 def _text(value: str) -> str:
@@ -73,6 +93,9 @@ def _text(value: str) -> str:
 ASSEMBLY_POLICY = compat32.clone(max_line_length=998)
 # What goes on the wire, is DKIM-signed and written to .eml files: CRLF line ends.
 WIRE_POLICY = ASSEMBLY_POLICY.clone(linesep="\r\n")
+# The same for a message to an international address: UTF-8 headers as they are (RFC 6532);
+# the modern policy writes unchanged the strings compat32 assembled.
+UTF8_WIRE_POLICY = default_policy.clone(utf8=True, linesep="\r\n", max_line_length=998)
 # What callers and tests read the finished message with (get_body, get_content, ...).
 READ_POLICY = default_policy.clone(max_line_length=998)
 
@@ -83,6 +106,8 @@ class OutgoingMessage(EmailMessage):
 
     envelope_from: str = ""
     envelope_to: tuple[str, ...] = ()
+    # An address with a non-ASCII local part: headers in UTF-8, sent only with SMTPUTF8.
+    smtputf8: bool = False
 
 
 def envelope_of(msg: Message) -> tuple[str, list[str]]:
@@ -93,6 +118,8 @@ def envelope_of(msg: Message) -> tuple[str, list[str]]:
 
 def wire_bytes(msg: Message) -> bytes:
     """The exact bytes to send, sign and store."""
+    if getattr(msg, "smtputf8", False):
+        return msg.as_bytes(policy=UTF8_WIRE_POLICY)
     return msg.as_bytes(policy=WIRE_POLICY)
 
 
@@ -110,7 +137,9 @@ def build_message(
     env: Envelope, rendered: RenderedEmail, *, test: bool = False, date: datetime | None = None
 ) -> EmailMessage:
     msg = OutgoingMessage(policy=ASSEMBLY_POLICY)
-    msg.envelope_from, msg.envelope_to = env.from_email, (env.to_email,)
+    msg.envelope_from = ascii_domain(env.from_email)
+    msg.envelope_to = (ascii_domain(env.to_email),)
+    msg.smtputf8 = needs_smtputf8(env.to_email) or needs_smtputf8(env.from_email)
     msg["Subject"] = _text(("[TEST] " if test else "") + rendered.subject)
     msg["From"] = _address(env.from_name, env.from_email)
     msg["To"] = _address(env.to_name, env.to_email)

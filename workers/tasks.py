@@ -44,3 +44,14 @@ def enqueue_confirmation(consent_id: int) -> None:
 def send_confirmation(consent_id: int) -> bool:
     # PermanentMailError is not retried: the address will never accept it.
     return signup.send_confirmation(consent_id)
+
+
+def enqueue_signup(slug: str, form: dict[str, Any]) -> None:
+    sign_up.delay(slug, form)
+
+
+@app.task(name="nurture.sign_up", ignore_result=True)
+def sign_up(slug: str, form: dict[str, Any]) -> None:
+    # The web view answered already (the same page, in the same time, for every address);
+    # here the address is looked up and recorded, and its confirmation queued after commit.
+    signup.sign_up(slug, signup.SignupForm(**form), enqueue_confirmation)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from enum import StrEnum
 from urllib.parse import urlsplit
@@ -108,6 +108,7 @@ class SignupForm:
     article: str | None = None
     honeypot: str = ""
     client_address: str | None = None
+    client_digest: str | None = None  # client_hash(client_address), when already taken
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,32 @@ def check_form_token(slug: str, token: str | None) -> bool:
     except tokens.BadToken:
         return False
     return isinstance(data, dict) and data.get("q") == slug
+
+
+def accept(slug: str, form: SignupForm) -> SignupForm | None:
+    """What the web view does before answering: check the form alone, never the people.
+
+    Returns the form to record later (address normalised, client address reduced to its
+    hash), or None when the honeypot was filled. Raises InvalidSignup for a malformed
+    address and NotFound for an unknown sequence. It reads no subscriber, so the answer
+    takes the same time for a known address as for a new one; the lookup and the insert
+    happen in sign_up(), in a task, after the answer is on its way.
+    """
+    try:
+        address = normalize_email(form.email)
+    except NurtureError:
+        raise InvalidSignup("Please check the email address: it does not look complete.") from None
+    with transaction() as s:
+        get_sequence(s, slug)
+    if form.honeypot:
+        log.info("signup for %s dropped: honeypot filled", slug)
+        return None
+    return replace(
+        form,
+        email=address,
+        client_address=None,
+        client_digest=form.client_digest or client_hash(form.client_address),
+    )
 
 
 def sign_up(slug: str, form: SignupForm, enqueue: Callable[[int], None]) -> None:
@@ -226,7 +253,7 @@ def _sign_up(s: Session, seq: Sequence, address: str, form: SignupForm) -> int |
         consent_text=consent_text(seq),
         consent_version=CONSENT_VERSION,
         article=clean_article(form.article),
-        client_hash=client_hash(form.client_address),
+        client_hash=form.client_digest or client_hash(form.client_address),
         await_confirmation=True,
     )
     consent_id = latest_consent_id(s, sub, seq)

@@ -7,6 +7,8 @@ nothing but the token in the link. GET never changes state: mail scanners fetch 
 
 from __future__ import annotations
 
+import logging
+from dataclasses import asdict
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +25,7 @@ from nurture.subscribers import signup
 from nurture.subscribers.cleaning import clean
 from nurture.web import practice
 
+log = logging.getLogger(__name__)
 bp = Blueprint("pages", __name__)
 # A real signature header is under 200 characters; a longer one is refused before any work.
 MAX_SIGNATURE_HEADER = 1024
@@ -86,14 +89,23 @@ def _origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-def _enqueue_confirmation(consent_id: int) -> None:
+def _record_later(slug: str, form: signup.SignupForm) -> None:
+    """Hand the signup to a worker: it looks the address up, records it and queues the
+    confirmation (signup.sign_up). The same one message for every address.
+
+    An app built with ENQUEUE_CONFIRMATION (the demo, some tests) records it here instead
+    and hands the confirmation to that callable."""
     custom = current_app.config.get("ENQUEUE_CONFIRMATION")
     if custom is not None:
-        custom(consent_id)
+        signup.sign_up(slug, form, custom)
         return
-    from workers.tasks import enqueue_confirmation
+    from workers.tasks import enqueue_signup
 
-    enqueue_confirmation(consent_id)
+    try:
+        enqueue_signup(slug, asdict(form))
+    except Exception:
+        # The broker is down: the reader can send the form again. Never log the address.
+        log.exception("could not queue a signup for %s", slug)
 
 
 @bp.route("/subscribe/<slug>", methods=["GET", "POST"], endpoint="subscribe")
@@ -132,10 +144,13 @@ def _signup(slug: str, *, embed: bool) -> Any:
         client_address=request.remote_addr,
     )
     try:
-        signup.sign_up(slug, form, _enqueue_confirmation)
+        accepted = signup.accept(slug, form)
     except signup.InvalidSignup as exc:
         return _form_page(slug, embed, values=values, error=str(exc)), 400
-    # The same page for every address, known or not: nothing here may depend on who it is.
+    if accepted is not None:
+        _record_later(slug, accepted)
+    # The same page for every address, known or not, in the same time: nothing here may
+    # depend on who it is (no subscriber is even looked up before the answer).
     return render_template(
         "pages/check_inbox.html", layout=_layout(embed), practice=practice.for_slug(slug)
     )

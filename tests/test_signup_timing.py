@@ -1,0 +1,73 @@
+"""The signup answer cannot tell who is known: the view reads no person before answering;
+a task records the signup afterwards. (Timings themselves: bench/signup_timing.py.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import event
+
+from nurture.db import get_engine
+from tests.web_support import confirm_signup, csrf, subscriber
+
+PEOPLE_TABLES = ("subscribers", "consents", "enrollments", "suppressions", "events")
+
+
+@contextmanager
+def statements() -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement.lower())
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+
+
+def test_the_view_reads_no_person_and_answers_alike(
+    app: Flask, outbox: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = app.test_client()
+    confirm_signup(client, outbox, "known@example.com")
+    queued: list[tuple[str, dict[str, Any]]] = []
+    import workers.tasks
+
+    monkeypatch.setattr(workers.tasks, "enqueue_signup", lambda *a: queued.append(a), raising=False)
+    answers = []
+    for email in ("known@example.com", "new@example.com"):
+        token = csrf(client)
+        with statements() as seen:
+            r = client.post(
+                "/subscribe/quick", data={"email": email, "first_name": "X", "csrf_token": token}
+            )
+        assert r.status_code == 200
+        touched = [t for t in PEOPLE_TABLES for sql in seen if t in sql]
+        assert touched == [], touched
+        answers.append(r.get_data())
+    assert answers[0] == answers[1]
+    # One message for each, the same shape: the lookup happens in the task.
+    assert [q[0] for q in queued] == ["quick", "quick"]
+    assert queued[0][1].keys() == queued[1][1].keys()
+    assert "client_address" not in {k for k, v in queued[0][1].items() if v}
+    assert subscriber("new@example.com") is None  # not yet: the task has not run
+
+
+def test_the_task_records_the_signup_and_sends_the_confirmation(app: Flask, outbox: list) -> None:
+    client = app.test_client()
+    r = client.post(
+        "/subscribe/quick",
+        data={"email": "New@Example.com", "csrf_token": csrf(client)},
+        environ_base={"REMOTE_ADDR": "198.51.100.7"},
+    )
+    assert r.status_code == 200
+    sub = subscriber("new@example.com")
+    assert sub is not None and sub.status == "pending"
+    assert len(outbox) == 1

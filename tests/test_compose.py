@@ -35,6 +35,7 @@ CONTRACT_SETTINGS = frozenset(
         "NURTURE_TRACK_CLICKS",
         "NURTURE_TRACK_OPENS",
         "NURTURE_BOOKING_WEBHOOK_KEY",
+        "NURTURE_PROXY_HOPS",
     }
 )
 NURTURE_ROLES = ("migrate", "web", "worker", "beat")

@@ -71,3 +71,24 @@ def test_the_task_records_the_signup_and_sends_the_confirmation(app: Flask, outb
     sub = subscriber("new@example.com")
     assert sub is not None and sub.status == "pending"
     assert len(outbox) == 1
+
+
+def test_the_task_retries_a_racing_insert_and_never_repeats_a_database_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    import workers.tasks
+    from nurture.subscribers import signup
+
+    calls: list[str] = []
+
+    def racing(slug: str, form: signup.SignupForm, enqueue: Any) -> None:
+        calls.append(form.email)
+        raise IntegrityError("INSERT", {}, Exception(f"Key (email)=({form.email}) exists"))
+
+    monkeypatch.setattr(signup, "sign_up", racing)
+    with pytest.raises(workers.tasks.SignupFailed) as err:
+        workers.tasks.sign_up.run("quick", {"email": "race@example.com"})
+    assert calls == ["race@example.com", "race@example.com"]
+    assert "race" not in str(err.value) and err.value.__cause__ is None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
 from nurture.delivery import dispatch as dispatch_service
 from nurture.delivery import sending
 from nurture.mail.backends import TransientMailError
@@ -54,4 +56,18 @@ def enqueue_signup(slug: str, form: dict[str, Any]) -> None:
 def sign_up(slug: str, form: dict[str, Any]) -> None:
     # The web view answered already (the same page, in the same time, for every address);
     # here the address is looked up and recorded, and its confirmation queued after commit.
-    signup.sign_up(slug, signup.SignupForm(**form), enqueue_confirmation)
+    # Two signups for one new address may race to insert it: the second then finds the row.
+    # Any database error is re-raised by type only: its message can quote the address.
+    for attempt in (1, 2):
+        try:
+            signup.sign_up(slug, signup.SignupForm(**form), enqueue_confirmation)
+            return
+        except IntegrityError:
+            if attempt == 2:
+                raise SignupFailed("IntegrityError") from None
+        except DBAPIError as exc:
+            raise SignupFailed(type(exc.orig).__name__) from None
+
+
+class SignupFailed(Exception):
+    """A signup task's database error, without its message (which may quote an address)."""

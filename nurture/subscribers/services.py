@@ -27,6 +27,7 @@ from nurture.subscribers.models import (
     SubscriberStatus,
     Suppression,
 )
+from nurture.subscribers.rules import left_reason
 
 CLI_CONSENT = "Added by the operator, who holds this person's consent."
 CLI_CONSENT_VERSION = "cli-1"
@@ -103,10 +104,7 @@ def add_subscriber(
     else:
         sub.first_name = first_name or sub.first_name
         sub.timezone = timezone or sub.timezone
-        if (
-            sub.status in {SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED}
-            and not confirmed
-        ):
+        if left_reason(sub.status) is not None and not confirmed:
             # Coming back after leaving needs a fresh confirmation.
             sub.status = SubscriberStatus.PENDING
     s.add(

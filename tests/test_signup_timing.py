@@ -92,3 +92,31 @@ def test_the_task_retries_a_racing_insert_and_never_repeats_a_database_message(
         workers.tasks.sign_up.run("quick", {"email": "race@example.com"})
     assert calls == ["race@example.com", "race@example.com"]
     assert "race" not in str(err.value) and err.value.__cause__ is None
+
+
+def test_under_the_embedded_broker_the_address_never_enters_the_broker(
+    quick_sequence: str, clock: Any, monkeypatch: pytest.MonkeyPatch, outbox: list
+) -> None:
+    """The SQLAlchemy transport keeps delivered messages: the web process records the signup
+    itself, after the answer is sent, and only a consent id goes to the broker."""
+    monkeypatch.setenv("NURTURE_BROKER_URL", "sqla+sqlite:///broker.db")
+    from nurture import clock as clock_mod
+    from nurture.config import reset_settings
+
+    reset_settings()
+    clock_mod.set_clock(clock)
+    import workers.tasks
+    from nurture.web.app import create_app
+
+    queued: list[Any] = []
+    monkeypatch.setattr(workers.tasks, "enqueue_confirmation", queued.append)
+    monkeypatch.setattr(workers.tasks, "enqueue_signup", lambda *a: queued.append(a))
+    client = create_app(TESTING=True).test_client()
+    r = client.post(
+        "/subscribe/quick", data={"email": "emb@example.com", "csrf_token": csrf(client)}
+    )
+    assert r.status_code == 200
+    assert subscriber("emb@example.com") is None  # the answer went first
+    r.close()  # what the server does once the answer is sent
+    assert subscriber("emb@example.com") is not None
+    assert len(queued) == 1 and isinstance(queued[0], int)  # a consent id, nothing else

@@ -12,7 +12,15 @@ from dataclasses import asdict
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, jsonify, redirect, render_template, request
+from flask import (
+    Blueprint,
+    current_app,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+)
 from werkzeug.exceptions import NotFound as HTTPNotFound
 from werkzeug.wrappers import Response
 
@@ -89,15 +97,21 @@ def _origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-def _record_later(slug: str, form: signup.SignupForm) -> None:
-    """Hand the signup to a worker: it looks the address up, records it and queues the
-    confirmation (signup.sign_up). The same one message for every address.
+def _record_later(answer: Response, slug: str, form: signup.SignupForm) -> None:
+    """Record the signup after answering: look the address up, record it, queue the
+    confirmation (signup.sign_up). The same work, after the same answer, for every address.
 
-    An app built with ENQUEUE_CONFIRMATION (the demo, some tests) records it here instead
-    and hands the confirmation to that callable."""
+    With Redis (or in tests) that is one task for a worker. The embedded SQLAlchemy broker
+    keeps every delivered message in its table, and a signup's address must not stay there:
+    this process then does it itself, once the answer has been sent. An app built with
+    ENQUEUE_CONFIRMATION (the demo, some tests) records it here and hands the confirmation
+    to that callable."""
     custom = current_app.config.get("ENQUEUE_CONFIRMATION")
     if custom is not None:
         signup.sign_up(slug, form, custom)
+        return
+    if get_settings().broker_url.startswith("sqla+"):
+        answer.call_on_close(lambda: _sign_up_here(slug, form))
         return
     from workers.tasks import enqueue_signup
 
@@ -106,6 +120,15 @@ def _record_later(slug: str, form: signup.SignupForm) -> None:
     except Exception:
         # The broker is down: the reader can send the form again. Never log the address.
         log.exception("could not queue a signup for %s", slug)
+
+
+def _sign_up_here(slug: str, form: signup.SignupForm) -> None:
+    from workers.tasks import enqueue_confirmation
+
+    try:
+        signup.sign_up(slug, form, enqueue_confirmation)
+    except Exception as exc:
+        log.error("could not record a signup for %s: %s", slug, type(exc).__name__)
 
 
 @bp.route("/subscribe/<slug>", methods=["GET", "POST"], endpoint="subscribe")
@@ -147,13 +170,15 @@ def _signup(slug: str, *, embed: bool) -> Any:
         accepted = signup.accept(slug, form)
     except signup.InvalidSignup as exc:
         return _form_page(slug, embed, values=values, error=str(exc)), 400
-    if accepted is not None:
-        _record_later(slug, accepted)
     # The same page for every address, known or not, in the same time: nothing here may
     # depend on who it is (no subscriber is even looked up before the answer).
-    return render_template(
+    page = render_template(
         "pages/check_inbox.html", layout=_layout(embed), practice=practice.for_slug(slug)
     )
+    answer = make_response(page)
+    if accepted is not None:
+        _record_later(answer, slug, accepted)
+    return answer
 
 
 @bp.route("/confirm/<token>", methods=["GET", "POST"])

@@ -131,6 +131,8 @@ def test_a_real_worker_delivers_the_others_and_logs_no_address(
             assert wait_until(lambda: _statuses()[JOSE][1] == DeliveryStatus.FAILED, timeout=30), (
                 worker.tail()
             )
+            # The batch's closing line: the whole batch is in the log before the worker stops.
+            assert wait_until(lambda: "batch done" in log.read_text(errors="replace"), 30)
         finally:
             worker.stop()
         assert sorted(smtp.recipients) == sorted([*PLAIN, IDN_ASCII])

@@ -73,7 +73,9 @@ def _form_page(
         "pages/subscribe.html",
         layout=_layout(embed),
         page=page,
-        practice=practice.Practice(name=page.practice, from_name=page.from_name, series=page.name),
+        practice=practice.Practice(
+            name=page.practice, from_name=page.discreet_from or page.practice, series=page.name
+        ),
         csrf_token=signup.form_token(slug),
         article=signup.clean_article(values.get("article") or article) or "",
         values=values,
@@ -172,10 +174,10 @@ def _signup(slug: str, *, embed: bool) -> Any:
         return _form_page(slug, embed, values=values, error=str(exc)), 400
     # The same page for every address, known or not, in the same time: nothing here may
     # depend on who it is (no subscriber is even looked up before the answer).
-    page = render_template(
+    body = render_template(
         "pages/check_inbox.html", layout=_layout(embed), practice=practice.for_slug(slug)
     )
-    answer = make_response(page)
+    answer = make_response(body)
     if accepted is not None:
         _record_later(answer, slug, accepted)
     return answer

@@ -2,7 +2,7 @@
 signup rate-limit counters shared by every web worker
 
 Revision ID: 0002_consent_edges
-Revises: 0001
+Revises: 0005_operator
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0002_consent_edges"
-down_revision = "0001"
+down_revision = "0005_operator"
 branch_labels = None
 depends_on = None
 

@@ -17,7 +17,8 @@ from nurture.clock import now
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.errors import NotFound, NurtureError
 from nurture.sequences.models import Sequence, SequenceStatus, Step
-from nurture.sequences.services import get_sequence
+from nurture.sequences.schedule import SendWindow, due_at, zone
+from nurture.sequences.services import get_sequence, window_of
 from nurture.subscribers.models import (
     Enrollment,
     Event,
@@ -34,16 +35,51 @@ class ScheduleRow:
     sequence: str
     step: str
     count: int
+    quiet_moved: int = 0  # of these, sends that a quiet day moved to this later time
+
+
+def _quiet_rules(s: Session) -> dict[int, tuple[SendWindow, str]]:
+    """Sequences with quiet days: their whole rule and default zone."""
+    rules = {}
+    for seq in s.scalars(select(Sequence)):
+        if seq.settings.get("quiet_days"):
+            rules[seq.id] = (window_of(seq), seq.settings.get("timezone", "UTC"))
+    return rules
+
+
+def _moved_by_quiet_day(
+    rule: tuple[SendWindow, str], tz_name: str | None, after: datetime | None, delay: int, due: datetime
+) -> bool:
+    """Would this send have gone earlier, on a day that is quiet, without the quiet days?"""
+    if after is None:
+        return False
+    window, default_tz = rule
+    tz = zone(tz_name, default_tz)
+    plain = due_at(after, timedelta(seconds=delay), window.without_quiet_days(), tz)
+    return plain < due and window.quiet.is_quiet(plain.astimezone(tz).date())
 
 
 def schedule(s: Session, within: timedelta) -> list[ScheduleRow]:
     """Sends due within `within` from now, per sequence and step, bucketed per hour (up to
-    two days ahead) or per day. Paused sequences are counted as held."""
+    two days ahead) or per day. Paused sequences are counted as held. Sends that a quiet
+    day pushed later are counted again in `quiet_moved`."""
     at = now()
     hourly = within <= timedelta(days=2)
     buckets: Counter[tuple[str, str, str, str]] = Counter()
+    moved: Counter[tuple[str, str, str, str]] = Counter()
+    rules = _quiet_rules(s)
     rows = s.execute(
-        select(Sequence.slug, Sequence.status, Step.position, Step.key, Enrollment.next_due_at)
+        select(
+            Sequence.slug,
+            Sequence.status,
+            Step.position,
+            Step.key,
+            Enrollment.next_due_at,
+            Enrollment.sequence_id,
+            Step.delay_seconds,
+            func.coalesce(Enrollment.last_sent_at, Enrollment.started_at),
+            Subscriber.timezone,
+        )
         .join(Sequence, Sequence.id == Enrollment.sequence_id)
         .join(Step, Step.id == Enrollment.next_step_id)
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
@@ -53,7 +89,7 @@ def schedule(s: Session, within: timedelta) -> list[ScheduleRow]:
         )
         .execution_options(yield_per=5000)
     )
-    for slug, status, position, key, due in rows:
+    for slug, status, position, key, due, seq_id, delay, after, tz_name in rows:
         if due is None:
             continue
         if status == SequenceStatus.PAUSED:
@@ -64,10 +100,13 @@ def schedule(s: Session, within: timedelta) -> list[ScheduleRow]:
             when = due.strftime("%Y-%m-%d %H:00Z")
         else:
             when = due.strftime("%Y-%m-%d")
-        buckets[(when, slug, f"{position:03d}", key)] += 1
+        bucket = (when, slug, f"{position:03d}", key)
+        buckets[bucket] += 1
+        if seq_id in rules and _moved_by_quiet_day(rules[seq_id], tz_name, after, delay, due):
+            moved[bucket] += 1
     return [
-        ScheduleRow(when, slug, key, n)
-        for (when, slug, _, key), n in sorted(buckets.items(), key=lambda kv: _order(kv[0]))
+        ScheduleRow(when, slug, key, n, moved[(when, slug, pos, key)])
+        for (when, slug, pos, key), n in sorted(buckets.items(), key=lambda kv: _order(kv[0]))
     ]
 
 

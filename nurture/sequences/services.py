@@ -38,6 +38,7 @@ def live_steps(s: Session, sequence_id: int) -> list[Step]:
 
 
 def window_of(seq: Sequence) -> SendWindow:
+    """The sequence's whole sending rule: its window and its quiet days."""
     return seq.config.window
 
 

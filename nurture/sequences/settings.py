@@ -25,6 +25,8 @@ class SequenceSettings(BaseModel):
     postal_address: str
     timezone: str = "UTC"
     send_window: WindowSpec = Field(default_factory=WindowSpec)
+    # Reader-local dates with no mail ("12-25" yearly, "2027-04-05" once): part of `window`.
+    quiet_days: list[str] = Field(default_factory=list)
     discreet: DiscreetSpec | None = None
     tracking: dict[str, bool] | None = None
     article: dict[str, str] | None = None
@@ -35,7 +37,7 @@ class SequenceSettings(BaseModel):
 
     @functools.cached_property
     def window(self) -> SendWindow:
-        return SendWindow.from_config(self.send_window.model_dump())
+        return SendWindow.from_config(self.send_window.model_dump(), list(self.quiet_days))
 
     @property
     def first_step_immediately(self) -> bool:

@@ -6,6 +6,8 @@ embedded, one-machine setup: SQLite, Celery over the SQLAlchemy transport, mail 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import logging
 import math
@@ -72,6 +74,11 @@ class Settings(BaseSettings):
     # Where the top-level templates/ folder is, when nurture runs from an installed package.
     templates_dir: str | None = None
 
+    # Event webhooks (Standard Webhooks) and the retention limit: issue 14.
+    events_url: str | None = None
+    events_secret: SecretStr | None = None
+    retention_days: int | None = Field(default=None, ge=1, le=36_500)
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, v: str) -> str:
@@ -114,6 +121,39 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL, e.g. https://example.org")
         return v.rstrip("/")
 
+    @field_validator("events_url")
+    @classmethod
+    def _events_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an absolute http(s) URL, e.g. https://crm.example.org/hooks")
+        return v
+
+    @field_validator("events_secret")
+    @classmethod
+    def _events_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return v
+        raw = v.get_secret_value()
+        try:
+            key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if not raw.startswith("whsec_") or len(key) < 24:
+            raise ValueError(
+                "must be whsec_ followed by base64 of at least 24 random bytes "
+                "(e.g. whsec_$(openssl rand -base64 32))"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _events_need_secret(self) -> Settings:
+        if self.events_url and self.events_secret is None:
+            raise ValueError("NURTURE_EVENTS_SECRET is required when NURTURE_EVENTS_URL is set")
+        return self
+
     @model_validator(mode="after")
     def _production_needs_secret(self) -> Settings:
         if self.env != "production":
@@ -137,6 +177,13 @@ class Settings(BaseSettings):
     @property
     def is_embedded_broker(self) -> bool:
         return self.broker_url.startswith("sqla+") or self.broker_url.startswith("memory")
+
+    @property
+    def events_key(self) -> bytes | None:
+        """The raw HMAC key of NURTURE_EVENTS_SECRET, or None when event webhooks are off."""
+        if not self.events_url or self.events_secret is None:
+            return None
+        return base64.b64decode(self.events_secret.get_secret_value().removeprefix("whsec_"))
 
     @property
     def dkim_enabled(self) -> bool:

@@ -117,6 +117,10 @@ def get_engine(*, create: bool = False) -> Engine:
             )
         _engine = make_engine(url)
         _sessionmaker = sessionmaker(_engine, expire_on_commit=False)
+        # Event webhooks are written to their outbox in the flush that records the event.
+        from nurture.subscribers.event_webhooks import capture
+
+        event.listen(_sessionmaker, "before_flush", capture)
     return _engine
 
 

@@ -48,7 +48,11 @@ def _quiet_rules(s: Session) -> dict[int, tuple[SendWindow, str]]:
 
 
 def _moved_by_quiet_day(
-    rule: tuple[SendWindow, str], tz_name: str | None, after: datetime | None, delay: int, due: datetime
+    rule: tuple[SendWindow, str],
+    tz_name: str | None,
+    after: datetime | None,
+    delay: int,
+    due: datetime,
 ) -> bool:
     """Would this send have gone earlier, on a day that is quiet, without the quiet days?"""
     if after is None:
@@ -180,9 +184,21 @@ def stats(s: Session, slug: str | None = None) -> list[SequenceStats]:
         .group_by(Delivery.step_id, Delivery.status)
     ):
         if status == DeliveryStatus.SENT:
-            per_step[step_id].sent = n
+            per_step[step_id].sent += n
         elif status == DeliveryStatus.FAILED:
-            per_step[step_id].failed = n
+            per_step[step_id].failed += n
+    # People erased (forget, the retention limit) leave anonymous counts of their sends.
+    for erased_step, kind, n in s.execute(
+        select(Event.step_id, Event.kind, func.count())
+        .where(Event.kind.in_(["sent_erased", "failed_erased"]), Event.step_id.in_(list(per_step)))
+        .group_by(Event.step_id, Event.kind)
+    ):
+        if erased_step is None:
+            continue
+        if kind == "sent_erased":
+            per_step[erased_step].sent += n
+        else:
+            per_step[erased_step].failed += n
     # Clicks: one per email clicked (several clicks on one email count once).
     for clicked_step, with_delivery, without in s.execute(
         select(

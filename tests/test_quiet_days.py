@@ -88,7 +88,9 @@ def test_spring_forward_quiet_day_with_a_start_that_does_not_exist() -> None:
     due = due_at(datetime(2026, 3, 7, 12, tzinfo=NY), timedelta(hours=1), rule, NY)
     assert due.astimezone(NY) == datetime(2026, 3, 9, 2, 30, tzinfo=NY)
     # Without the quiet day the window opens at the first minute after the gap.
-    plain = due_at(datetime(2026, 3, 7, 12, tzinfo=NY), timedelta(hours=1), rule.without_quiet_days(), NY)
+    plain = due_at(
+        datetime(2026, 3, 7, 12, tzinfo=NY), timedelta(hours=1), rule.without_quiet_days(), NY
+    )
     assert plain.astimezone(NY) == datetime(2026, 3, 8, 3, 0, tzinfo=NY)
 
 
@@ -155,7 +157,9 @@ def test_quiet_days_read_yaml_dates_and_leap_days(tmp_path: Path) -> None:
 
 
 def test_a_year_without_a_sendable_day_is_refused(tmp_path: Path) -> None:
-    every = [f"{d.month:02d}-{d.day:02d}" for d in (date(2001, 1, 1) + timedelta(n) for n in range(365))]
+    every = [
+        f"{d.month:02d}-{d.day:02d}" for d in (date(2001, 1, 1) + timedelta(n) for n in range(365))
+    ]
     with pytest.raises(SpecError, match="quiet_days leave no day of the year to send on"):
         load_folder(_folder(tmp_path, "[" + ", ".join(every) + "]"))
 
@@ -183,9 +187,7 @@ def test_the_welcome_goes_at_once_and_the_next_step_waits_for_an_allowed_day(
     assert drain() == 0
 
 
-def test_dry_run_and_schedule_show_the_effect(
-    db: str, clock: FrozenClock, tmp_path: Path
-) -> None:
+def test_dry_run_and_schedule_show_the_effect(db: str, clock: FrozenClock, tmp_path: Path) -> None:
     # Friday 2026-03-06, 09:00 in New York: step two is due in a minute, on the 6th.
     folder = sequence_copy(tmp_path)
     assert run("sequences", "apply", str(folder)).code == 0
@@ -199,9 +201,9 @@ def test_dry_run_and_schedule_show_the_effect(
     assert ran.code == 0, ran.err
     assert "2 unclaimed sends moved off quiet days" in ran.out
     assert _next_due("ann@example.com") == before
-    assert run("sequences", "apply", "--dry-run", "--json", str(quiet)).json()[0][
-        "quiet_moved"
-    ] == 2
+    assert (
+        run("sequences", "apply", "--dry-run", "--json", str(quiet)).json()[0]["quiet_moved"] == 2
+    )
     ran = run("sequences", "apply", str(quiet))
     assert "2 unclaimed sends moved off quiet days" in ran.out
     assert _next_due("ann@example.com").astimezone(NY) == datetime(2026, 3, 8, 9, 0, tzinfo=NY)

@@ -9,7 +9,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from nurture.delivery import dispatch as dispatch_service
 from nurture.delivery import sending
 from nurture.mail.backends import TransientMailError
-from nurture.subscribers import signup
+from nurture.subscribers import event_webhooks, retention, signup
 from workers.app import app
 
 
@@ -71,3 +71,25 @@ def sign_up(slug: str, form: dict[str, Any]) -> None:
 
 class SignupFailed(Exception):
     """A signup task's database error, without its message (which may quote an address)."""
+
+
+# --- event webhooks and the retention limit (issue 14) ---------------------------------
+
+
+@app.task(name="nurture.events_sweep", ignore_result=True, acks_late=False)
+def events_sweep() -> int:
+    # Like dispatch: claims are atomic and leased, so overlapping sweeps do no harm.
+    return event_webhooks.sweep(deliver_events.delay)
+
+
+@app.task(name="nurture.deliver_events", ignore_result=True)
+def deliver_events(outbox_ids: list[int]) -> dict[str, int]:
+    # Retries live in the outbox (next_attempt_at), not in Celery: a refused event waits in
+    # the database for the sweep, as a due send does.
+    return event_webhooks.deliver(outbox_ids)
+
+
+@app.task(name="nurture.purge", ignore_result=True, acks_late=False)
+def purge() -> dict[str, int]:
+    r = retention.purge()
+    return {"erased": r.erased}

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "nurture.cli.content",
     "nurture.cli.demo",
     "nurture.cli.reports",
+    "nurture.cli.events",
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -32,6 +33,7 @@ from nurture.subscribers import importing
 from nurture.subscribers.operator import Outcome, add_by_operator, skipped_message
 from nurture.subscribers.privacy import EXPORT_FIELDS, export_rows, forget, spreadsheet_safe
 from nurture.subscribers.queries import STATUSES, list_subscribers, story
+from nurture.subscribers.retention import purge
 from nurture.subscribers.services import get_subscriber, mark_booked, unsubscribe
 from nurture.subscribers.signup import send_confirmation
 
@@ -298,3 +300,24 @@ def forget_(email: str, yes: bool) -> None:
         click.echo("forgotten: personal data erased, address suppressed")
     else:
         click.echo("no data held for that address; it is now suppressed")
+
+
+@subscribers.command("purge")
+@click.option("--dry-run", is_flag=True, help="Only count who would be erased.")
+@json_option
+def purge_(dry_run: bool, as_json: bool) -> None:
+    """Apply NURTURE_RETENTION_DAYS now: erase, as `forget` does, everyone whose sequences
+    all ended at least that many days ago. Prints counts, never addresses. Beat runs this
+    daily when the setting is on.
+
+    Example: nurture subscribers purge --dry-run
+    """
+    result = purge(dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps({**asdict(result), "cutoff": result.cutoff.isoformat()}))
+        return
+    ended = f"sequences all ended before {human(result.cutoff)}"
+    if dry_run:
+        click.echo(f"{result.due} people would be erased ({ended}); dry run: nothing changed")
+    else:
+        click.echo(f"{result.erased} people erased ({ended}); only address hashes remain")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from pathlib import Path
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Any
 
 import yaml

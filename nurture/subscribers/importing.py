@@ -23,6 +23,7 @@ from nurture.sequences.models import Sequence
 from nurture.sequences.schedule import is_valid_timezone
 from nurture.sequences.services import first_due, get_sequence, live_steps
 from nurture.subscribers.cleaning import clean, clean_name
+from nurture.subscribers.event_webhooks import queue_many
 from nurture.subscribers.models import (
     Consent,
     Enrollment,
@@ -315,3 +316,5 @@ def _insert_new(s: Session, seq: Sequence, rows: list[Row], confirmed: bool) -> 
         s.execute(
             insert(Event), [{"kind": "confirmed", "subscriber_id": i, "created_at": t} for i in ids]
         )
+        # Core inserts skip the session's flush hook: announce these in bulk too.
+        queue_many(s, "confirmed", [(r.email, seq.slug) for r in rows])

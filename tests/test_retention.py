@@ -135,7 +135,7 @@ def test_purge_needs_the_setting(db: str, monkeypatch: pytest.MonkeyPatch) -> No
     from nurture.config import load_settings
     from nurture.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="^NURTURE_RETENTION_DAYS: "):
+    with pytest.raises(ConfigError, match=r"^NURTURE_RETENTION_DAYS: "):
         load_settings()
 
 

@@ -36,6 +36,9 @@ CONTRACT_SETTINGS = frozenset(
         "NURTURE_TRACK_OPENS",
         "NURTURE_BOOKING_WEBHOOK_KEY",
         "NURTURE_PROXY_HOPS",
+        "NURTURE_EVENTS_URL",
+        "NURTURE_EVENTS_SECRET",
+        "NURTURE_RETENTION_DAYS",
     }
 )
 NURTURE_ROLES = ("migrate", "web", "worker", "beat")

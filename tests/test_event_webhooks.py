@@ -264,3 +264,17 @@ def test_bad_event_settings_stop_start_up(
         load_settings()
     assert message in str(err.value)
     assert "whsec_YWFh" not in str(err.value) and "abc" not in str(err.value)
+
+
+def test_beat_sweeps_events_and_purges_daily_only_when_set(
+    settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workers.app import make_celery
+
+    assert set(make_celery(load_settings()).conf.beat_schedule) == {"dispatch"}
+    monkeypatch.setenv("NURTURE_EVENTS_URL", "https://crm.example.org/hooks")
+    monkeypatch.setenv("NURTURE_EVENTS_SECRET", SECRET)
+    monkeypatch.setenv("NURTURE_RETENTION_DAYS", "365")
+    schedule = make_celery(load_settings()).conf.beat_schedule
+    assert schedule["events"]["task"] == "nurture.events_sweep"
+    assert schedule["purge"]["task"] == "nurture.purge"

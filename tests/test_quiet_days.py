@@ -211,6 +211,7 @@ def test_dry_run_and_schedule_show_the_effect(db: str, clock: FrozenClock, tmp_p
     assert rows == [
         {"when": "2026-03-08", "sequence": "quick", "step": "two", "count": 2, "quiet_moved": 2}
     ]
-    assert "quiet moved" in run("schedule", "--within", "3d").out
+    assert "quiet moved" in run("schedule", "--within", "3d", terminal=True).out
+    assert "quiet days 03-06, 03-07" in run("sequences", "show", "quick", terminal=True).out
     # Taking the quiet days out brings nothing forward (and moves nothing).
     assert "moved off quiet days" not in run("sequences", "apply", str(folder)).out

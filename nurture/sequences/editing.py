@@ -32,7 +32,7 @@ from nurture.clock import now
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.sequences.schedule import format_delay, zone
-from nurture.sequences.services import due_for, first_due, window_of
+from nurture.sequences.services import due_for, first_due, first_step_immediately, window_of
 from nurture.sequences.spec import SequenceSpec, StepSpec
 from nurture.subscribers.models import ENDED, Enrollment, EnrollmentStatus, Subscriber
 
@@ -294,7 +294,11 @@ def _plan_enrollments(
         delay_changed = new_next in plan.delays
         if new_next == current and not delay_changed:
             tz = zone(row.timezone, preview.settings.get("timezone", "UTC"))
-            immediate = row.last_step_id is None and new_delay[new_next] == 0
+            immediate = (
+                row.last_step_id is None
+                and new_delay[new_next] == 0
+                and first_step_immediately(preview)
+            )
             if quiet_changed and not immediate and not window.contains(row.next_due_at, tz):
                 # Same step, same delay, but the time is no longer sendable: the worker would
                 # hold it back at send time anyway; moving it now keeps `schedule` truthful.

@@ -91,7 +91,7 @@ def capture(session: Session, _flush_context: object, _instances: object) -> Non
     if not new or not get_settings().events_url:
         return
     at = now()
-    for ev in sorted(new, key=lambda e: KINDS.index(e.kind)):
+    for ev in new:  # in the order they were added to the session
         sub = session.get(Subscriber, ev.subscriber_id) if ev.subscriber_id else None
         if sub is None:
             # Nobody to name (e.g. an event recorded after the person was erased).

@@ -42,8 +42,8 @@ def _quiet_rules(s: Session) -> dict[int, tuple[SendWindow, str]]:
     """Sequences with quiet days: their whole rule and default zone."""
     rules = {}
     for seq in s.scalars(select(Sequence)):
-        if seq.settings.get("quiet_days"):
-            rules[seq.id] = (window_of(seq), seq.settings.get("timezone", "UTC"))
+        if seq.config.quiet_days:
+            rules[seq.id] = (window_of(seq), seq.config.timezone)
     return rules
 
 

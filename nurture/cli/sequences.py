@@ -165,8 +165,8 @@ def show(slug: str, as_json: bool) -> None:
             f"window {window.get('start', '00:00')}-{window.get('end', '24:00')} "
             f"{','.join(window.get('days') or [])}"
         )
-        if seq.settings.get("quiet_days"):
-            header += f", quiet days {', '.join(seq.settings['quiet_days'])}"
+        if seq.config.quiet_days:
+            header += f", quiet days {', '.join(seq.config.quiet_days)}"
     if not as_json and is_terminal():  # in a pipe, only the rows: one TSV listing
         say(header)
     emit(rows, ["position", "key", "delay", "subject", "waiting"], as_json, f"steps of {slug}")

@@ -227,7 +227,7 @@ def _plan_enrollments(
             plan.cancel_delivery_ids.append(delivery_id)
 
     preview = Sequence(slug=seq.slug, name=spec.name, settings=spec.settings_dict())
-    quiet_changed = seq.settings.get("quiet_days") != preview.settings.get("quiet_days")
+    quiet_changed = seq.config.quiet_days != preview.config.quiet_days
     window = window_of(preview)
     receivers: Counter[str] = Counter()
     cancelled: Counter[str] = Counter()
@@ -293,7 +293,7 @@ def _plan_enrollments(
             continue
         delay_changed = new_next in plan.delays
         if new_next == current and not delay_changed:
-            tz = zone(row.timezone, preview.settings.get("timezone", "UTC"))
+            tz = zone(row.timezone, preview.config.timezone)
             immediate = (
                 row.last_step_id is None
                 and new_delay[new_next] == 0

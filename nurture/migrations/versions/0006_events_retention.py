@@ -1,7 +1,7 @@
 """event webhooks outbox (NURTURE_EVENTS_URL); retention needs no schema of its own
 
 Revision ID: 0006_events_retention
-Revises: 0005_operator
+Revises: 0002_consent_edges
 Create Date: 2026-11-22 08:20:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import nurture.db
 
 revision = "0006_events_retention"
-down_revision = "0005_operator"
+down_revision = "0002_consent_edges"
 branch_labels = None
 depends_on = None
 

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     track_opens: bool = False
     booking_webhook_key: SecretStr | None = None
 
+    # The relay's limits, for all workers together (nurture/delivery/limits.py); unset: none.
+    send_rate: float | None = Field(default=None, gt=0)  # messages per second
+    send_daily_limit: int | None = Field(default=None, ge=1)  # messages per UTC day
+
     # Operational knobs beyond the contract; the defaults suit a small practice.
     batch_size: int = Field(default=100, ge=1, le=10_000)
     lease_seconds: int = Field(default=300, ge=5)

@@ -66,7 +66,9 @@ def _moved_by_quiet_day(
 def schedule(s: Session, within: timedelta) -> list[ScheduleRow]:
     """Sends due within `within` from now, per sequence and step, bucketed per hour (up to
     two days ahead) or per day. Paused sequences are counted as held. Sends that a quiet
-    day pushed later are counted again in `quiet_moved`."""
+    day pushed later are counted again in `quiet_moved`. Under NURTURE_SEND_DAILY_LIMIT,
+    what today's remaining quota cannot take waits for the next UTC day, and is shown
+    there."""
     at = now()
     hourly = within <= timedelta(days=2)
     buckets: Counter[tuple[str, str, str, str]] = Counter()
@@ -91,13 +93,17 @@ def schedule(s: Session, within: timedelta) -> list[ScheduleRow]:
             mailable(),
             Enrollment.next_due_at <= at + within,
         )
+        .order_by(Enrollment.next_due_at)
         .execution_options(yield_per=5000)
     )
+    quota = _DailyQuota(s, at)
     for slug, status, position, key, due, seq_id, delay, after, tz_name in rows:
         if due is None:
             continue
         if status == SequenceStatus.PAUSED:
             when = "held (paused)"
+        elif (waits := quota.waits_until(due)) is not None:
+            when = f"{waits:%Y-%m-%d %H:00Z} (daily limit)"
         elif due <= at:
             when = "now (overdue)"
         elif hourly:
@@ -112,6 +118,32 @@ def schedule(s: Session, within: timedelta) -> list[ScheduleRow]:
         ScheduleRow(when, slug, key, n, moved[(when, slug, pos, key)])
         for (when, slug, pos, key), n in sorted(buckets.items(), key=lambda kv: _order(kv[0]))
     ]
+
+
+class _DailyQuota:
+    """Today's remaining NURTURE_SEND_DAILY_LIMIT, handed out in due order: a send beyond
+    it waits for the next UTC day (as the workers make it), and one the workers already put
+    back to midnight for the limit is shown as waiting too."""
+
+    def __init__(self, s: Session, at: datetime) -> None:
+        from nurture.config import get_settings
+        from nurture.delivery.limits import next_utc_day, sent_today
+
+        self.limit = get_settings().send_daily_limit
+        self.tomorrow = next_utc_day(at)
+        self.left = max(0, self.limit - sent_today(s, at)) if self.limit else 0
+
+    def waits_until(self, due: datetime) -> datetime | None:
+        if not self.limit:
+            return None
+        if due < self.tomorrow:
+            if self.left > 0:
+                self.left -= 1
+                return None
+            return self.tomorrow
+        if due == self.tomorrow:
+            return self.tomorrow
+        return None
 
 
 def _order(k: tuple[str, str, str, str]) -> tuple[int, str, str, str]:

@@ -39,6 +39,9 @@ CONTRACT_SETTINGS = frozenset(
         "NURTURE_EVENTS_URL",
         "NURTURE_EVENTS_SECRET",
         "NURTURE_RETENTION_DAYS",
+        # The relay's limits (issue 10).
+        "NURTURE_SEND_RATE",
+        "NURTURE_SEND_DAILY_LIMIT",
     }
 )
 NURTURE_ROLES = ("migrate", "web", "worker", "beat")

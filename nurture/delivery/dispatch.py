@@ -122,7 +122,12 @@ def batches(items: Sequence[T], size: int) -> list[list[T]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def dispatch_once(enqueue: Enqueue, *, limit: int = 5000) -> DispatchResult:
+# Claims per transaction: workers start on the first thousand while the next is claimed,
+# instead of idling until a whole backlog is claimed.
+CLAIM_SLICE = 1000
+
+
+def dispatch_once(enqueue: Enqueue, *, limit: int = CLAIM_SLICE) -> DispatchResult:
     """One pass: reclaim lost work, claim what is due, then (after commit) enqueue it.
 
     Enqueueing only after the commit means a worker never receives an id it cannot see,

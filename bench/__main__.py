@@ -3,18 +3,21 @@
     sending throughput   real Redis + PostgreSQL + Celery workers + a C SMTP sink
     signup load          gunicorn under wrk, GET and POST /subscribe
     CSV import           100,000 rows, time and peak memory
+    signup timing        new against known addresses: the answer must not tell them apart
 
-Each also runs alone: python -m bench.throughput | bench.signup_load | bench.csv_import.
+Each also runs alone: python -m bench.throughput | bench.signup_load | bench.csv_import |
+bench.signup_timing.
 """
 
 import sys
 
-from bench import csv_import, signup_load, throughput
+from bench import csv_import, signup_load, signup_timing, throughput
 
 for title, run in (
     ("sending throughput", throughput.main),
     ("signup load", signup_load.main),
     ("CSV import", csv_import.main),
+    ("signup timing", signup_timing.main),
 ):
     print(f"\n=== {title} ===", flush=True)
     saved = sys.argv

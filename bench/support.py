@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -10,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -56,6 +58,44 @@ def smtp_sink() -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(5)
+
+
+class _Refusing421:
+    """aiosmtpd handler: the first attempt for one address in ten gets "421 try again
+    later" and the connection closes, as a busy relay does; everything else is accepted."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.received = 0
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, _: Any
+    ) -> str:
+        number = int("".join(c for c in address.split("@")[0] if c.isdigit()) or 0)
+        if number % 10 == 0 and address not in self.seen:
+            self.seen.add(address)
+            asyncio.get_running_loop().call_later(0.01, server.transport.close)
+            return "421 4.3.2 try again later, closing connection"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received += len(envelope.rcpt_tos)
+        return "250 OK"
+
+
+@contextmanager
+def refusing_server() -> Iterator[int]:
+    """A Python SMTP server answering 421 (then closing) to 10% of messages."""
+    from aiosmtpd.controller import Controller
+
+    port = free_port()
+    controller = Controller(_Refusing421(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
 
 
 @contextmanager

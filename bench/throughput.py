@@ -1,8 +1,11 @@
 """End-to-end sending throughput: N subscribers due now, real Redis + PostgreSQL + Celery
-workers + a C SMTP sink. Prints emails/s for the whole pipeline (dispatch pass to last
-commit) and, in the same run, a plain smtplib loop to the same sink as the ceiling.
+workers (`nurture worker` defaults) + a C SMTP sink. Prints, from the same run: two plain
+smtplib loops to the same sink as ceilings (our own message as prebuilt bytes; an
+EmailMessage built per message), the pipeline's emails/s (dispatch pass to last commit),
+their ratio, and where one process spends a message's time. Then the drain benchmark: the
+same pipeline against a server answering 421 (and closing) to 10% of messages.
 
-    python -m bench.throughput --subscribers 5000 --concurrency 2
+    python -m bench.throughput --subscribers 5000
 """
 
 from __future__ import annotations
@@ -22,22 +25,58 @@ from typing import Any
 import redis
 from sqlalchemy import func, insert, select, text
 
-from bench.support import REDIS_URL, scratch_postgres, smtp_sink
+from bench.support import REDIS_URL, refusing_server, scratch_postgres, smtp_sink
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "sequences" / "quick"
 
 
-def raw_smtplib(port: int, n: int) -> float:
-    msg = EmailMessage()
-    msg["From"] = "hello@example.org"
-    msg["To"] = "reader@example.com"
-    msg["Subject"] = "raw"
-    msg.set_content("x" * 2000)
+def our_message() -> EmailMessage:
+    """One message exactly as the pipeline builds it (reader0, first step)."""
+    from nurture.db import transaction
+    from nurture.delivery.compose import compose
+    from nurture.models import Enrollment, Subscriber
+    from nurture.sequences.services import live_steps
+
+    with transaction() as s:
+        e = s.scalars(select(Enrollment).join(Subscriber).limit(1)).one()
+        step = live_steps(s, e.sequence_id)[0]
+        return compose(
+            e.sequence,
+            step,
+            subscriber_id=e.subscriber.id,
+            email=e.subscriber.email,
+            first_name=e.subscriber.first_name,
+        )
+
+
+def raw_prebuilt(port: int, n: int, msg: EmailMessage) -> float:
+    """The ceiling: one connection, the same bytes every time, nothing else."""
+    from nurture.mail.message import envelope_of, wire_bytes
+
+    data = wire_bytes(msg)
+    sender, rcpts = envelope_of(msg)
     start = time.perf_counter()
     with smtplib.SMTP("127.0.0.1", port) as smtp:
         for _ in range(n):
-            smtp.send_message(msg)
+            smtp.sendmail(sender, rcpts, data)
+    return n / (time.perf_counter() - start)
+
+
+def raw_email(port: int, n: int, msg: EmailMessage) -> float:
+    """What a simple sender does: an EmailMessage (text + HTML) built for each message."""
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    start = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port) as smtp:
+        for i in range(n):
+            m = EmailMessage()
+            m["From"] = str(msg["From"])
+            m["To"] = f"reader{i}@example.com"
+            m["Subject"] = str(msg["Subject"])
+            m.set_content(text)
+            m.add_alternative(html, subtype="html")
+            smtp.send_message(m)
     return n / (time.perf_counter() - start)
 
 
@@ -146,72 +185,119 @@ def breakdown(n: int) -> dict[str, float]:
     return per
 
 
+def start_worker(env: dict[str, str], concurrency: int, beat: Path | None = None) -> Any:
+    cmd = [sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+           "--loglevel", "WARNING", "--pool", "prefork", "--concurrency", str(concurrency),
+           "--without-gossip", "--without-mingle"]  # fmt: skip
+    if beat is not None:
+        cmd += ["--beat", "--schedule", str(beat)]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env={**os.environ, **env},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def wait_sent(n: int, start: float, timeout: float) -> tuple[int, float]:
+    done = 0
+    while time.perf_counter() < start + timeout:
+        done = sent_count()
+        if done >= n:
+            break
+        time.sleep(0.05)
+    return done, time.perf_counter() - start
+
+
+def base_env(db_url: str, mail_port: int, batch_size: int) -> dict[str, str]:
+    return {
+        "NURTURE_DATABASE_URL": db_url,
+        "NURTURE_BROKER_URL": REDIS_URL,
+        "NURTURE_MAIL_URL": f"smtp://127.0.0.1:{mail_port}",
+        "NURTURE_SECRET_KEY": "bench-secret-key-0123456789",
+        "NURTURE_BATCH_SIZE": str(batch_size),
+        "NURTURE_QUEUE": f"nurture-bench-{os.getpid()}-{time.monotonic_ns()}",
+    }
+
+
+def use(env: dict[str, str]) -> None:
+    from nurture.config import reset_settings
+    from nurture.migrations import upgrade
+
+    os.environ.update(env)
+    reset_settings()
+    upgrade()
+
+
+def drain_421(n: int, concurrency: int, batch_size: int) -> tuple[int, float]:
+    """n readers due now, a server that answers 421 and closes to one message in ten,
+    beat dispatching every 5 seconds: seconds until every message is sent."""
+    import tempfile
+
+    with refusing_server() as port, scratch_postgres() as db_url:
+        env = {**base_env(db_url, port, batch_size), "NURTURE_DISPATCH_INTERVAL": "5"}
+        use(env)
+        seed(n)
+        with tempfile.TemporaryDirectory() as tmp:
+            worker = start_worker(env, concurrency, beat=Path(tmp) / "beat")
+            try:
+                return wait_sent(n, time.perf_counter(), 600)
+            finally:
+                worker.terminate()
+                worker.wait(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subscribers", type=int, default=5000)
-    # What `nurture worker` starts by default: two processes per core.
-    parser.add_argument("--concurrency", type=int, default=2 * (os.cpu_count() or 1))
-    parser.add_argument("--batch-size", type=int, default=200)
+    # What `nurture worker` starts by default: two processes per core, at most 8.
+    parser.add_argument("--concurrency", type=int, default=min(2 * (os.cpu_count() or 1), 8))
+    parser.add_argument("--batch-size", type=int, default=100)  # NURTURE_BATCH_SIZE default
+    parser.add_argument("--drain", type=int, default=600, help="readers in the 421 benchmark")
     args = parser.parse_args()
     n = args.subscribers
 
     redis.Redis.from_url(REDIS_URL).ping()
     with smtp_sink() as port, scratch_postgres() as db_url:
-        env = {
-            "NURTURE_DATABASE_URL": db_url,
-            "NURTURE_BROKER_URL": REDIS_URL,
-            "NURTURE_MAIL_URL": f"smtp://127.0.0.1:{port}",
-            "NURTURE_SECRET_KEY": "bench",
-            "NURTURE_BATCH_SIZE": str(args.batch_size),
-            "NURTURE_QUEUE": f"nurture-bench-{os.getpid()}",
-        }
-        os.environ.update(env)
-        from nurture.config import reset_settings
-        from nurture.migrations import upgrade
-
-        reset_settings()
-        upgrade()
+        env = base_env(db_url, port, args.batch_size)
+        use(env)
         seed(n)
-        raw = raw_smtplib(port, min(n, 5000))
+        msg = our_message()
+        raw = raw_prebuilt(port, min(n, 5000), msg)
+        raw_built = raw_email(port, min(n, 2000), msg)
 
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.app", "worker",
-             "--loglevel", "WARNING", "--pool", "prefork",
-             "--concurrency", str(args.concurrency), "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env={**os.environ, **env},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        worker = start_worker(env, args.concurrency)
         try:
             time.sleep(3)  # worker start-up is not part of the pipeline
             from nurture.delivery.dispatch import dispatch_once
             from workers.tasks import enqueue_batch
 
             start = time.perf_counter()
-            claimed = dispatch_once(enqueue_batch, limit=n).claimed
+            claimed = dispatch_once(enqueue_batch).claimed  # as beat's dispatch task does
             claim_s = time.perf_counter() - start
-            deadline = start + 600
-            done = 0
-            while time.perf_counter() < deadline:
-                done = sent_count()
-                if done >= n:
-                    break
-                time.sleep(0.05)
-            total = time.perf_counter() - start
+            done, total = wait_sent(n, start, 600)
         finally:
             worker.terminate()
             worker.wait(30)
         seed_more = 1000
         with_offset(seed_more, n)
         parts = breakdown(seed_more)
+    pipeline = done / total
     print(f"subscribers            {n}")
     print(f"worker processes       {args.concurrency}  (batch size {args.batch_size})")
     print(f"claimed                {claimed} in {claim_s:.2f}s  ({claimed / claim_s:,.0f}/s)")
     print(f"sent                   {done} in {total:.2f}s")
-    print(f"pipeline               {done / total:,.0f} emails/s  (dispatch to last commit)")
-    print(f"raw smtplib loop       {raw:,.0f} emails/s  (one connection, same sink)")
+    print(f"raw smtplib, prebuilt  {raw:,.0f} emails/s  (our message as bytes, one connection)")
+    print(f"raw smtplib, built     {raw_built:,.0f} emails/s  (an EmailMessage per message)")
+    print(f"pipeline               {pipeline:,.0f} emails/s  (dispatch to last commit)")
+    ratios = f"{pipeline / raw:.2f} of prebuilt, {pipeline / raw_built:.2f} of built"
+    print(f"ratio                  {ratios}")
     print("one process, per message (ms):")
     for name, ms in parts.items():
         print(f"  {name:<26} {ms:6.2f}")
+    if args.drain:
+        drained, seconds = drain_421(args.drain, args.concurrency, args.batch_size)
+        print(
+            f"421 to 10% of messages {drained} of {args.drain} sent in {seconds:.1f}s  (drain time)"
+        )
 
 
 if __name__ == "__main__":

@@ -6,9 +6,13 @@ embedded, one-machine setup: SQLite, Celery over the SQLAlchemy transport, mail 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import logging
+import math
 import os
+from collections import Counter
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -20,6 +24,12 @@ from nurture.errors import ConfigError
 log = logging.getLogger(__name__)
 
 DEV_SECRET_KEY = "nurture-development-key-do-not-use-in-production"
+# Keys anyone can read (this source, .env.example): with one, anyone can forge every token.
+PUBLISHED_SECRET_KEYS = {DEV_SECRET_KEY, "replace-me-with-openssl-rand-hex-32"}
+MIN_SECRET_LENGTH = 16
+# `openssl rand -hex 16` carries 128 bits; a key that looks like fewer than this many is a
+# word, a repeated pattern or a placeholder.
+MIN_SECRET_BITS = 64
 MAIL_SCHEMES = {"smtp", "smtps", "file", "memory"}
 BROKER_SCHEMES = {"redis", "rediss", "amqp", "pyamqp", "sqla+sqlite", "sqla+postgresql", "memory"}
 
@@ -50,6 +60,9 @@ class Settings(BaseSettings):
     bounce_address: str | None = None
     inbox_url: SecretStr | None = None  # holds the mailbox password
     mail_webhook_secret: SecretStr | None = None
+    # The relay's limits, for all workers together (nurture/delivery/limits.py); unset: none.
+    send_rate: float | None = Field(default=None, gt=0)  # messages per second
+    send_daily_limit: int | None = Field(default=None, ge=1)  # messages per UTC day
 
     # Operational knobs beyond the contract; the defaults suit a small practice.
     batch_size: int = Field(default=100, ge=1, le=10_000)
@@ -68,6 +81,11 @@ class Settings(BaseSettings):
     embed_ancestors: str = "*"
     # Where the top-level templates/ folder is, when nurture runs from an installed package.
     templates_dir: str | None = None
+
+    # Event webhooks (Standard Webhooks) and the retention limit: issue 14.
+    events_url: str | None = None
+    events_secret: SecretStr | None = None
+    retention_days: int | None = Field(default=None, ge=1, le=36_500)
 
     @field_validator("database_url")
     @classmethod
@@ -139,15 +157,49 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL, e.g. https://example.org")
         return v.rstrip("/")
 
+    @field_validator("events_url")
+    @classmethod
+    def _events_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an absolute http(s) URL, e.g. https://crm.example.org/hooks")
+        return v
+
+    @field_validator("events_secret")
+    @classmethod
+    def _events_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return v
+        raw = v.get_secret_value()
+        try:
+            key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if not raw.startswith("whsec_") or len(key) < 24:
+            raise ValueError(
+                "must be whsec_ followed by base64 of at least 24 random bytes "
+                "(e.g. whsec_$(openssl rand -base64 32))"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _events_need_secret(self) -> Settings:
+        if self.events_url and self.events_secret is None:
+            raise ValueError("NURTURE_EVENTS_SECRET is required when NURTURE_EVENTS_URL is set")
+        return self
+
     @model_validator(mode="after")
     def _production_needs_secret(self) -> Settings:
         if self.env != "production":
             return self
         if self.secret_key is None:
             raise ValueError("NURTURE_SECRET_KEY is required when NURTURE_ENV=production")
-        if len(self.secret_key.get_secret_value()) < 16:
+        problem = weak_secret(self.secret_key.get_secret_value())
+        if problem:
             raise ValueError(
-                "NURTURE_SECRET_KEY is too short for production: use `openssl rand -hex 32`"
+                f"NURTURE_SECRET_KEY is {problem} for production: use `openssl rand -hex 32`"
             )
         return self
 
@@ -163,8 +215,30 @@ class Settings(BaseSettings):
         return self.broker_url.startswith("sqla+") or self.broker_url.startswith("memory")
 
     @property
+    def events_key(self) -> bytes | None:
+        """The raw HMAC key of NURTURE_EVENTS_SECRET, or None when event webhooks are off."""
+        if not self.events_url or self.events_secret is None:
+            return None
+        return base64.b64decode(self.events_secret.get_secret_value().removeprefix("whsec_"))
+
+    @property
     def dkim_enabled(self) -> bool:
         return bool(self.dkim_selector and self.dkim_private_key)
+
+
+def weak_secret(key: str) -> str | None:
+    """Why `key` may not sign production tokens, or None. Never says what the key is."""
+    if key in PUBLISHED_SECRET_KEYS or "replace-me" in key:
+        return "a published example key"
+    if len(key) < MIN_SECRET_LENGTH:
+        return "too short"
+    # Shannon entropy of the key's own characters, times its length: a rough measure that
+    # catches "aaaa...", "abababab..." and dictionary-like keys without judging real ones.
+    counts = Counter(key)
+    per_char = -sum(n / len(key) * math.log2(n / len(key)) for n in counts.values())
+    if per_char * len(key) < MIN_SECRET_BITS or len(counts) < 8:
+        return "too predictable (low entropy)"
+    return None
 
 
 def _one_line(exc: ValidationError) -> str:

@@ -53,8 +53,14 @@ _sessionmaker: sessionmaker[Session] | None = None
 
 
 def make_engine(url: str) -> Engine:
+    # hide_parameters: a database error's message (logged with its traceback) would otherwise
+    # carry the statement's parameters: addresses, names, tokens.
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            hide_parameters=True,
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -73,7 +79,16 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # A server that does not answer (a firewall dropping packets) fails in seconds with one
+    # line, instead of hanging a command for the operating system's TCP timeout.
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        connect_args={"connect_timeout": 10},
+        hide_parameters=True,
+    )
 
 
 def missing_sqlite_file(url: str) -> str | None:
@@ -102,6 +117,10 @@ def get_engine(*, create: bool = False) -> Engine:
             )
         _engine = make_engine(url)
         _sessionmaker = sessionmaker(_engine, expire_on_commit=False)
+        # Event webhooks are written to their outbox in the flush that records the event.
+        from nurture.subscribers.event_webhooks import capture
+
+        event.listen(_sessionmaker, "before_flush", capture)
     return _engine
 
 

@@ -10,10 +10,13 @@ from nurture.subscribers.models import (
     Enrollment,
     EnrollmentStatus,
     Event,
+    OutboxEvent,
+    OutboxStatus,
     Subscriber,
     SubscriberStatus,
     Suppression,
 )
+from nurture.web.ratelimit import RateLimit
 
 __all__ = [
     "ENDED",
@@ -26,6 +29,9 @@ __all__ = [
     "Event",
     "FeedbackSeen",
     "Link",
+    "OutboxEvent",
+    "OutboxStatus",
+    "RateLimit",
     "Sequence",
     "SequenceStatus",
     "Step",

@@ -17,14 +17,14 @@ from nurture.clock import now
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.errors import NotFound, NurtureError
 from nurture.sequences.models import Sequence, SequenceStatus, Step
-from nurture.sequences.services import get_sequence
+from nurture.sequences.schedule import SendWindow, due_at, zone
+from nurture.sequences.services import get_sequence, window_of
 from nurture.subscribers.models import (
     Enrollment,
-    EnrollmentStatus,
     Event,
     Subscriber,
-    SubscriberStatus,
 )
+from nurture.subscribers.rules import mailable, why_not_mail
 
 # --- schedule -------------------------------------------------------------------------
 
@@ -35,42 +35,115 @@ class ScheduleRow:
     sequence: str
     step: str
     count: int
+    quiet_moved: int = 0  # of these, sends that a quiet day moved to this later time
+
+
+def _quiet_rules(s: Session) -> dict[int, tuple[SendWindow, str]]:
+    """Sequences with quiet days: their whole rule and default zone."""
+    rules = {}
+    for seq in s.scalars(select(Sequence)):
+        if seq.config.quiet_days:
+            rules[seq.id] = (window_of(seq), seq.config.timezone)
+    return rules
+
+
+def _moved_by_quiet_day(
+    rule: tuple[SendWindow, str],
+    tz_name: str | None,
+    after: datetime | None,
+    delay: int,
+    due: datetime,
+) -> bool:
+    """Would this send have gone earlier, on a day that is quiet, without the quiet days?"""
+    if after is None:
+        return False
+    window, default_tz = rule
+    tz = zone(tz_name, default_tz)
+    plain = due_at(after, timedelta(seconds=delay), window.without_quiet_days(), tz)
+    return plain < due and window.quiet.is_quiet(plain.astimezone(tz).date())
 
 
 def schedule(s: Session, within: timedelta) -> list[ScheduleRow]:
     """Sends due within `within` from now, per sequence and step, bucketed per hour (up to
-    two days ahead) or per day. Paused sequences are counted as held."""
+    two days ahead) or per day. Paused sequences are counted as held. Sends that a quiet
+    day pushed later are counted again in `quiet_moved`. Under NURTURE_SEND_DAILY_LIMIT,
+    what today's remaining quota cannot take waits for the next UTC day, and is shown
+    there."""
     at = now()
     hourly = within <= timedelta(days=2)
     buckets: Counter[tuple[str, str, str, str]] = Counter()
+    moved: Counter[tuple[str, str, str, str]] = Counter()
+    rules = _quiet_rules(s)
     rows = s.execute(
-        select(Sequence.slug, Sequence.status, Step.position, Step.key, Enrollment.next_due_at)
+        select(
+            Sequence.slug,
+            Sequence.status,
+            Step.position,
+            Step.key,
+            Enrollment.next_due_at,
+            Enrollment.sequence_id,
+            Step.delay_seconds,
+            func.coalesce(Enrollment.last_sent_at, Enrollment.started_at),
+            Subscriber.timezone,
+        )
         .join(Sequence, Sequence.id == Enrollment.sequence_id)
         .join(Step, Step.id == Enrollment.next_step_id)
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
         .where(
-            Enrollment.status == EnrollmentStatus.ACTIVE,
+            mailable(),
             Enrollment.next_due_at <= at + within,
-            Subscriber.status == SubscriberStatus.CONFIRMED,
         )
+        .order_by(Enrollment.next_due_at)
         .execution_options(yield_per=5000)
     )
-    for slug, status, position, key, due in rows:
+    quota = _DailyQuota(s, at)
+    for slug, status, position, key, due, seq_id, delay, after, tz_name in rows:
         if due is None:
             continue
         if status == SequenceStatus.PAUSED:
             when = "held (paused)"
+        elif (waits := quota.waits_until(due)) is not None:
+            when = f"{waits:%Y-%m-%d %H:00Z} (daily limit)"
         elif due <= at:
             when = "now (overdue)"
         elif hourly:
             when = due.strftime("%Y-%m-%d %H:00Z")
         else:
             when = due.strftime("%Y-%m-%d")
-        buckets[(when, slug, f"{position:03d}", key)] += 1
+        bucket = (when, slug, f"{position:03d}", key)
+        buckets[bucket] += 1
+        if seq_id in rules and _moved_by_quiet_day(rules[seq_id], tz_name, after, delay, due):
+            moved[bucket] += 1
     return [
-        ScheduleRow(when, slug, key, n)
-        for (when, slug, _, key), n in sorted(buckets.items(), key=lambda kv: _order(kv[0]))
+        ScheduleRow(when, slug, key, n, moved[(when, slug, pos, key)])
+        for (when, slug, pos, key), n in sorted(buckets.items(), key=lambda kv: _order(kv[0]))
     ]
+
+
+class _DailyQuota:
+    """Today's remaining NURTURE_SEND_DAILY_LIMIT, handed out in due order: a send beyond
+    it waits for the next UTC day (as the workers make it), and one the workers already put
+    back to midnight for the limit is shown as waiting too."""
+
+    def __init__(self, s: Session, at: datetime) -> None:
+        from nurture.config import get_settings
+        from nurture.delivery.limits import next_utc_day, sent_today
+
+        self.limit = get_settings().send_daily_limit
+        self.tomorrow = next_utc_day(at)
+        self.left = max(0, self.limit - sent_today(s, at)) if self.limit else 0
+
+    def waits_until(self, due: datetime) -> datetime | None:
+        if not self.limit:
+            return None
+        if due < self.tomorrow:
+            if self.left > 0:
+                self.left -= 1
+                return None
+            return self.tomorrow
+        if due == self.tomorrow:
+            return self.tomorrow
+        return None
 
 
 def _order(k: tuple[str, str, str, str]) -> tuple[int, str, str, str]:
@@ -153,9 +226,21 @@ def stats(s: Session, slug: str | None = None) -> list[SequenceStats]:
         .group_by(Delivery.step_id, Delivery.status)
     ):
         if status == DeliveryStatus.SENT:
-            per_step[step_id].sent = n
+            per_step[step_id].sent += n
         elif status == DeliveryStatus.FAILED:
-            per_step[step_id].failed = n
+            per_step[step_id].failed += n
+    # People erased (forget, the retention limit) leave anonymous counts of their sends.
+    for erased_step, kind, n in s.execute(
+        select(Event.step_id, Event.kind, func.count())
+        .where(Event.kind.in_(["sent_erased", "failed_erased"]), Event.step_id.in_(list(per_step)))
+        .group_by(Event.step_id, Event.kind)
+    ):
+        if erased_step is None:
+            continue
+        if kind == "sent_erased":
+            per_step[erased_step].sent += n
+        else:
+            per_step[erased_step].failed += n
     # Clicks: one per email clicked (several clicks on one email count once).
     for clicked_step, with_delivery, without in s.execute(
         select(
@@ -272,12 +357,12 @@ def _not_retryable(d: Delivery) -> str | None:
     e = d.enrollment
     if d.status != DeliveryStatus.FAILED:
         return f"delivery {d.id} is {d.status}, not failed"
-    if e.subscriber.status != SubscriberStatus.CONFIRMED:
-        return f"delivery {d.id}: the subscriber is {e.subscriber.status}"
-    if e.status != EnrollmentStatus.ACTIVE:
-        return f"delivery {d.id}: the enrollment is {e.status}"
-    if d.step.removed_at is not None:
-        return f"delivery {d.id}: its step was removed"
+    why_not = why_not_mail(
+        e.subscriber.status, e.status, step_removed=d.step.removed_at is not None
+    )
+    if why_not is not None:
+        # "subscriber bounced" reads "the subscriber is bounced"
+        return f"delivery {d.id}: the {why_not.replace(' ', ' is ', 1)}"
     return None
 
 

@@ -33,7 +33,7 @@ def free_port() -> int:
 class _Collector:
     def __init__(self, delay: float, refuse: Callable[[str], int | None] | None) -> None:
         self.messages: list[EmailMessage] = []
-        self.envelopes: list[tuple[str, list[str]]] = []  # (MAIL FROM, RCPT TOs)
+        self.envelopes: list[tuple[str, list[str]]] = []  # (MAIL FROM, RCPT TO) per message
         self.delay = delay
         self.refuse = refuse
         self.refuse_text = ""
@@ -63,11 +63,18 @@ class SMTPServer:
     """A real SMTP server on 127.0.0.1 keeping what it receives."""
 
     def __init__(
-        self, delay: float = 0.0, refuse: Callable[[str], int | None] | None = None
+        self,
+        delay: float = 0.0,
+        refuse: Callable[[str], int | None] | None = None,
+        *,
+        smtputf8: bool = False,
     ) -> None:
         self.port = free_port()
         self.handler = _Collector(delay, refuse)
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        # smtputf8: offer SMTPUTF8 (RFC 6531), as most large mail systems do.
+        self.controller = Controller(
+            self.handler, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=smtputf8
+        )
 
     @property
     def url(self) -> str:
@@ -77,6 +84,11 @@ class SMTPServer:
     def messages(self) -> list[EmailMessage]:
         with self.handler.lock:
             return list(self.handler.messages)
+
+    @property
+    def recipients(self) -> list[str]:
+        with self.handler.lock:
+            return [rcpt for _, rcpts in self.handler.envelopes for rcpt in rcpts]
 
     def __enter__(self) -> SMTPServer:
         self.controller.start()

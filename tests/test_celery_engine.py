@@ -16,7 +16,7 @@ import redis
 from sqlalchemy import func, select
 
 from nurture import clock as clock_mod
-from nurture.clock import ScaledClock
+from nurture.clock import FrozenClock, ScaledClock
 from nurture.db import transaction
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.sequences.services import apply_spec
@@ -66,9 +66,11 @@ def test_300_subscribers_three_zones_every_step_once_in_window(
     db: str, broker: str, tmp_path: Path
 ) -> None:
     # Friday 13:30 UTC: the 09:00-11:00 window opens 30, 90 and 150 minutes from now in
-    # New York, Chicago and Denver. One real second is ten simulated minutes.
-    shared = ScaledClock(datetime(2026, 3, 6, 13, 30, tzinfo=UTC), time.time(), 600.0)
-    clock_mod.set_clock(shared)
+    # New York, Chicago and Denver. The readers are added on a clock that stands still, and
+    # simulated time starts only when the worker does: on a busy machine, setting up must not
+    # eat into a window. One real second is five simulated minutes, so a window lasts 24 s.
+    start = datetime(2026, 3, 6, 13, 30, tzinfo=UTC)
+    clock_mod.set_clock(FrozenClock(start))
     _apply_windowed()
     with transaction() as s:
         from nurture.sequences.services import get_sequence
@@ -79,6 +81,8 @@ def test_300_subscribers_three_zones_every_step_once_in_window(
     zone_of = {f"reader{i}@example.com": ZONES[i % 3] for i in range(300)}
 
     with SMTPServer() as smtp:
+        shared = ScaledClock(start, time.time(), 300.0)
+        clock_mod.set_clock(shared)
         env = _worker_env(
             db,
             broker,
@@ -89,7 +93,7 @@ def test_300_subscribers_three_zones_every_step_once_in_window(
         )
         worker = Worker(env, concurrency=2, log=tmp_path / "worker.log")
         try:
-            done = wait_until(lambda: len(smtp.messages) >= 1200, timeout=90)
+            done = wait_until(lambda: len(smtp.messages) >= 1200, timeout=120)
             time.sleep(1.0)  # anything extra would arrive now
         finally:
             worker.stop()

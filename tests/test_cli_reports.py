@@ -32,12 +32,24 @@ def test_schedule_counts_per_step_and_bucket(quick_sequence: str, clock: FrozenC
     add("ann@example.com", "bob@example.com")
     add("cy@example.com", confirmed=False)  # not confirmed: nothing scheduled
     rows = run("schedule", "--within", "1h", "--json").json()
-    assert rows == [{"when": "now (overdue)", "sequence": "quick", "step": "one", "count": 2}]
+    assert rows == [
+        {"when": "now (overdue)", "sequence": "quick", "step": "one", "count": 2, "quiet_moved": 0}
+    ]
     drain()
     rows = run("schedule", "--within", "1h", "--json").json()
-    assert rows == [{"when": "2026-03-06 14:00Z", "sequence": "quick", "step": "two", "count": 2}]
+    assert rows == [
+        {
+            "when": "2026-03-06 14:00Z",
+            "sequence": "quick",
+            "step": "two",
+            "count": 2,
+            "quiet_moved": 0,
+        }
+    ]
     daily = run("schedule", "--within", "3d", "--json").json()
-    assert daily == [{"when": "2026-03-06", "sequence": "quick", "step": "two", "count": 2}]
+    assert daily == [
+        {"when": "2026-03-06", "sequence": "quick", "step": "two", "count": 2, "quiet_moved": 0}
+    ]
     assert run("schedule", "--within", "0m", "--json").json() == []
     run("sequences", "pause", "quick")
     held = run("schedule", "--json").json()

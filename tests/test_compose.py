@@ -39,6 +39,13 @@ CONTRACT_SETTINGS = frozenset(
         "NURTURE_BOUNCE_ADDRESS",
         "NURTURE_INBOX_URL",
         "NURTURE_MAIL_WEBHOOK_SECRET",
+        "NURTURE_PROXY_HOPS",
+        "NURTURE_EVENTS_URL",
+        "NURTURE_EVENTS_SECRET",
+        "NURTURE_RETENTION_DAYS",
+        # The relay's limits (issue 10).
+        "NURTURE_SEND_RATE",
+        "NURTURE_SEND_DAILY_LIMIT",
     }
 )
 NURTURE_ROLES = ("migrate", "web", "worker", "beat")
@@ -171,9 +178,15 @@ def test_env_example_lists_every_setting() -> None:
 
 def test_env_example_is_valid_for_nurture() -> None:
     from nurture.config import load_settings
+    from nurture.errors import ConfigError
 
     values = {k.removeprefix("NURTURE_").lower(): v for k, v in env_example().items()}
-    settings = load_settings(**{k: v for k, v in values.items() if k != "postgres_password"})
+    values.pop("postgres_password")
+    # The placeholder itself is published: production refuses it until it is replaced.
+    with pytest.raises(ConfigError, match="NURTURE_SECRET_KEY"):
+        load_settings(**values)
+    values["secret_key"] = "9c1f4e7a2b8d3f6a0e5c7b9d1f3a5c7e"
+    settings = load_settings(**values)
     assert settings.env == "production"
     assert not settings.dkim_enabled
     assert settings.booking_webhook_key is None

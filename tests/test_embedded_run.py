@@ -5,9 +5,11 @@ as a file, delivered by the real worker and beat processes."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -61,12 +63,30 @@ def test_embedded_run_delivers_the_first_step_to_outbox(tmp_path: Path) -> None:
         outbox = tmp_path / "outbox"
         arrived = wait_until(lambda: any(outbox.glob("*.welcome.*.eml")), timeout=60)
         assert arrived, (tmp_path / "run.log").read_text()[-3000:]
+        _sign_up_through_the_page(port)
+        confirmation = wait_until(lambda: any(outbox.glob("*.confirm-*.eml")), timeout=60)
+        assert confirmation, (tmp_path / "run.log").read_text()[-3000:]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
         log.close()
-    assert len(list(outbox.glob("*.eml"))) == 1
+    assert len(list(outbox.glob("*.eml"))) == 2  # the welcome and the reader's confirmation
     log_bytes = (tmp_path / "run.log").read_bytes()
     assert b"you@example.com" not in log_bytes  # no PII in logs
+    assert b"reader@example.com" not in log_bytes
     # Web, worker and beat inherit that it was said: once for the whole run, not five times.
     assert log_bytes.count(b"NURTURE_SECRET_KEY is not set") == 1, log_bytes.decode()[-3000:]
+    # The embedded broker keeps every delivered message: no address may be among them.
+    for broker_file in tmp_path.glob("nurture-broker.db*"):
+        assert b"reader@example.com" not in broker_file.read_bytes()
+
+
+def _sign_up_through_the_page(port: int) -> None:
+    base = f"http://127.0.0.1:{port}/subscribe/partner-refuses-therapy"
+    with urllib.request.urlopen(base, timeout=10) as r:
+        page = r.read().decode()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token
+    data = urllib.parse.urlencode({"email": "reader@example.com", "csrf_token": token.group(1)})
+    with urllib.request.urlopen(base, data=data.encode(), timeout=10) as r:
+        assert r.status == 200

@@ -265,6 +265,39 @@ def test_forget_asks_or_takes_yes(db: str, quick_sequence: str, clock: FrozenClo
     assert subscriber("bob@example.com") is None
 
 
+def _on_a_terminal(args: list[str], answer: bytes) -> tuple[int, str]:
+    """Run `nurture ARGS` on a pseudo-terminal, typing `answer` at its prompt."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ["PYTHONPATH"] = str(ROOT)
+        os.execv(sys.executable, [sys.executable, "-m", "nurture.cli", *args])
+    out = b""
+    answered = False
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+        if not answered and b"[y/N]" in out:
+            os.write(fd, answer)
+            answered = True
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
+def test_forget_on_a_terminal_asks_first(db: str, quick_sequence: str, clock: FrozenClock) -> None:
+    _people()
+    code, out = _on_a_terminal(["subscribers", "forget", "bob@example.com"], b"n\n")
+    assert "Erase this person's data for good?" in out and code == 1
+    assert subscriber("bob@example.com") is not None
+    code, out = _on_a_terminal(["subscribers", "forget", "bob@example.com"], b"y\n")
+    assert code == 0 and "forgotten" in out
+    assert subscriber("bob@example.com") is None
+
+
 # --- dispatch says what was deferred ----------------------------------------------------
 
 

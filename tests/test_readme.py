@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nurture.config import Settings
+from nurture.config import Settings, reset_settings
 from tests.cli_helpers import run
 from tests.conftest import ROOT
 
@@ -26,6 +26,8 @@ def _commands() -> list[list[str]]:
             line = line.split("  #")[0].strip()
             if line.startswith((".venv/bin/nurture ", "nurture ")):
                 lines.append(shlex.split(line)[1:])
+            elif line.startswith("export NURTURE_"):
+                lines.append(shlex.split(line))  # a setting the commands after it use
     return lines
 
 
@@ -61,6 +63,11 @@ def test_every_command_in_the_readme_runs(
     assert len(commands) >= 10
     for args in commands:
         if args[0] in SKIP:
+            continue
+        if args[0] == "export":
+            name, value = args[1].split("=", 1)
+            monkeypatch.setenv(name, value)
+            reset_settings()
             continue
         args = [str(tmp_path / a) if a == "readers.csv" else a for a in args]
         expanded = [p for a in args for p in (sorted(glob.glob(a)) if "*" in a else [a])]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
+from celery.schedules import crontab
 from celery.signals import setup_logging
 
 from nurture.config import Settings, get_settings
@@ -44,7 +45,8 @@ def make_celery(settings: Settings) -> Celery:
                 "task": "nurture.dispatch",
                 "schedule": settings.dispatch_interval,
                 "options": {"expires": settings.dispatch_interval * 4},
-            }
+            },
+            **_issue14_schedule(settings),
         },
     )
     if settings.inbox_url is not None:
@@ -55,6 +57,25 @@ def make_celery(settings: Settings) -> Celery:
             "options": {"expires": 120},
         }
     return app
+
+
+def _issue14_schedule(settings: Settings) -> dict[str, dict[str, object]]:
+    """Beat entries that exist only when their setting is on."""
+    entries: dict[str, dict[str, object]] = {}
+    if settings.events_url:
+        entries["events"] = {
+            "task": "nurture.events_sweep",
+            "schedule": settings.dispatch_interval,
+            "options": {"expires": settings.dispatch_interval * 4},
+        }
+    if settings.retention_days:
+        # Daily at a fixed hour, so restarting beat never skips (or doubles) a day.
+        entries["purge"] = {
+            "task": "nurture.purge",
+            "schedule": crontab(minute=17, hour=3),
+            "options": {"expires": 3600},
+        }
+    return entries
 
 
 @setup_logging.connect

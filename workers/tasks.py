@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
 from nurture.delivery import dispatch as dispatch_service
 from nurture.delivery import sending
 from nurture.mail.backends import TransientMailError
-from nurture.subscribers import signup
+from nurture.subscribers import event_webhooks, retention, signup
 from workers.app import app
 
 
@@ -52,3 +54,50 @@ def inbox_check() -> dict[str, int]:
     from nurture.mail.inbox import check_inbox
 
     return check_inbox().as_dict()
+
+
+def enqueue_signup(slug: str, form: dict[str, Any]) -> None:
+    sign_up.delay(slug, form)
+
+
+@app.task(name="nurture.sign_up", ignore_result=True)
+def sign_up(slug: str, form: dict[str, Any]) -> None:
+    # The web view answered already (the same page, in the same time, for every address);
+    # here the address is looked up and recorded, and its confirmation queued after commit.
+    # Two signups for one new address may race to insert it: the second then finds the row.
+    # Any database error is re-raised by type only: its message can quote the address.
+    for attempt in (1, 2):
+        try:
+            signup.sign_up(slug, signup.SignupForm(**form), enqueue_confirmation)
+            return
+        except IntegrityError:
+            if attempt == 2:
+                raise SignupFailed("IntegrityError") from None
+        except DBAPIError as exc:
+            raise SignupFailed(type(exc.orig).__name__) from None
+
+
+class SignupFailed(Exception):
+    """A signup task's database error, without its message (which may quote an address)."""
+
+
+# --- event webhooks and the retention limit (issue 14) ---------------------------------
+
+
+@app.task(name="nurture.events_sweep", ignore_result=True, acks_late=False)
+def events_sweep() -> int:
+    # Like dispatch: claims are atomic and leased, so overlapping sweeps do no harm.
+    return event_webhooks.sweep(deliver_events.delay)
+
+
+@app.task(name="nurture.deliver_events", ignore_result=True)
+def deliver_events(outbox_ids: list[int]) -> dict[str, int]:
+    # Retries live in the outbox (next_attempt_at), not in Celery: a refused event waits in
+    # the database for the sweep, as a due send does.
+    return event_webhooks.deliver(outbox_ids)
+
+
+@app.task(name="nurture.purge", ignore_result=True, acks_late=False)
+def purge() -> dict[str, int]:
+    r = retention.purge()
+    return {"erased": r.erased}

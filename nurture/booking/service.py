@@ -51,12 +51,14 @@ def _hmac_hex(key: str, data: bytes) -> str:
 
 
 def verify_calendly(key: str, header: str, body: bytes, at: float) -> bool:
+    if not header.isascii():
+        return False  # compare_digest refuses non-ASCII text: it is no signature of ours
     parts: dict[str, str] = {}
     for item in header.split(","):
         name, _, value = item.strip().partition("=")
         parts.setdefault(name, value)
     ts, sig = parts.get("t", ""), parts.get("v1", "")
-    if not ts.isdigit() or not sig:
+    if not ts.isdigit() or len(ts) > 12 or not sig:
         return False
     if abs(at - int(ts)) > TOLERANCE_SECONDS:
         return False
@@ -66,7 +68,7 @@ def verify_calendly(key: str, header: str, body: bytes, at: float) -> bool:
 
 def verify_cal(key: str, header: str, body: bytes) -> bool:
     sig = header.strip().lower().removeprefix("sha256=")
-    return bool(sig) and hmac.compare_digest(_hmac_hex(key, body), sig)
+    return bool(sig) and sig.isascii() and hmac.compare_digest(_hmac_hex(key, body), sig)
 
 
 def parse(provider: str, body: bytes) -> Booking | None:

@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "nurture.cli.demo",
     "nurture.cli.reports",
     "nurture.cli.inbox",
+    "nurture.cli.events",
 ]
 
 

@@ -42,7 +42,8 @@ def register(cli: click.Group) -> None:
 @json_option
 def schedule_(within: str, as_json: bool) -> None:
     """What will be sent, when, to how many: counts per sequence and step, per hour (up to
-    two days ahead) or per day, in UTC.
+    two days ahead) or per day, in UTC. "quiet moved" counts the sends among them that a
+    quiet day of the sequence pushed to this later time.
 
     Example: nurture schedule --within 2d
     """
@@ -52,7 +53,8 @@ def schedule_(within: str, as_json: bool) -> None:
         raise click.BadParameter(str(exc), param_hint="--within") from None
     with transaction() as s:
         rows = [asdict(r) for r in schedule(s, horizon)]
-    emit(rows, ["when", "sequence", "step", "count"], as_json, f"sends within {within}")
+    columns = ["when", "sequence", "step", "count", "quiet_moved"]
+    emit(rows, columns, as_json, f"sends within {within}")
 
 
 def _bar(n: int, top: int) -> str:
@@ -97,7 +99,8 @@ def stats_(slug: str | None, as_json: bool) -> None:
                    "soft", "complained", "replied")  # fmt: skip
         for col in columns:
             if col:
-                table.add_column(col, justify="left" if col == "step" else "right")
+                # Step keys fold onto a second line on a narrow terminal, never cut.
+                table.add_column(col, justify="left" if col == "step" else "right", overflow="fold")
             else:
                 table.add_column(col, min_width=BAR_WIDTH + 1, no_wrap=True, overflow="crop")
         for st in seq.steps:

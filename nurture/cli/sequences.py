@@ -159,12 +159,14 @@ def show(slug: str, as_json: bool) -> None:
             }
             for st in live_steps(s, seq.id)
         ]
-        window = seq.settings.get("send_window") or {}
+        window = seq.config.send_window.model_dump()
         header = (
-            f"{seq.name} [{shown_status(seq)}]  zone {seq.settings.get('timezone', 'UTC')}, "
+            f"{seq.name} [{shown_status(seq)}]  zone {seq.config.timezone}, "
             f"window {window.get('start', '00:00')}-{window.get('end', '24:00')} "
             f"{','.join(window.get('days') or [])}"
         )
+        if seq.config.quiet_days:
+            header += f", quiet days {', '.join(seq.config.quiet_days)}"
     if not as_json and is_terminal():  # in a pipe, only the rows: one TSV listing
         say(header)
     emit(rows, ["position", "key", "delay", "subject", "waiting"], as_json, f"steps of {slug}")

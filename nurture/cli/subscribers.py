@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -29,16 +30,11 @@ from nurture.mail.backends import MailError
 from nurture.sequences.archive import require_open
 from nurture.sequences.services import get_sequence
 from nurture.subscribers import holding, importing
-from nurture.subscribers.models import SubscriberStatus
-from nurture.subscribers.privacy import EXPORT_FIELDS, export_rows, forget
+from nurture.subscribers.operator import Outcome, add_by_operator, skipped_message
+from nurture.subscribers.privacy import EXPORT_FIELDS, export_rows, forget, spreadsheet_safe
 from nurture.subscribers.queries import STATUSES, list_subscribers, story
-from nurture.subscribers.services import (
-    add_subscriber,
-    get_subscriber,
-    latest_consent_id,
-    mark_booked,
-    unsubscribe,
-)
+from nurture.subscribers.retention import purge
+from nurture.subscribers.services import get_subscriber, mark_booked, unsubscribe
 from nurture.subscribers.signup import send_confirmation
 
 
@@ -75,23 +71,27 @@ def add(
     with transaction() as s:
         seq = get_sequence(s, slug)
         require_open(seq)
-        sub = add_subscriber(
+        added = add_by_operator(
             s, email, seq, first_name=first_name, timezone=timezone, confirmed=confirmed
         )
-        status = sub.status
-        consent_id = latest_consent_id(s, sub, seq)
-    click.echo(f"added to {slug} ({status})")
-    if status != SubscriberStatus.PENDING or consent_id is None:
+    if added.outcome == Outcome.SKIPPED:
+        raise NurtureError(skipped_message(added.reason or ""))
+    if added.outcome == Outcome.ALREADY:
+        click.echo(f"already enrolled in {slug} ({added.reason}): nothing changed")
+        return
+    click.echo(f"added to {slug} ({added.status})")
+    if added.consent_id is None:
         return
     # Confirm before sending: an address added without --confirmed gets the same
     # confirmation email as a web signup, sent from here (no worker needed).
     try:
-        send_confirmation(consent_id)
+        sent = send_confirmation(added.consent_id)
     except MailError as exc:
         raise NurtureError(
             f"added, but the confirmation email was not sent ({exc}); run this again to retry"
         ) from None
-    click.echo("confirmation email sent: the sequence starts when they confirm")
+    if sent:
+        click.echo("confirmation email sent: the sequence starts when they confirm")
 
 
 def _progress() -> Progress:
@@ -141,11 +141,14 @@ def import_(csv_path: Path, slug: str, confirmed: bool, skip_invalid: bool) -> N
             import_progress=lambda n: bar.advance(loading, n),
         )
     skipped = f", {result.check.bad} bad row(s) skipped" if result.check.bad else ""
-    forgotten = f", {result.suppressed} forgotten address(es) left out" if result.suppressed else ""
+    already = f", {result.already} already enrolled" if result.already else ""
+    left = ", ".join(f"{n} {why}" for why, n in sorted(result.refused.items()))
+    # People who left are never put back by an import: they are named by reason only.
+    refused = f", {sum(result.refused.values())} skipped who left ({left})" if left else ""
     repeated = f", {result.repeated} repeated row(s) merged" if result.repeated else ""
     click.echo(
         f"imported {result.added + result.updated} into {slug}: {result.added} new, "
-        f"{result.updated} already known{skipped}{forgotten}{repeated}"
+        f"{result.updated} already known{already}{skipped}{refused}{repeated}"
     )
 
 
@@ -243,7 +246,7 @@ def export(fmt: str, as_json: bool) -> None:
                 )
             writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS, lineterminator="\n")
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows(spreadsheet_safe(row) for row in rows)
         else:
             out.write("[")
             for i, row in enumerate(rows):
@@ -325,3 +328,24 @@ def forget_(email: str, yes: bool) -> None:
         click.echo("forgotten: personal data erased, address suppressed")
     else:
         click.echo("no data held for that address; it is now suppressed")
+
+
+@subscribers.command("purge")
+@click.option("--dry-run", is_flag=True, help="Only count who would be erased.")
+@json_option
+def purge_(dry_run: bool, as_json: bool) -> None:
+    """Apply NURTURE_RETENTION_DAYS now: erase, as `forget` does, everyone whose sequences
+    all ended at least that many days ago. Prints counts, never addresses. Beat runs this
+    daily when the setting is on.
+
+    Example: nurture subscribers purge --dry-run
+    """
+    result = purge(dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps({**asdict(result), "cutoff": result.cutoff.isoformat()}))
+        return
+    ended = f"sequences all ended before {human(result.cutoff)}"
+    if dry_run:
+        click.echo(f"{result.due} people would be erased ({ended}); dry run: nothing changed")
+    else:
+        click.echo(f"{result.erased} people erased ({ended}); only address hashes remain")

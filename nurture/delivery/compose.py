@@ -1,5 +1,10 @@
-"""From (sequence, step, subscriber) to a finished EmailMessage: the one place that decides
-what a sent email contains. Used by workers, `preview` and `send-test` alike."""
+"""From a sequence and a person to a finished EmailMessage: the one builder of every email,
+the confirmation and each step alike. Used by workers, `preview`, `send-test` and signup.
+
+What reaches the inbox is decided here, once: the From name, the subject, the preview, the
+List-Id and Message-ID (neutral in discreet mode: none of them may name the topic), the
+List-Unsubscribe headers, and the footer line saying truly how the person came.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ from collections.abc import Callable
 from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from nurture import tokens
 from nurture.config import get_settings
@@ -20,9 +27,12 @@ from nurture.mail.message import (
     domain_of,
     stable_message_id,
 )
+from nurture.paths import templates_dir
 from nurture.sequences.models import Sequence, Step
 
 LinkRewriter = Callable[[str, bool], str]
+
+WEB_FORM, OPERATOR, IMPORT = "web-form", "cli", "import"
 
 
 def unsubscribe_url(subscriber_id: int) -> str:
@@ -37,18 +47,68 @@ def test_message_id(slug: str, step_key: str, domain: str) -> str:
     return f"<test.{slug}.{step_key}.{uuid.uuid4().hex}@{domain}>"
 
 
-def reason_line(seq: Sequence) -> str:
-    article = (seq.settings.get("article") or {}).get("title")
-    where = f"under the article “{article}”" if article else "on our website"
+def confirm_url(consent_id: int) -> str:
+    token = tokens.make(tokens.CONFIRM, {"c": consent_id})
+    return f"{get_settings().base_url}/confirm/{token}"
+
+
+def reason_line(seq: Sequence, came_by: str | None = WEB_FORM) -> str:
+    """Why this person receives the email, true for how they came (Enrollment.source)."""
+    cfg = seq.config
+    if came_by == OPERATOR:
+        return (
+            f"You are receiving this because {cfg.practice} added you to “{seq.name}” "
+            "with your permission."
+        )
+    if came_by == IMPORT:
+        return (
+            f"You are receiving this because {cfg.practice} added you to “{seq.name}” from "
+            "their list of people who agreed to hear from them."
+        )
+    where = f"under the article “{cfg.article_title}”" if cfg.article_title else "on our website"
     return (
         f"You are receiving this because you signed up {where} for “{seq.name}” "
         "and confirmed your address."
     )
 
 
-def _discreet(seq: Sequence) -> dict[str, Any]:
-    discreet = seq.settings.get("discreet") or {}
-    return discreet if discreet.get("enabled", True) else {}
+def build_email(
+    seq: Sequence,
+    rendered: RenderedEmail,
+    *,
+    subscriber_id: int,
+    email: str,
+    to_name: str | None,
+    key: str,
+    test: bool = False,
+    date: datetime | None = None,
+) -> EmailMessage:
+    """The envelope and headers every email shares; `key` makes its Message-ID stable."""
+    settings = get_settings()
+    cfg = seq.config
+    domain = domain_of(cfg.from_.email)
+    label = cfg.list_label(seq.slug, settings.secret)
+    env = Envelope(
+        from_name=cfg.inbox_from_name,
+        from_email=cfg.from_.email,
+        to_email=email,
+        to_name=to_name,
+        reply_to=cfg.reply_to,
+        list_id=f"{label}.{domain}",
+        unsubscribe_url=unsubscribe_url(subscriber_id),
+        unsubscribe_mailto=None,
+        message_id=(
+            test_message_id(label, key, domain)
+            if test
+            else stable_message_id(
+                settings.secret, subscriber_id, label, key, domain, opaque=cfg.is_discreet
+            )
+        ),
+    )
+    return build_message(env, rendered, test=test, date=date)
+
+
+# --- sequence steps -----------------------------------------------------------------------
 
 
 def render_step(
@@ -58,25 +118,26 @@ def render_step(
     subscriber_id: int,
     first_name: str | None,
     rewrite: LinkRewriter | None = None,
+    came_by: str | None = WEB_FORM,
 ) -> RenderedEmail:
     settings = get_settings()
-    consult = seq.settings["consult"]
-    consult_url = rewrite(consult["url"], True) if rewrite else consult["url"]
+    cfg = seq.config
+    consult_url = rewrite(cfg.consult.url, True) if rewrite else cfg.consult.url
     ctx = EmailContext(
-        subject=(_discreet(seq).get("subjects") or {}).get(step.key, step.subject),
+        subject=cfg.subject_for(step.key, step.subject),
         body_markdown=step.body,
         first_name=first_name,
         consult_url=consult_url,
-        consult_text=consult.get("text") or "Book a free consult",
-        consult_note=consult.get("note") or "",
+        consult_text=cfg.consult.text or "Book a free consult",
+        consult_note=cfg.consult.note or "",
         unsubscribe_url=unsubscribe_url(subscriber_id),
-        postal_address=seq.settings["postal_address"],
-        practice_name=seq.settings["from"]["name"],
-        reason=reason_line(seq),
+        postal_address=cfg.postal_address,
+        practice_name=cfg.practice,
+        reason=reason_line(seq, came_by),
         base_url=settings.base_url,
         sequence_name=seq.name,
         step_key=step.key,
-        discreet=bool(_discreet(seq)),
+        discreet=cfg.is_discreet,
     )
     return render_email(ctx)
 
@@ -91,32 +152,66 @@ def compose(
     rewrite: LinkRewriter | None = None,
     test: bool = False,
     date: datetime | None = None,
+    came_by: str | None = WEB_FORM,
     delivery_id: int | None = None,
 ) -> EmailMessage:
     """`delivery_id` tags the envelope sender (VERP) when NURTURE_BOUNCE_ADDRESS is set."""
-    settings = get_settings()
-    sender = seq.settings["from"]
     rendered = render_step(
-        seq, step, subscriber_id=subscriber_id, first_name=first_name, rewrite=rewrite
-    )
-    domain = domain_of(sender["email"])
-    env = Envelope(
-        from_name=_discreet(seq).get("from_name") or sender["name"],
-        from_email=sender["email"],
-        to_email=email,
-        to_name=first_name,
-        reply_to=seq.settings.get("reply_to"),
-        list_id=f"{seq.slug}.{domain}",
-        unsubscribe_url=unsubscribe_url(subscriber_id),
-        unsubscribe_mailto=None,
-        message_id=(
-            test_message_id(seq.slug, step.key, domain)
-            if test
-            else stable_message_id(settings.secret, subscriber_id, seq.slug, step.key, domain)
-        ),
-    )
-    msg = build_message(env, rendered, test=test, date=date)
+        seq, step, subscriber_id=subscriber_id, first_name=first_name, rewrite=rewrite,
+        came_by=came_by,
+    )  # fmt: skip
+    msg = build_email(
+        seq, rendered, subscriber_id=subscriber_id, email=email, to_name=first_name,
+        key=step.key, test=test, date=date,
+    )  # fmt: skip
+    settings = get_settings()
     if settings.bounce_address and isinstance(msg, OutgoingMessage):
         # The envelope only: the From header stays the practice's address.
         msg.envelope_from = verp.return_path(settings.bounce_address, settings.secret, delivery_id)
     return msg
+
+
+# --- the confirmation ---------------------------------------------------------------------
+
+
+def _confirm_env() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(templates_dir() / "email" / "confirm"),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+        keep_trailing_newline=False,
+    )
+
+
+def render_confirmation(seq: Sequence, consent_id: int) -> RenderedEmail:
+    """The confirmation greets nobody by name: the name was typed by whoever filled in the
+    form, perhaps not the address's owner, and must not carry their words into an inbox.
+    In discreet mode it does not name the series either."""
+    cfg = seq.config
+    env = _confirm_env()
+    max_age = tokens.MAX_AGE[tokens.CONFIRM] or 0
+    values: dict[str, Any] = {
+        "sequence_name": None if cfg.is_discreet else seq.name,
+        "sender_name": cfg.inbox_from_name,
+        "postal_address": cfg.postal_address,
+        "confirm_url": confirm_url(consent_id),
+        "valid_days": max_age // 86400,
+    }
+    return RenderedEmail(
+        subject=" ".join(env.get_template("subject.txt").render(values).split()),
+        text=env.get_template("body.txt").render(values),
+        html=env.get_template("body.html").render(values),
+    )
+
+
+def confirmation_email(
+    seq: Sequence, *, subscriber_id: int, email: str, consent_id: int
+) -> EmailMessage:
+    return build_email(
+        seq,
+        render_confirmation(seq, consent_id),
+        subscriber_id=subscriber_id,
+        email=email,
+        to_name=None,  # not the typed name: see render_confirmation
+        key=f"confirm-{consent_id}",
+    )

@@ -26,7 +26,8 @@ from nurture.db import transaction
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.sequences.models import Sequence as SequenceRow
 from nurture.sequences.models import SequenceStatus
-from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
+from nurture.subscribers.models import Enrollment, Subscriber
+from nurture.subscribers.rules import mailable
 
 T = TypeVar("T")
 Enqueue = Callable[[list[int]], None]
@@ -46,11 +47,10 @@ def claim_due(s: Session, at: datetime, limit: int, lease: timedelta) -> list[in
         .join(SequenceRow, SequenceRow.id == Enrollment.sequence_id)
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
         .where(
-            Enrollment.status == EnrollmentStatus.ACTIVE,
+            mailable(),
             Enrollment.next_due_at <= at,
             Enrollment.next_step_id.is_not(None),
             SequenceRow.status == SequenceStatus.ACTIVE,
-            Subscriber.status == SubscriberStatus.CONFIRMED,
         )
         .order_by(Enrollment.next_due_at)
         .limit(limit)
@@ -122,7 +122,12 @@ def batches(items: Sequence[T], size: int) -> list[list[T]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def dispatch_once(enqueue: Enqueue, *, limit: int = 5000) -> DispatchResult:
+# Claims per transaction: workers start on the first thousand while the next is claimed,
+# instead of idling until a whole backlog is claimed.
+CLAIM_SLICE = 1000
+
+
+def dispatch_once(enqueue: Enqueue, *, limit: int = CLAIM_SLICE) -> DispatchResult:
     """One pass: reclaim lost work, claim what is due, then (after commit) enqueue it.
 
     Enqueueing only after the commit means a worker never receives an id it cannot see,

@@ -25,9 +25,9 @@ from nurture.subscribers.models import Event
 
 def clicks_tracked(seq: Sequence) -> bool:
     """NURTURE_TRACK_CLICKS, unless the sequence says otherwise (`tracking: {clicks: ...}`)."""
-    override = (seq.settings.get("tracking") or {}).get("clicks")
+    override = seq.config.clicks_override
     if override is not None:
-        return bool(override)
+        return override
     return get_settings().track_clicks
 
 
@@ -56,7 +56,7 @@ def rewriter_for(s: Session, delivery: Delivery) -> LinkRewriter | None:
     return rewrite
 
 
-def follow(token: str) -> str:
+def follow(token: str, *, count: bool = True) -> str:
     """The stored URL behind a tracked link, recording the click if tracking is on.
 
     Raises tokens.BadToken (tampered) or NotFound (no such link).
@@ -70,7 +70,7 @@ def follow(token: str) -> str:
         if link is None or urlsplit(link.url).scheme not in {"http", "https"}:
             raise NotFound("no such link")
         delivery = s.get(Delivery, link.delivery_id) if link.delivery_id else None
-        if delivery is not None:
+        if delivery is not None and count:
             enrollment = delivery.enrollment
             if clicks_tracked(enrollment.sequence):
                 s.add(

@@ -61,3 +61,18 @@ class Link(Base):
     url: Mapped[str] = mapped_column(String(2000))
     is_consult: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=now)
+
+
+class SendLimitState(Base):
+    """The shared bucket when there is no Redis: one row, locked for each message."""
+
+    __tablename__ = "send_limits"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tokens: Mapped[float] = mapped_column(default=1.0)
+    stamp: Mapped[float] = mapped_column(default=0.0)  # epoch seconds
+    floor: Mapped[float] = mapped_column(default=0.0)  # AIMD cap at `since`; 0: none
+    since: Mapped[float] = mapped_column(default=0.0)
+    # The UTC day (YYYY-MM-DD) that day_count counts.
+    day: Mapped[str] = mapped_column(String(10), default="")
+    day_count: Mapped[int] = mapped_column(default=0)

@@ -127,7 +127,7 @@ def _stop(s: Session, e: Enrollment) -> None:
 
 def _reply(s: Session, sub: Subscriber, d: Delivery, source: str) -> None:
     e = d.enrollment
-    wanted = e.sequence.settings.get("on_reply") or "pause"
+    wanted = e.sequence.config.on_reply
     outcome = "none"
     if wanted == "pause" and e.status == EnrollmentStatus.ACTIVE:
         outcome = "paused"

@@ -8,7 +8,9 @@ Steps are matched by `key`. What an edit does to the people already enrolled:
   enrollments move on to the following step;
 - a changed delay re-times only sends not yet claimed, from the previous send (or the start)
   with the new delay;
-- a renamed key is a remove plus an add.
+- a renamed key is a remove plus an add;
+- new quiet days move unclaimed sends that now fall on one to the next allowed day's window
+  (a quiet day taken out brings nothing forward: those sends keep their time).
 
 When a subscriber's last sent step is itself removed, a step added in its slot counts as
 passed: it usually replaces what they already read. Planning reads the database but writes
@@ -29,8 +31,8 @@ from sqlalchemy.orm import Session
 from nurture.clock import now
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.sequences.models import Sequence, SequenceStatus, Step
-from nurture.sequences.schedule import format_delay
-from nurture.sequences.services import due_for, first_due
+from nurture.sequences.schedule import format_delay, zone
+from nurture.sequences.services import due_for, first_due, first_step_immediately, window_of
 from nurture.sequences.spec import SequenceSpec, StepSpec
 from nurture.subscribers.models import ENDED, Enrollment, EnrollmentStatus, Subscriber
 
@@ -40,7 +42,7 @@ class EnrollmentChange:
     enrollment_id: int
     next_step_key: str | None  # None: nothing left, the enrollment completes
     next_due_at: datetime | None
-    why: str  # "new-step", "removed-step", "delay", "order", "complete"
+    why: str  # "new-step", "removed-step", "delay", "order", "complete", "quiet-day"
 
 
 @dataclass
@@ -60,6 +62,7 @@ class EditPlan:
     cancelled: dict[str, int] = field(default_factory=dict)  # removed key: pending sends dropped
     retimed: dict[str, int] = field(default_factory=dict)  # key: unclaimed sends re-timed
     completed: int = 0  # enrollments with nothing left after the edit
+    quiet_moved: int = 0  # unclaimed sends moved off a (new) quiet day
     enrollment_changes: list[EnrollmentChange] = field(default_factory=list)
     cancel_delivery_ids: list[int] = field(default_factory=list)
 
@@ -93,6 +96,8 @@ class EditPlan:
                 )
         if self.completed:
             parts.append(f"{self.completed} enrollment(s) have nothing left and complete")
+        if self.quiet_moved:
+            parts.append(f"{self.quiet_moved} unclaimed sends moved off quiet days")
         if self.settings_changed:
             parts.append("sequence settings changed")
         return f"{self.slug}: " + "; ".join(parts)
@@ -109,6 +114,7 @@ class EditPlan:
             "cancelled": self.cancelled,
             "retimed": self.retimed,
             "completed": self.completed,
+            "quiet_moved": self.quiet_moved,
         }
 
 
@@ -221,6 +227,8 @@ def _plan_enrollments(
             plan.cancel_delivery_ids.append(delivery_id)
 
     preview = Sequence(slug=seq.slug, name=spec.name, settings=spec.settings_dict())
+    quiet_changed = seq.config.quiet_days != preview.config.quiet_days
+    window = window_of(preview)
     receivers: Counter[str] = Counter()
     cancelled: Counter[str] = Counter()
     retimed: Counter[str] = Counter()
@@ -285,6 +293,18 @@ def _plan_enrollments(
             continue
         delay_changed = new_next in plan.delays
         if new_next == current and not delay_changed:
+            tz = zone(row.timezone, preview.config.timezone)
+            immediate = (
+                row.last_step_id is None
+                and new_delay[new_next] == 0
+                and first_step_immediately(preview)
+            )
+            if quiet_changed and not immediate and not window.contains(row.next_due_at, tz):
+                # Same step, same delay, but the time is no longer sendable: the worker would
+                # hold it back at send time anyway; moving it now keeps `schedule` truthful.
+                plan.quiet_moved += 1
+                due = window.next_open(row.next_due_at, tz)
+                plan.enrollment_changes.append(EnrollmentChange(row.id, new_next, due, "quiet-day"))
             continue
         if new_next == current:
             why = "delay"

@@ -2,13 +2,16 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from nurture.clock import now
 from nurture.db import Base
+
+if TYPE_CHECKING:
+    from nurture.sequences.settings import SequenceSettings
 
 
 class SequenceStatus(enum.StrEnum):
@@ -30,6 +33,18 @@ class Sequence(Base):
     archived_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=now)
     updated_at: Mapped[datetime] = mapped_column(default=now, onupdate=now)
+
+    @property
+    def config(self) -> SequenceSettings:
+        """The settings, typed (nurture/sequences/settings.py); parsed once per loaded row."""
+        from nurture.sequences.settings import SequenceSettings
+
+        raw = self.settings
+        cached = self.__dict__.get("_config")
+        if cached is None or cached[0] is not raw:
+            cached = (raw, SequenceSettings.of(raw))
+            self.__dict__["_config"] = cached
+        return cached[1]
 
     steps: Mapped[list[Step]] = relationship(
         back_populates="sequence",

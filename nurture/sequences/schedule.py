@@ -5,6 +5,11 @@ All arithmetic on instants is done in UTC; local wall time is only used to test 
 inside the window" and to name the start of a window, which is then converted back to UTC.
 That keeps delays exact across DST changes (a "2h" delay is two real hours) while the
 window follows the local clock (09:00 stays 09:00 local after the change).
+
+Quiet days (a sequence's `quiet_days`) are part of the same rule: an instant is sendable when
+it lies inside the window AND its date on the reader's own calendar is not a quiet day. For a
+window that crosses midnight this is decided per instant, so 23:00 on the evening before
+Christmas may send while 00:30 on Christmas morning may not.
 """
 
 from __future__ import annotations
@@ -65,16 +70,77 @@ def _zones() -> frozenset[str]:
     return _ZONES
 
 
+_MONTH_DAY = re.compile(r"^(\d{2})-(\d{2})$")
+_FULL_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+# How far ahead next_open looks. A date recurs on every weekday within 11 years, so any
+# rule that leaves some day open opens within this span; validation refuses the rest.
+_SEARCH_DAYS = 12 * 366
+
+
+def parse_quiet_day(text: object) -> date | tuple[int, int]:
+    """`MM-DD` (every year) as (month, day), or `YYYY-MM-DD` (once) as a date. `02-29` is a
+    real yearly date: it is quiet in leap years only."""
+    if isinstance(text, date) and not isinstance(text, datetime):  # YAML reads 2027-04-05
+        return text
+    raw = str(text).strip()
+    usage = "use MM-DD (every year) or YYYY-MM-DD (once)"
+    if m := _MONTH_DAY.match(raw):
+        month, day = int(m.group(1)), int(m.group(2))
+        try:
+            date(2000, month, day)  # a leap year: 02-29 exists
+        except ValueError:
+            raise ValueError(f"quiet day {raw!r} is not a date ({usage})") from None
+        return (month, day)
+    if _FULL_DATE.match(raw):
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            raise ValueError(f"quiet day {raw!r} is not a date ({usage})") from None
+    raise ValueError(f"bad quiet day {raw!r}: {usage}")
+
+
+@dataclass(frozen=True)
+class QuietDays:
+    """Dates on the reader's own calendar when nothing is sent."""
+
+    yearly: frozenset[tuple[int, int]] = frozenset()
+    once: frozenset[date] = frozenset()
+
+    @classmethod
+    def parse(cls, items: list[object] | tuple[object, ...] | None) -> QuietDays:
+        yearly: set[tuple[int, int]] = set()
+        once: set[date] = set()
+        for item in items or ():
+            parsed = parse_quiet_day(item)
+            if isinstance(parsed, date):
+                once.add(parsed)
+            else:
+                yearly.add(parsed)
+        if len(yearly - {(2, 29)}) >= 365:
+            raise ValueError("quiet_days leave no day of the year to send on")
+        return cls(frozenset(yearly), frozenset(once))
+
+    def __bool__(self) -> bool:
+        return bool(self.yearly or self.once)
+
+    def is_quiet(self, day: date) -> bool:
+        return day in self.once or (day.month, day.day) in self.yearly
+
+
 @dataclass(frozen=True)
 class SendWindow:
     start: time = time(0, 0)
     end: time = time(23, 59, 59, 999999)  # exclusive; end <= start means "crosses midnight"
     days: frozenset[int] = frozenset(range(7))  # 0 = Monday
+    quiet: QuietDays = QuietDays()
 
     @classmethod
-    def from_config(cls, cfg: dict[str, object] | None) -> SendWindow:
+    def from_config(
+        cls, cfg: dict[str, object] | None, quiet_days: list[object] | None = None
+    ) -> SendWindow:
+        quiet = QuietDays.parse(quiet_days)
         if not cfg:
-            return cls()
+            return cls(quiet=quiet)
         cfg = {k: v for k, v in cfg.items() if k != "first_step_immediately"}
         start = time.fromisoformat(str(cfg.get("start", "00:00")))
         end_text = str(cfg.get("end", "24:00"))
@@ -93,9 +159,15 @@ class SendWindow:
             raise ValueError("send_window.days must name at least one day")
         if start == end:
             raise ValueError("send_window start and end must differ")
-        return cls(start, end, frozenset(days))
+        return cls(start, end, frozenset(days), quiet)
+
+    def without_quiet_days(self) -> SendWindow:
+        return SendWindow(self.start, self.end, self.days)
 
     def _contains_local(self, local: datetime) -> bool:
+        return self._in_window(local) and not self.quiet.is_quiet(local.date())
+
+    def _in_window(self, local: datetime) -> bool:
         t = local.time().replace(tzinfo=None, fold=0)
         if self.start < self.end:
             return local.weekday() in self.days and self.start <= t < self.end
@@ -115,11 +187,16 @@ class SendWindow:
         if self.contains(earliest, tz):
             return earliest
         local_day = earliest.astimezone(tz).date()
-        for offset in range(-1, 9):
-            candidate = self._window_start(local_day + timedelta(days=offset), tz)
-            if candidate is not None and candidate >= earliest:
-                return candidate
-        raise AssertionError("a window with at least one day always opens within a week")
+        # The sendable stretches begin where a window opens or, on a window that runs past
+        # midnight, at the first midnight after a quiet day: try both, day by day.
+        for offset in range(-1, _SEARCH_DAYS):
+            day = local_day + timedelta(days=offset)
+            if self.quiet.is_quiet(day):
+                continue
+            for candidate in (_midnight(day, tz), self._window_start(day, tz)):
+                if candidate is not None and candidate >= earliest and self.contains(candidate, tz):
+                    return candidate
+        raise ValueError("the send window and quiet days leave no time to send")
 
     def _window_start(self, day: date, tz: ZoneInfo) -> datetime | None:
         if day.weekday() not in self.days:
@@ -130,16 +207,22 @@ class SendWindow:
         for fold in (0, 1):
             instant = naive.replace(tzinfo=tz, fold=fold).astimezone(UTC)
             back = instant.astimezone(tz).replace(tzinfo=None)
-            if back == naive and self.contains(instant, tz):
+            if back == naive and self._in_window(instant.astimezone(tz)):
                 return instant
         # Skipped hour: the wall clock jumps past the start; the first valid local minute
         # after the gap is where the window really opens that day.
         probe = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
         for _ in range(24 * 4):
-            if self.contains(probe, tz):
+            if self._in_window(probe.astimezone(tz)):
                 return probe
             probe += timedelta(minutes=15)
         return None
+
+
+def _midnight(day: date, tz: ZoneInfo) -> datetime:
+    """The first instant of a local date (fold=0 takes the first of a repeated midnight;
+    a skipped midnight lands on the first minute after the gap, still on that date)."""
+    return datetime.combine(day, time(0)).replace(tzinfo=tz, fold=0).astimezone(UTC)
 
 
 def due_at(after: datetime, delay: timedelta, window: SendWindow, tz: ZoneInfo) -> datetime:

@@ -38,18 +38,19 @@ def live_steps(s: Session, sequence_id: int) -> list[Step]:
 
 
 def window_of(seq: Sequence) -> SendWindow:
-    return SendWindow.from_config(seq.settings.get("send_window"))
+    """The sequence's whole sending rule: its window and its quiet days."""
+    return seq.config.window
 
 
 def due_for(
     seq: Sequence, subscriber_tz: str | None, after: datetime, delay_seconds: int
 ) -> datetime:
-    tz = zone(subscriber_tz, seq.settings.get("timezone", "UTC"))
+    tz = zone(subscriber_tz, seq.config.timezone)
     return due_at(after, timedelta(seconds=delay_seconds), window_of(seq), tz)
 
 
 def first_step_immediately(seq: Sequence) -> bool:
-    return bool((seq.settings.get("send_window") or {}).get("first_step_immediately", True))
+    return seq.config.first_step_immediately
 
 
 def first_due(
@@ -94,7 +95,7 @@ def resume(s: Session, slug: str) -> int:
     seq = set_status(s, slug, SequenceStatus.ACTIVE)
     at = now()
     window = window_of(seq)
-    default_tz = seq.settings.get("timezone", "UTC")
+    default_tz = seq.config.timezone
     overdue = s.execute(
         select(Enrollment.id, Subscriber.timezone)
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)

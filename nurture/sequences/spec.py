@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import difflib
 import re
+from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
@@ -23,7 +26,13 @@ from pydantic import (
 )
 
 from nurture.errors import NurtureError
-from nurture.sequences.schedule import SendWindow, is_valid_timezone, parse_delay
+from nurture.sequences.schedule import (
+    QuietDays,
+    SendWindow,
+    is_valid_timezone,
+    parse_delay,
+    parse_quiet_day,
+)
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,99}$"
 
@@ -97,6 +106,20 @@ class DiscreetSpec(_Strict):
     subjects: dict[str, str] = Field(default_factory=dict)
 
 
+def _quiet_day_text(v: Any) -> Any:
+    # An unquoted 2027-04-05 reaches us as a date; keep the text form the file meant.
+    return v.isoformat() if isinstance(v, date) else v
+
+
+def _check_quiet_day(v: str) -> str:
+    parse_quiet_day(v)
+    return v
+
+
+# Each date is checked on its own, so an error names the item (and its line).
+QuietDay = Annotated[str, BeforeValidator(_quiet_day_text), AfterValidator(_check_quiet_day)]
+
+
 class SequenceSpec(_Strict):
     slug: str = Field(pattern=SLUG)
     name: str = Field(min_length=1, max_length=200)
@@ -106,6 +129,8 @@ class SequenceSpec(_Strict):
     postal_address: str = Field(min_length=5, max_length=300)
     timezone: str = "UTC"
     send_window: WindowSpec = Field(default_factory=WindowSpec)
+    # Reader-local dates with no mail: "12-25" every year, "2027-04-05" once.
+    quiet_days: list[QuietDay] = Field(default_factory=list)
     # Neutral From name and subjects for readers who share an inbox (see the content docs).
     discreet: DiscreetSpec | None = None
     tracking: dict[str, bool] | None = None
@@ -128,6 +153,12 @@ class SequenceSpec(_Strict):
         SendWindow.from_config(v.model_dump(exclude={"first_step_immediately"}))
         return v
 
+    @field_validator("quiet_days")
+    @classmethod
+    def _some_day_left(cls, v: list[str]) -> list[str]:
+        QuietDays.parse(list(v))
+        return v
+
     @field_validator("steps")
     @classmethod
     def _unique_keys(cls, v: list[StepSpec]) -> list[StepSpec]:
@@ -147,12 +178,15 @@ class SequenceSpec(_Strict):
         return self
 
     def settings_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True, exclude={"steps", "slug", "name"})
+        settings = self.model_dump(mode="json", by_alias=True, exclude={"steps", "slug", "name"})
+        if not settings["quiet_days"]:
+            del settings["quiet_days"]  # sequences stored before quiet days compare equal
+        return settings
 
     @property
     def window(self) -> SendWindow:
         return SendWindow.from_config(
-            self.send_window.model_dump(exclude={"first_step_immediately"})
+            self.send_window.model_dump(exclude={"first_step_immediately"}), list(self.quiet_days)
         )
 
 

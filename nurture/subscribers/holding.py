@@ -65,7 +65,7 @@ def resume_enrollment(s: Session, e: Enrollment, *, by: str) -> bool:
         e.next_step_id = nxt.id
     due = e.next_due_at or at
     if due < at:
-        tz = zone(e.subscriber.timezone, e.sequence.settings.get("timezone", "UTC"))
+        tz = zone(e.subscriber.timezone, e.sequence.config.timezone)
         due = window_of(e.sequence).next_open(at, tz)
     e.status, e.next_due_at = EnrollmentStatus.ACTIVE, due
     record(s, "resumed", e.subscriber, data={"by": by}, sequence_id=e.sequence_id)

@@ -22,6 +22,8 @@ from nurture.errors import NurtureError
 from nurture.sequences.models import Sequence
 from nurture.sequences.schedule import is_valid_timezone
 from nurture.sequences.services import first_due, get_sequence, live_steps
+from nurture.subscribers.cleaning import clean, clean_name
+from nurture.subscribers.event_webhooks import queue_many
 from nurture.subscribers.models import (
     Consent,
     Enrollment,
@@ -31,7 +33,9 @@ from nurture.subscribers.models import (
     SubscriberStatus,
     Suppression,
 )
-from nurture.subscribers.services import add_subscriber, email_hash, normalize_email
+from nurture.subscribers.operator import Outcome, add_by_operator
+from nurture.subscribers.rules import FORGOTTEN
+from nurture.subscribers.services import email_hash, normalize_email
 
 COLUMNS = ("email", "first_name", "timezone")
 IMPORT_CONSENT = "Imported by the operator, who holds this person's consent."
@@ -67,9 +71,15 @@ class CheckResult:
 class ImportResult:
     check: CheckResult
     added: int = 0  # new subscribers
-    updated: int = 0  # known addresses enrolled or refreshed
-    suppressed: int = 0  # forgotten addresses, never re-added
+    updated: int = 0  # known addresses newly enrolled (or confirmed)
+    already: int = 0  # known addresses already enrolled: nothing changed
+    # People who left or were forgotten, by reason: never put back by an import.
+    refused: dict[str, int] = field(default_factory=dict)
     repeated: int = 0  # an address on several rows: its last row counts
+
+    @property
+    def suppressed(self) -> int:
+        return self.refused.get(FORGOTTEN, 0)
 
 
 class _CountingLines:
@@ -123,7 +133,7 @@ def _rows(path: Path, progress: Progress | None = None) -> Iterator[tuple[int, R
 def _check_row(line: int, cells: list[str], index: dict[str, int]) -> Row | str:
     def cell(name: str) -> str:
         i = index.get(name)
-        return cells[i].strip() if i is not None and i < len(cells) else ""
+        return clean(cells[i]).strip() if i is not None and i < len(cells) else ""
 
     try:
         email = normalize_email(cell("email"))
@@ -132,7 +142,7 @@ def _check_row(line: int, cells: list[str], index: dict[str, int]) -> Row | str:
     tz = cell("timezone") or None
     if tz is not None and not is_valid_timezone(tz):
         return f"unknown time zone {tz!r}"
-    name = " ".join(cell("first_name").split())[:100] or None
+    name = clean_name(cell("first_name"))
     return Row(line, email, name, tz)
 
 
@@ -206,32 +216,42 @@ def _import_chunk(
     }
     known = set(s.scalars(select(Subscriber.email).where(Subscriber.email.in_(latest))))
     fresh = [r for e, r in latest.items() if e not in known and e not in suppressed]
-    result.suppressed += sum(1 for r in rows if r.email in suppressed)
-    for row in rows:
-        if row.email in known:
-            # Someone we know: the one-by-one path keeps every rule of re-subscribing.
-            add_subscriber(
-                s,
-                row.email,
-                seq,
-                first_name=row.first_name,
-                timezone=row.timezone,
-                confirmed=confirmed,
-                source="import",
-                consent_text=IMPORT_CONSENT,
-                consent_version=IMPORT_CONSENT_VERSION,
-            )
-            result.updated += 1
+    result.repeated += len(rows) - len(latest)
+    for email, row in latest.items():
+        if email in known or email in suppressed:
+            # Someone we know, or knew: the one-by-one path keeps every consent rule.
+            _import_known(s, seq, row, confirmed, result)
     if fresh:
         _insert_new(s, seq, fresh, confirmed)
         result.added += len(fresh)
-        new = {r.email for r in fresh}
-        result.repeated += sum(1 for r in rows if r.email in new) - len(fresh)
     # Written but not committed: the identity map is emptied so memory stays flat.
     s.flush()
     s.expunge_all()
     if progress:
         progress(len(rows))
+
+
+def _import_known(
+    s: Session, seq: Sequence, row: Row, confirmed: bool, result: ImportResult
+) -> None:
+    added = add_by_operator(
+        s,
+        row.email,
+        seq,
+        first_name=row.first_name,
+        timezone=row.timezone,
+        confirmed=confirmed,
+        source="import",
+        consent_text=IMPORT_CONSENT,
+        consent_version=IMPORT_CONSENT_VERSION,
+    )
+    if added.outcome == Outcome.SKIPPED:
+        reason = added.reason or "skipped"
+        result.refused[reason] = result.refused.get(reason, 0) + 1
+    elif added.outcome == Outcome.ALREADY:
+        result.already += 1
+    else:
+        result.updated += 1
 
 
 def _insert_new(s: Session, seq: Sequence, rows: list[Row], confirmed: bool) -> None:
@@ -277,6 +297,7 @@ def _insert_new(s: Session, seq: Sequence, rows: list[Row], confirmed: bool) -> 
             "sequence_id": seq.id,
             "status": EnrollmentStatus.PENDING,
             "created_at": t,
+            "source": "import",
         }
         if confirmed and steps:
             if r.timezone not in due:
@@ -295,3 +316,5 @@ def _insert_new(s: Session, seq: Sequence, rows: list[Row], confirmed: bool) -> 
         s.execute(
             insert(Event), [{"kind": "confirmed", "subscriber_id": i, "created_at": t} for i in ids]
         )
+        # Core inserts skip the session's flush hook: announce these in bulk too.
+        queue_many(s, "confirmed", [(r.email, seq.slug) for r in rows])

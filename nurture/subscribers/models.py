@@ -4,7 +4,7 @@ import enum
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from nurture.clock import now
@@ -93,6 +93,8 @@ class Enrollment(Base):
     created_at: Mapped[datetime] = mapped_column(default=now)
     started_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]
+    # How this enrollment began (web-form, cli, import): each email's footer says it truly.
+    source: Mapped[str | None] = mapped_column(String(40))
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="enrollments")
     sequence: Mapped[Sequence] = relationship()
@@ -147,3 +149,30 @@ class Event(Base):
     )
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=now)
+
+
+class OutboxStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting for its next attempt
+    DELIVERED = "delivered"  # the practice's endpoint answered 2xx
+    FAILED = "failed"  # refused for more than a day: given up
+
+
+class OutboxEvent(Base):
+    """An event webhook to deliver (NURTURE_EVENTS_URL), written in the same transaction as
+    the change it reports, so a rolled-back change never announces itself and a committed one
+    always does. The body (it names the person) is erased once delivered or given up on."""
+
+    __tablename__ = "event_outbox"
+    __table_args__ = (Index("ix_event_outbox_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # The Standard Webhooks `webhook-id`: the same on every retry, so receivers can dedupe.
+    msg_id: Mapped[str] = mapped_column(String(40), unique=True)
+    type: Mapped[str] = mapped_column(String(60))
+    body: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default=OutboxStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=now)
+    delivered_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(200))

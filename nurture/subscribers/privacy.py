@@ -4,6 +4,10 @@
 deliveries, stored links); events stay for the statistics but lose every link to the
 person and any free text that could hold an address. What remains is a keyed hash of the
 address in `suppressions`, so the address is never mailed or re-added by mistake.
+
+The statistics keep their counts: each sent or failed delivery leaves an anonymous event
+(`sent_erased`, `failed_erased`: step and sequence, nobody's id) that `stats` adds back.
+The retention limit (retention.py) erases people through this same function.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.reports import attribute_step
-from nurture.sequences.models import Sequence
+from nurture.sequences.models import Sequence, Step
 from nurture.subscribers.models import Enrollment, Event, Subscriber, Suppression
 from nurture.subscribers.queries import person
 from nurture.subscribers.services import (
@@ -39,6 +44,19 @@ EXPORT_FIELDS = (
     "complained_at",
     "sequences",
 )
+
+
+# A cell starting with one of these is run as a formula by spreadsheet programs (OWASP, "CSV
+# Injection"): a name typed into the form as =HYPERLINK(...) must reach the operator as text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with every formula-like text cell prefixed by a quote, as OWASP advises."""
+    return {
+        key: f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+        for key, value in row.items()
+    }
 
 
 def export_rows(s: Session, chunk: int = 1000) -> Iterator[dict[str, Any]]:
@@ -75,17 +93,27 @@ class ForgetResult:
     events_kept: int  # anonymous events left for the statistics
 
 
-def forget(s: Session, email: str) -> ForgetResult:
+ERASED_KINDS: dict[str, str] = {
+    DeliveryStatus.SENT: "sent_erased",
+    DeliveryStatus.FAILED: "failed_erased",
+}
+
+
+def forget(s: Session, email: str, reason: str = "forgotten") -> ForgetResult:
     """Erase the person and suppress the address. Safe to repeat; also suppresses an address
     we never held, since "never write to me" should hold either way."""
     address = normalize_email(email)
     digest = email_hash(address)
     if s.get(Suppression, digest) is None:
-        s.add(Suppression(email_hash=digest, reason="forgotten"))
+        s.add(Suppression(email_hash=digest, reason=reason))
     sub = find_subscriber(s, address)
     if sub is None:
         return ForgetResult(found=False, events_kept=0)
     events = list(s.scalars(select(Event).where(Event.subscriber_id == sub.id)))
+    # Recorded while the person still exists, so the event webhook (if on) can tell the
+    # practice's own systems whom to erase; the link to them goes below with the others.
+    record(s, "forgotten", sub)
+    _keep_delivery_counts(s, sub.id)
     for ev in events:
         # Stats attribute an unsubscribe or booking to the last step sent before it; fix
         # that now, while the deliveries that tell it still exist.
@@ -103,5 +131,18 @@ def forget(s: Session, email: str) -> ForgetResult:
     )
     s.delete(sub)  # enrollments and consents by cascade; deliveries and links by foreign key
     s.flush()
-    record(s, "forgotten")
     return ForgetResult(found=True, events_kept=len(events))
+
+
+def _keep_delivery_counts(s: Session, subscriber_id: int) -> None:
+    """One anonymous event per sent or failed delivery, for `stats` once the rows are gone."""
+    rows = s.execute(
+        select(Step.sequence_id, Delivery.step_id, Delivery.status, func.count())
+        .join(Step, Step.id == Delivery.step_id)
+        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+        .where(Enrollment.subscriber_id == subscriber_id, Delivery.status.in_(ERASED_KINDS))
+        .group_by(Step.sequence_id, Delivery.step_id, Delivery.status)
+    )
+    for sequence_id, step_id, status, n in rows:
+        for _ in range(n):
+            s.add(Event(kind=ERASED_KINDS[status], sequence_id=sequence_id, step_id=step_id))

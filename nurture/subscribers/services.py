@@ -17,6 +17,7 @@ from nurture.errors import NotFound, NurtureError
 from nurture.sequences.models import Sequence
 from nurture.sequences.schedule import is_valid_timezone
 from nurture.sequences.services import first_due, live_steps
+from nurture.subscribers.cleaning import clean, clean_name
 from nurture.subscribers.models import (
     ENDED,
     Consent,
@@ -27,16 +28,15 @@ from nurture.subscribers.models import (
     SubscriberStatus,
     Suppression,
 )
+from nurture.subscribers.rules import left_reason
 
-# People who left (or whose address failed): coming back needs a fresh confirmation.
-LEFT = {SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED, SubscriberStatus.COMPLAINED}
 CLI_CONSENT = "Added by the operator, who holds this person's consent."
 CLI_CONSENT_VERSION = "cli-1"
 
 
 def normalize_email(raw: str) -> str:
     try:
-        result = validate_email(raw.strip(), check_deliverability=False)
+        result = validate_email(clean(raw).strip(), check_deliverability=False)
     except EmailNotValidError as exc:
         raise NurtureError(f"not a valid email address: {exc}") from None
     # The local part is case-sensitive in theory, in practice nobody relies on it; folding
@@ -100,11 +100,12 @@ def add_subscriber(
     is already confirmed for another sequence: each sequence needs its own yes.
     """
     address = normalize_email(email)
+    timezone = clean(timezone).strip() or None if timezone is not None else None
     if timezone is not None and not is_valid_timezone(timezone):
         raise NurtureError(f"unknown time zone {timezone!r} (use an IANA name like Europe/Paris)")
     if is_suppressed(s, address):
         raise NurtureError("this address asked to be forgotten and may not be added again")
-    first_name = " ".join(first_name.split())[:100] if first_name else None
+    first_name = clean_name(first_name)
     sub = s.scalar(select(Subscriber).where(Subscriber.email == address))
     if sub is None:
         sub = Subscriber(email=address, first_name=first_name, timezone=timezone)
@@ -113,7 +114,7 @@ def add_subscriber(
     else:
         sub.first_name = first_name or sub.first_name
         sub.timezone = timezone or sub.timezone
-        if sub.status in LEFT and not confirmed:
+        if left_reason(sub.status) is not None and not confirmed:
             # Coming back after leaving needs a fresh confirmation.
             sub.status = SubscriberStatus.PENDING
     s.add(
@@ -128,7 +129,7 @@ def add_subscriber(
             confirmed_at=now() if confirmed else None,
         )
     )
-    enrol(s, sub, sequence, start_now=not await_confirmation)
+    enrol(s, sub, sequence, start_now=not await_confirmation, source=source)
     if confirmed:
         confirm(s, sub)
     return sub
@@ -145,14 +146,21 @@ def latest_consent_id(s: Session, sub: Subscriber, sequence: Sequence) -> int | 
     )
 
 
-def enrol(s: Session, sub: Subscriber, sequence: Sequence, *, start_now: bool = True) -> Enrollment:
+def enrol(
+    s: Session,
+    sub: Subscriber,
+    sequence: Sequence,
+    *,
+    start_now: bool = True,
+    source: str | None = None,
+) -> Enrollment:
     enrollment = s.scalar(
         select(Enrollment).where(
             Enrollment.subscriber_id == sub.id, Enrollment.sequence_id == sequence.id
         )
     )
     if enrollment is None:
-        enrollment = Enrollment(subscriber_id=sub.id, sequence_id=sequence.id)
+        enrollment = Enrollment(subscriber_id=sub.id, sequence_id=sequence.id, source=source)
         s.add(enrollment)
         s.flush()
     elif enrollment.status in ENDED and enrollment.status != EnrollmentStatus.COMPLETED:
@@ -163,6 +171,7 @@ def enrol(s: Session, sub: Subscriber, sequence: Sequence, *, start_now: bool = 
         enrollment.next_due_at = None
         enrollment.last_step_id = None
         enrollment.ended_at = None
+        enrollment.source = source or enrollment.source
     if (
         start_now
         and sub.status == SubscriberStatus.CONFIRMED

@@ -15,26 +15,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
 from urllib.parse import urlsplit
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture import tokens
 from nurture.clock import now
-from nurture.config import get_settings
-from nurture.content.render import RenderedEmail
 from nurture.db import transaction
-from nurture.delivery.compose import unsubscribe_url
+from nurture.delivery.compose import confirmation_email
 from nurture.errors import NurtureError
 from nurture.mail.backends import MailBackend, get_backend
-from nurture.mail.message import Envelope, build_message, domain_of, stable_message_id
-from nurture.paths import templates_dir
 from nurture.sequences.models import Sequence
 from nurture.sequences.schedule import is_valid_timezone
 from nurture.sequences.services import get_sequence
@@ -45,6 +39,7 @@ from nurture.subscribers.models import (
     Subscriber,
     SubscriberStatus,
 )
+from nurture.subscribers.rules import left_reason, may_ask_to_confirm
 from nurture.subscribers.services import (
     add_subscriber,
     confirm,
@@ -84,7 +79,7 @@ class ConfirmState(StrEnum):
 
 
 def consent_text(seq: Sequence) -> str:
-    return CONSENT_TEXT.format(name=seq.name, practice=seq.settings["from"]["name"])
+    return CONSENT_TEXT.format(name=seq.name, practice=seq.config.practice)
 
 
 def client_hash(address: str | None) -> str | None:
@@ -113,6 +108,7 @@ class SignupForm:
     article: str | None = None
     honeypot: str = ""
     client_address: str | None = None
+    client_digest: str | None = None  # client_hash(client_address), when already taken
 
 
 @dataclass(frozen=True)
@@ -125,7 +121,7 @@ class SignupPage:
     emails: int
     consent: str
     clicks_tracked: bool
-    from_name: str
+    discreet_from: str | None  # the neutral sender name, when discreet mode is on
 
 
 def signup_page(slug: str) -> SignupPage:
@@ -135,15 +131,17 @@ def signup_page(slug: str) -> SignupPage:
 
     with transaction() as s:
         seq = get_sequence(s, slug)
-        discreet = seq.settings.get("discreet") or {}
+        cfg = seq.config
         return SignupPage(
             slug=seq.slug,
             name=seq.name,
-            practice=seq.settings["from"]["name"],
+            practice=cfg.practice,
             emails=len(live_steps(s, seq.id)),
             consent=consent_text(seq),
             clicks_tracked=clicks_tracked(seq),
-            from_name=discreet.get("from_name") or seq.settings["from"]["name"],
+            # Only a discreet sequence promises a discreet sender: the page must say what
+            # the inbox will really show.
+            discreet_from=cfg.inbox_from_name if cfg.is_discreet else None,
         )
 
 
@@ -159,6 +157,32 @@ def check_form_token(slug: str, token: str | None) -> bool:
     except tokens.BadToken:
         return False
     return isinstance(data, dict) and data.get("q") == slug
+
+
+def accept(slug: str, form: SignupForm) -> SignupForm | None:
+    """What the web view does before answering: check the form alone, never the people.
+
+    Returns the form to record later (address normalised, client address reduced to its
+    hash), or None when the honeypot was filled. Raises InvalidSignup for a malformed
+    address and NotFound for an unknown sequence. It reads no subscriber, so the answer
+    takes the same time for a known address as for a new one; the lookup and the insert
+    happen in sign_up(), in a task, after the answer is on its way.
+    """
+    try:
+        address = normalize_email(form.email)
+    except NurtureError:
+        raise InvalidSignup("Please check the email address: it does not look complete.") from None
+    with transaction() as s:
+        get_sequence(s, slug)
+    if form.honeypot:
+        log.info("signup for %s dropped: honeypot filled", slug)
+        return None
+    return replace(
+        form,
+        email=address,
+        client_address=None,
+        client_digest=form.client_digest or client_hash(form.client_address),
+    )
 
 
 def sign_up(slug: str, form: SignupForm, enqueue: Callable[[int], None]) -> None:
@@ -229,7 +253,7 @@ def _sign_up(s: Session, seq: Sequence, address: str, form: SignupForm) -> int |
         consent_text=consent_text(seq),
         consent_version=CONSENT_VERSION,
         article=clean_article(form.article),
-        client_hash=client_hash(form.client_address),
+        client_hash=form.client_digest or client_hash(form.client_address),
         await_confirmation=True,
     )
     consent_id = latest_consent_id(s, sub, seq)
@@ -238,38 +262,6 @@ def _sign_up(s: Session, seq: Sequence, address: str, form: SignupForm) -> int |
 
 
 # --- the confirmation email -------------------------------------------------------------
-
-
-def confirm_url(consent_id: int) -> str:
-    token = tokens.make(tokens.CONFIRM, {"c": consent_id})
-    return f"{get_settings().base_url}/confirm/{token}"
-
-
-def _email_env() -> Environment:
-    return Environment(
-        loader=FileSystemLoader(templates_dir() / "email" / "confirm"),
-        autoescape=select_autoescape(["html"]),
-        undefined=StrictUndefined,
-        keep_trailing_newline=False,
-    )
-
-
-def render_confirmation(seq: Sequence, sub: Subscriber, consent: Consent) -> RenderedEmail:
-    env = _email_env()
-    max_age = tokens.MAX_AGE[tokens.CONFIRM] or 0
-    values: dict[str, Any] = {
-        "first_name": sub.first_name or "",
-        "sequence_name": seq.name,
-        "practice_name": seq.settings["from"]["name"],
-        "postal_address": seq.settings["postal_address"],
-        "confirm_url": confirm_url(consent.id),
-        "valid_days": max_age // 86400,
-    }
-    return RenderedEmail(
-        subject=" ".join(env.get_template("subject.txt").render(values).split()),
-        text=env.get_template("body.txt").render(values),
-        html=env.get_template("body.html").render(values),
-    )
 
 
 def send_confirmation(consent_id: int, backend: MailBackend | None = None) -> bool:
@@ -284,27 +276,11 @@ def send_confirmation(consent_id: int, backend: MailBackend | None = None) -> bo
             return False
         sub = consent.subscriber
         seq = s.get(Sequence, consent.sequence_id)
-        if seq is None or sub.status in {SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED}:
+        if seq is None or not may_ask_to_confirm(
+            sub.status, suppressed=is_suppressed(s, sub.email)
+        ):
             return False
-        if is_suppressed(s, sub.email):
-            return False
-        rendered = render_confirmation(seq, sub, consent)
-        sender = seq.settings["from"]
-        domain = domain_of(sender["email"])
-        env = Envelope(
-            from_name=sender["name"],
-            from_email=sender["email"],
-            to_email=sub.email,
-            to_name=sub.first_name,
-            reply_to=seq.settings.get("reply_to"),
-            list_id=f"{seq.slug}.{domain}",
-            unsubscribe_url=unsubscribe_url(sub.id),
-            unsubscribe_mailto=None,
-            message_id=stable_message_id(
-                get_settings().secret, sub.id, seq.slug, f"confirm-{consent.id}", domain
-            ),
-        )
-        msg = build_message(env, rendered)
+        msg = confirmation_email(seq, subscriber_id=sub.id, email=sub.email, consent_id=consent.id)
         with backend or get_backend() as b:
             b.send(msg)
         record(s, "confirmation_sent", sub, sequence_id=seq.id)
@@ -326,7 +302,7 @@ def _consent_for(s: Session, token: str) -> Consent:
 
 def _state(s: Session, consent: Consent) -> ConfirmState:
     sub = consent.subscriber
-    if sub.status in {SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED}:
+    if left_reason(sub.status) is not None:
         # They left after this signup (perhaps from the confirmation email itself): an old
         # link must not bring them back. A new signup sends a new link.
         return ConfirmState.USED

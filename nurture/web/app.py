@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
+import re
+import sys
+import traceback
+from types import TracebackType
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
@@ -41,6 +46,32 @@ RESIZE_SCRIPT = (
 EMBED_ENDPOINTS = {"pages.embed"}
 # Nothing here is for search engines: forms, confirmations and unsubscribe pages.
 ROBOTS_TXT = "User-agent: *\nDisallow: /\n"
+# Path segments that are bearer tokens: whoever holds one may confirm, unsubscribe or click.
+TOKEN_PATH = re.compile(r"^/(confirm|unsubscribe|l)/[^/]+")
+HSTS = "max-age=31536000"
+
+log = logging.getLogger(__name__)
+
+
+def redact_path(path: str) -> str:
+    """The request path as it may be logged: tokens replaced."""
+    return TOKEN_PATH.sub(lambda m: f"/{m.group(1)}/[token]", path)
+
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
+
+
+class NurtureFlask(Flask):
+    def log_exception(self, exc_info: ExcInfo) -> None:
+        # Flask's own line names request.path (a token for /confirm/..., /unsubscribe/...)
+        # and the traceback ends with the exception's message, which can quote an address
+        # (a database's DETAIL line does). Log where it happened, the frames and the type.
+        kind, _, tb = exc_info if exc_info[0] is not None else sys.exc_info()
+        frames = "".join(traceback.format_tb(tb)) if tb is not None else ""
+        name = kind.__name__ if kind is not None else "error"
+        self.logger.error(
+            "Exception on %s [%s]: %s\n%s", redact_path(request.path), request.method, name, frames
+        )
 
 
 def _csp_hash(source: str) -> str:
@@ -49,16 +80,19 @@ def _csp_hash(source: str) -> str:
 
 
 def _limiter_storage(settings: Settings) -> str:
-    # Counters must be shared by every gunicorn worker: Redis when there is one.
+    # Counters must be shared by every gunicorn worker: Redis when there is one, else the
+    # database (per-process memory would multiply the limit by the number of workers).
     if settings.broker_url.startswith(("redis://", "rediss://")):
         return settings.broker_url
-    return "memory://"
+    from nurture.web.ratelimit import SCHEME
+
+    return f"{SCHEME}://"
 
 
 def create_app(**overrides: Any) -> Flask:
     settings = get_settings()
     folder = templates_dir()
-    app = Flask(__name__, template_folder=str(folder), static_folder=None)
+    app = NurtureFlask(__name__, template_folder=str(folder), static_folder=None)
     config: dict[str, Any] = {
         "SECRET_KEY": settings.secret,
         "MAX_CONTENT_LENGTH": 64 * 1024,
@@ -95,7 +129,25 @@ def create_app(**overrides: Any) -> Flask:
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
         resp.headers["Cache-Control"] = "no-store"
+        if request.is_secure:
+            # Behind a TLS proxy this needs NURTURE_PROXY_HOPS, so X-Forwarded-Proto counts.
+            resp.headers["Strict-Transport-Security"] = HSTS
         return resp
+
+    warned: list[bool] = []
+
+    @app.before_request
+    def _proxy_hint() -> None:
+        # X-Forwarded-For with NURTURE_PROXY_HOPS=0: a proxy is in front but ignored, so every
+        # reader shares the proxy's address (one rate-limit bucket for all). Said once.
+        if warned or settings.proxy_hops or "X-Forwarded-For" not in request.headers:
+            return
+        warned.append(True)
+        log.warning(
+            "requests arrive with X-Forwarded-For but NURTURE_PROXY_HOPS is 0: set it to the "
+            "number of proxies in front (see docs/operations.md), or every reader shares one "
+            "rate limit"
+        )
 
     limiter = Limiter(
         get_remote_address,

@@ -26,10 +26,8 @@ class Practice:
 
 
 def of_sequence(seq: Sequence) -> Practice:
-    sender = seq.settings["from"]["name"]
-    discreet = seq.settings.get("discreet") or {}
-    from_name = (discreet.get("enabled", True) and discreet.get("from_name")) or sender
-    return Practice(name=sender, from_name=from_name, series=seq.name)
+    cfg = seq.config  # the one typed reading of sequence.yaml (sequences/settings.py)
+    return Practice(name=cfg.practice, from_name=cfg.inbox_from_name, series=seq.name)
 
 
 def for_slug(slug: str) -> Practice | None:

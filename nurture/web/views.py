@@ -7,10 +7,20 @@ nothing but the token in the link. GET never changes state: mail scanners fetch 
 
 from __future__ import annotations
 
+import logging
+from dataclasses import asdict
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, jsonify, redirect, render_template, request
+from flask import (
+    Blueprint,
+    current_app,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+)
 from werkzeug.exceptions import NotFound as HTTPNotFound
 from werkzeug.wrappers import Response
 
@@ -21,9 +31,13 @@ from nurture.delivery.links import follow
 from nurture.mail import webhooks as mail_webhooks
 from nurture.sequences.archive import form_closed
 from nurture.subscribers import signup
+from nurture.subscribers.cleaning import clean
 from nurture.web import practice
 
+log = logging.getLogger(__name__)
 bp = Blueprint("pages", __name__)
+# A real signature header is under 200 characters; a longer one is refused before any work.
+MAX_SIGNATURE_HEADER = 1024
 
 EXPIRED = (
     "This link has expired",
@@ -60,7 +74,9 @@ def _form_page(
         "pages/subscribe.html",
         layout=_layout(embed),
         page=page,
-        practice=practice.Practice(name=page.practice, from_name=page.from_name, series=page.name),
+        practice=practice.Practice(
+            name=page.practice, from_name=page.discreet_from or page.practice, series=page.name
+        ),
         csrf_token=signup.form_token(slug),
         article=signup.clean_article(values.get("article") or article) or "",
         values=values,
@@ -84,14 +100,38 @@ def _origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-def _enqueue_confirmation(consent_id: int) -> None:
+def _record_later(answer: Response, slug: str, form: signup.SignupForm) -> None:
+    """Record the signup after answering: look the address up, record it, queue the
+    confirmation (signup.sign_up). The same work, after the same answer, for every address.
+
+    With Redis (or in tests) that is one task for a worker. The embedded SQLAlchemy broker
+    keeps every delivered message in its table, and a signup's address must not stay there:
+    this process then does it itself, once the answer has been sent. An app built with
+    ENQUEUE_CONFIRMATION (the demo, some tests) records it here and hands the confirmation
+    to that callable."""
     custom = current_app.config.get("ENQUEUE_CONFIRMATION")
     if custom is not None:
-        custom(consent_id)
+        signup.sign_up(slug, form, custom)
         return
+    if get_settings().broker_url.startswith("sqla+"):
+        answer.call_on_close(lambda: _sign_up_here(slug, form))
+        return
+    from workers.tasks import enqueue_signup
+
+    try:
+        enqueue_signup(slug, asdict(form))
+    except Exception:
+        # The broker is down: the reader can send the form again. Never log the address.
+        log.exception("could not queue a signup for %s", slug)
+
+
+def _sign_up_here(slug: str, form: signup.SignupForm) -> None:
     from workers.tasks import enqueue_confirmation
 
-    enqueue_confirmation(consent_id)
+    try:
+        signup.sign_up(slug, form, enqueue_confirmation)
+    except Exception as exc:
+        log.error("could not record a signup for %s: %s", slug, type(exc).__name__)
 
 
 @bp.route("/subscribe/<slug>", methods=["GET", "POST"], endpoint="subscribe")
@@ -109,9 +149,10 @@ def _signup(slug: str, *, embed: bool) -> Any:
         # Archived: 410 Gone tells crawlers and embedding pages the form will not return.
         page = practice.for_slug(slug)
         return render_template("pages/closed.html", layout=_layout(embed), practice=page), 410
-    if request.method == "GET":
+    if request.method != "POST":  # GET, and HEAD (which Flask routes here too)
         return _form_page(slug, embed)
-    f = request.form
+    # Control characters go at the door, for every field and every address alike.
+    f = {key: clean(value) for key, value in request.form.items()}
     values = {
         "email": f.get("email", "")[:320],
         "first_name": f.get("first_name", "")[:100],
@@ -129,26 +170,33 @@ def _signup(slug: str, *, embed: bool) -> Any:
         client_address=request.remote_addr,
     )
     try:
-        signup.sign_up(slug, form, _enqueue_confirmation)
+        accepted = signup.accept(slug, form)
     except signup.InvalidSignup as exc:
         return _form_page(slug, embed, values=values, error=str(exc)), 400
-    # The same page for every address, known or not: nothing here may depend on who it is.
-    return render_template(
+    # The same page for every address, known or not, in the same time: nothing here may
+    # depend on who it is (no subscriber is even looked up before the answer).
+    body = render_template(
         "pages/check_inbox.html", layout=_layout(embed), practice=practice.for_slug(slug)
     )
+    answer = make_response(body)
+    if accepted is not None:
+        _record_later(answer, slug, accepted)
+    return answer
 
 
 @bp.route("/confirm/<token>", methods=["GET", "POST"])
 def confirm(token: str) -> Any:
+    # Only POST changes anything: HEAD (mail scanners) reads like GET.
+    posted = request.method == "POST"
     try:
-        if request.method == "POST":
+        if posted:
             state, name = signup.confirm_by_token(token)
         else:
             state, name = signup.confirmation_state(token)
     except tokens.BadToken as exc:
         return _bad_token(exc)
     whose = practice.for_confirm_token(token)
-    if request.method == "POST" or state != signup.ConfirmState.PENDING:
+    if posted or state != signup.ConfirmState.PENDING:
         return render_template("pages/confirmed.html", state=state.value, name=name, practice=whose)
     return render_template("pages/confirm.html", name=name, token=token, practice=whose)
 
@@ -156,9 +204,11 @@ def confirm(token: str) -> Any:
 @bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
 def unsubscribe(token: str) -> Any:
     # POST is also the RFC 8058 one-click target: no cookies, no CSRF token, 200, no redirect.
+    # Anything but POST only shows the button: Flask routes HEAD through this view too, and
+    # mail scanners send HEAD to every link.
     try:
         whose = practice.for_subscriber(signup.check_unsubscribe_token(token))
-        if request.method == "GET":
+        if request.method != "POST":
             return render_template("pages/unsubscribe.html", token=token, practice=whose)
         one_click = request.form.get("List-Unsubscribe") == "One-Click"
         signup.unsubscribe_by_token(token, how="one-click" if one_click else "page")
@@ -170,7 +220,8 @@ def unsubscribe(token: str) -> Any:
 @bp.get("/l/<token>")
 def link(token: str) -> Any:
     try:
-        url = follow(token)
+        # A HEAD (a scanner checking the link) is answered but never counted as a click.
+        url = follow(token, count=request.method == "GET")
     except tokens.BadToken as exc:
         return _bad_token(exc)
     return redirect(url, code=302)
@@ -181,11 +232,14 @@ def booking_webhook() -> Response | tuple[Response, int]:
     key = get_settings().booking_webhook_key
     if key is None:
         raise HTTPNotFound()
+    calendly, cal = request.headers.get(CALENDLY_HEADER), request.headers.get(CAL_HEADER)
+    if any(h is not None and len(h) > MAX_SIGNATURE_HEADER for h in (calendly, cal)):
+        return jsonify({"result": "bad_request"}), 400
     outcome = handle(
         key.get_secret_value(),
         request.get_data(cache=False),
-        calendly=request.headers.get(CALENDLY_HEADER),
-        cal=request.headers.get(CAL_HEADER),
+        calendly=calendly,
+        cal=cal,
     )
     return jsonify({"result": outcome.name.lower()}), outcome.value
 

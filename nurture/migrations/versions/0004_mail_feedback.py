@@ -12,7 +12,7 @@ from alembic import op
 import nurture.db
 
 revision = "0004_mail_feedback"
-down_revision = "0005_operator"
+down_revision = "0003_send_limits"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,122 @@
+"""The signup answer cannot tell who is known: the view reads no person before answering;
+a task records the signup afterwards. (Timings themselves: bench/signup_timing.py.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import event
+
+from nurture.db import get_engine
+from tests.web_support import confirm_signup, csrf, subscriber
+
+PEOPLE_TABLES = ("subscribers", "consents", "enrollments", "suppressions", "events")
+
+
+@contextmanager
+def statements() -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement.lower())
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+
+
+def test_the_view_reads_no_person_and_answers_alike(
+    app: Flask, outbox: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = app.test_client()
+    confirm_signup(client, outbox, "known@example.com")
+    queued: list[tuple[str, dict[str, Any]]] = []
+    import workers.tasks
+
+    monkeypatch.setattr(workers.tasks, "enqueue_signup", lambda *a: queued.append(a), raising=False)
+    answers = []
+    for email in ("known@example.com", "new@example.com"):
+        token = csrf(client)
+        with statements() as seen:
+            r = client.post(
+                "/subscribe/quick", data={"email": email, "first_name": "X", "csrf_token": token}
+            )
+        assert r.status_code == 200
+        touched = [t for t in PEOPLE_TABLES for sql in seen if t in sql]
+        assert touched == [], touched
+        answers.append(r.get_data())
+    assert answers[0] == answers[1]
+    # One message for each, the same shape: the lookup happens in the task.
+    assert [q[0] for q in queued] == ["quick", "quick"]
+    assert queued[0][1].keys() == queued[1][1].keys()
+    assert "client_address" not in {k for k, v in queued[0][1].items() if v}
+    assert subscriber("new@example.com") is None  # not yet: the task has not run
+
+
+def test_the_task_records_the_signup_and_sends_the_confirmation(app: Flask, outbox: list) -> None:
+    client = app.test_client()
+    r = client.post(
+        "/subscribe/quick",
+        data={"email": "New@Example.com", "csrf_token": csrf(client)},
+        environ_base={"REMOTE_ADDR": "198.51.100.7"},
+    )
+    assert r.status_code == 200
+    sub = subscriber("new@example.com")
+    assert sub is not None and sub.status == "pending"
+    assert len(outbox) == 1
+
+
+def test_the_task_retries_a_racing_insert_and_never_repeats_a_database_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    import workers.tasks
+    from nurture.subscribers import signup
+
+    calls: list[str] = []
+
+    def racing(slug: str, form: signup.SignupForm, enqueue: Any) -> None:
+        calls.append(form.email)
+        raise IntegrityError("INSERT", {}, Exception(f"Key (email)=({form.email}) exists"))
+
+    monkeypatch.setattr(signup, "sign_up", racing)
+    with pytest.raises(workers.tasks.SignupFailed) as err:
+        workers.tasks.sign_up.run("quick", {"email": "race@example.com"})
+    assert calls == ["race@example.com", "race@example.com"]
+    assert "race" not in str(err.value) and err.value.__cause__ is None
+
+
+def test_under_the_embedded_broker_the_address_never_enters_the_broker(
+    quick_sequence: str, clock: Any, monkeypatch: pytest.MonkeyPatch, outbox: list
+) -> None:
+    """The SQLAlchemy transport keeps delivered messages: the web process records the signup
+    itself, after the answer is sent, and only a consent id goes to the broker."""
+    monkeypatch.setenv("NURTURE_BROKER_URL", "sqla+sqlite:///broker.db")
+    from nurture import clock as clock_mod
+    from nurture.config import reset_settings
+
+    reset_settings()
+    clock_mod.set_clock(clock)
+    import workers.tasks
+    from nurture.web.app import create_app
+
+    queued: list[Any] = []
+    monkeypatch.setattr(workers.tasks, "enqueue_confirmation", queued.append)
+    monkeypatch.setattr(workers.tasks, "enqueue_signup", lambda *a: queued.append(a))
+    client = create_app(TESTING=True).test_client()
+    r = client.post(
+        "/subscribe/quick", data={"email": "emb@example.com", "csrf_token": csrf(client)}
+    )
+    assert r.status_code == 200
+    assert subscriber("emb@example.com") is None  # the answer went first
+    r.close()  # what the server does once the answer is sent
+    assert subscriber("emb@example.com") is not None
+    assert len(queued) == 1 and isinstance(queued[0], int)  # a consent id, nothing else

@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from nurture.delivery.models import Delivery, DeliveryStatus
-from nurture.reports import attribute_step
+from nurture.reports import ATTRIBUTED, attribute_step
 from nurture.sequences.models import Sequence, Step
 from nurture.subscribers.models import Enrollment, Event, Subscriber, Suppression
 from nurture.subscribers.queries import person
@@ -115,9 +115,9 @@ def forget(s: Session, email: str, reason: str = "forgotten") -> ForgetResult:
     record(s, "forgotten", sub)
     _keep_delivery_counts(s, sub.id)
     for ev in events:
-        # Stats attribute an unsubscribe or booking to the last step sent before it; fix
-        # that now, while the deliveries that tell it still exist.
-        if ev.kind in {"unsubscribed", "booked"} and ev.step_id is None:
+        # Stats attribute an unsubscribe, booking, bounce, complaint or reply to the last
+        # step sent before it; fix that now, while the deliveries that tell it still exist.
+        if ev.kind in ATTRIBUTED and ev.step_id is None:
             found = attribute_step(s, sub.id, ev.created_at)
             if found is not None:
                 ev.sequence_id, ev.step_id = found

@@ -56,6 +56,18 @@ def _migrate(url: str) -> None:
     reset_settings()
 
 
+@pytest.fixture
+def broker() -> str:
+    """The real Redis that Celery tests run their workers against."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL).ping()
+    except redis.RedisError as exc:
+        missing_service(f"Redis at {REDIS_URL} ({type(exc).__name__})")
+    return REDIS_URL
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sqlite") / "template.db"

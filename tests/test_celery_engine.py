@@ -12,7 +12,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-import redis
 from sqlalchemy import func, select
 
 from nurture import clock as clock_mod
@@ -23,23 +22,13 @@ from nurture.sequences.services import apply_spec
 from nurture.sequences.spec import load_folder
 from nurture.subscribers.models import Enrollment, EnrollmentStatus
 from nurture.subscribers.services import add_subscriber
-from tests.conftest import FIXTURES, REDIS_URL, missing_service
+from tests.conftest import FIXTURES
 from tests.support import SMTPServer, Worker, new_queue, wait_until
 
 pytestmark = [pytest.mark.celery, pytest.mark.slow]
 
 ZONES = ["America/New_York", "America/Chicago", "America/Denver"]
 STEPS = ["Step one", "Step two", "Step three", "Step four"]
-
-
-@pytest.fixture
-def broker() -> str:
-    try:
-        client = redis.Redis.from_url(REDIS_URL)
-        client.ping()
-    except redis.RedisError as exc:
-        missing_service(f"Redis at {REDIS_URL} ({type(exc).__name__})")
-    return REDIS_URL
 
 
 def _apply_windowed() -> None:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -37,7 +36,6 @@ from nurture.subscribers.services import (
     unsubscribe,
 )
 from tests.cli_helpers import run
-from tests.conftest import REDIS_URL, missing_service
 from tests.support import Worker, free_port, wait_until
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
@@ -92,15 +90,6 @@ class Receiver:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-@pytest.fixture
-def broker() -> str:
-    try:
-        redis.Redis.from_url(REDIS_URL).ping()
-    except redis.RedisError as exc:
-        missing_service(f"Redis at {REDIS_URL} ({type(exc).__name__})")
-    return REDIS_URL
 
 
 @pytest.fixture

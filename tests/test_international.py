@@ -6,7 +6,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import select
 
 from nurture.db import transaction
@@ -17,7 +16,6 @@ from nurture.mail.backends import backend_from_url
 from nurture.sequences.services import get_sequence
 from nurture.subscribers.models import Enrollment, Subscriber
 from nurture.subscribers.services import add_subscriber
-from tests.conftest import REDIS_URL, missing_service
 from tests.support import SMTPServer, Worker, wait_until
 
 JOSE = "josé@example.com"
@@ -95,15 +93,6 @@ def test_an_unexpected_error_in_one_message_does_not_stop_the_batch(
     _, delivery_status, error = _statuses()[JOSE]
     assert delivery_status == DeliveryStatus.QUEUED  # an attempt counted, tried again later
     assert error == "unexpected UnicodeEncodeError while building or sending"
-
-
-@pytest.fixture
-def broker() -> str:
-    try:
-        redis.Redis.from_url(REDIS_URL).ping()
-    except redis.RedisError as exc:
-        missing_service(f"Redis at {REDIS_URL} ({type(exc).__name__})")
-    return REDIS_URL
 
 
 @pytest.mark.celery

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
@@ -25,7 +24,7 @@ from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.sequences.services import apply_spec, get_sequence
 from nurture.sequences.spec import load_folder
 from nurture.subscribers.services import add_subscriber
-from tests.conftest import FIXTURES, REDIS_URL, _truncate, missing_service
+from tests.conftest import FIXTURES, _truncate
 from tests.support import Worker, free_port, wait_until
 
 pytestmark = [pytest.mark.celery]
@@ -93,15 +92,6 @@ class Relay:
 
     def __exit__(self, *exc: object) -> None:
         self.controller.stop()
-
-
-@pytest.fixture
-def broker() -> str:
-    try:
-        redis.Redis.from_url(REDIS_URL).ping()
-    except redis.RedisError as exc:
-        missing_service(f"Redis at {REDIS_URL} ({type(exc).__name__})")
-    return REDIS_URL
 
 
 def _seed(n: int, prefix: str = "r") -> list[str]:

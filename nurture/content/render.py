@@ -11,9 +11,9 @@ from __future__ import annotations
 import functools
 import re
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urljoin
 
 from jinja2 import Environment, StrictUndefined, Template, TemplateSyntaxError, UndefinedError
@@ -22,9 +22,6 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from markupsafe import Markup
 from mjml import mjml2html
-
-if TYPE_CHECKING:
-    from nurture.sequences.spec import SequenceSpec
 
 # Inside the package, so an installed nurture (the Docker image) finds its layout.
 LAYOUT_PATH = Path(__file__).resolve().parents[1] / "templates" / "email" / "base.mjml"
@@ -254,16 +251,20 @@ def render_email(ctx: EmailContext) -> RenderedEmail:
     return RenderedEmail(subject=subject, text=text, html=html)
 
 
-def _sample_context(spec: SequenceSpec, subject: str, body: str) -> EmailContext:
+def sample_context(
+    *, consult_url: str, consult_text: str, postal_address: str, practice_name: str
+) -> EmailContext:
+    """The email of a made-up reader ("Sam"), for checking templates before anyone gets one;
+    the subject and body are filled in per template."""
     return EmailContext(
-        subject=subject,
-        body_markdown=body,
+        subject="",
+        body_markdown="",
         first_name="Sam",
-        consult_url=spec.consult.url,
-        consult_text=spec.consult.text,
+        consult_url=consult_url,
+        consult_text=consult_text,
         unsubscribe_url="https://example.invalid/unsubscribe/check",
-        postal_address=spec.postal_address,
-        practice_name=spec.from_.name,
+        postal_address=postal_address,
+        practice_name=practice_name,
         reason="check",
         base_url="https://example.invalid",
     )
@@ -286,28 +287,33 @@ def _render_problem(exc: Exception) -> str:
     return message
 
 
-def check_templates(spec: SequenceSpec) -> None:
+def check_step_templates(
+    sample: EmailContext,
+    step_key: str,
+    subject: str,
+    body: str,
+    discreet_subject: str | None = None,
+) -> None:
     """Raise ValueError naming the step, the part and the line if a subject or body is not
-    a valid template, or fails to render for a sample reader (a misspelt variable)."""
-    for step in spec.steps:
-        subjects = [("subject", step.subject)]
-        if spec.discreet and step.key in spec.discreet.subjects:
-            subjects.append(("discreet subject", spec.discreet.subjects[step.key]))
-        ctx = _sample_context(spec, step.subject, step.body_text)
-        for what, source in (*subjects, ("body", step.body_text)):
-            try:
-                _jinja.parse(source)
-            except TemplateSyntaxError as exc:
-                raise ValueError(
-                    f"step {step.key!r} {what}: template error at line {exc.lineno}: {exc.message}"
-                ) from None
-            # A misspelt variable only shows when rendering: try once with a sample reader.
-            try:
-                _step_template(source).render(_template_vars(ctx, for_markdown=what == "body"))
-            except Exception as exc:
-                line = _template_line(exc)
-                at = f" at line {line}" if line else ""
-                raise ValueError(
-                    f"step {step.key!r} {what}: template error{at}: {_render_problem(exc)}"
-                ) from None
-        render_email(ctx)
+    a valid template, or fails to render for the sample reader (a misspelt variable)."""
+    subjects = [("subject", subject)]
+    if discreet_subject is not None:
+        subjects.append(("discreet subject", discreet_subject))
+    ctx = replace(sample, subject=subject, body_markdown=body)
+    for what, source in (*subjects, ("body", body)):
+        try:
+            _jinja.parse(source)
+        except TemplateSyntaxError as exc:
+            raise ValueError(
+                f"step {step_key!r} {what}: template error at line {exc.lineno}: {exc.message}"
+            ) from None
+        # A misspelt variable only shows when rendering: try once with a sample reader.
+        try:
+            _step_template(source).render(_template_vars(ctx, for_markdown=what == "body"))
+        except Exception as exc:
+            line = _template_line(exc)
+            at = f" at line {line}" if line else ""
+            raise ValueError(
+                f"step {step_key!r} {what}: template error{at}: {_render_problem(exc)}"
+            ) from None
+    render_email(ctx)

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from nurture.content.render import check_step_templates, sample_context
 from nurture.errors import NurtureError
 from nurture.sequences.schedule import (
     QuietDays,
@@ -322,11 +323,18 @@ def _discreet_subjects(raw: str, data: dict[str, Any], path: Path) -> None:
 def _check_templates(spec: SequenceSpec, folder: Path, raw: str, path: Path) -> None:
     """Name the file and line of a template error: the body file, or sequence.yaml for a
     subject."""
-    from nurture.content.render import check_templates
-
+    sample = sample_context(
+        consult_url=spec.consult.url,
+        consult_text=spec.consult.text,
+        postal_address=spec.postal_address,
+        practice_name=spec.from_.name,
+    )
+    neutral = spec.discreet.subjects if spec.discreet else {}
     for i, step in enumerate(spec.steps):
         try:
-            check_templates(spec.model_copy(update={"steps": [step]}))
+            check_step_templates(
+                sample, step.key, step.subject, step.body_text, neutral.get(step.key)
+            )
         except ValueError as exc:
             if f"{step.key!r} discreet subject" in str(exc):
                 line = _line_of(raw, ("discreet", "subjects", step.key))

@@ -32,7 +32,7 @@ from nurture.subscribers.services import (
     get_subscriber,
     mark_booked,
     mark_bounced,
-    record,
+    record_event,
     unsubscribe,
 )
 from tests.cli_helpers import run
@@ -112,8 +112,8 @@ def _every_kind(slug: str) -> None:
         mark_booked(s, get_subscriber(s, "cy@example.com"))
         mark_bounced(s, get_subscriber(s, "dee@example.com"), "550 no such user")
         # The kinds issue 11 records, through the same one function.
-        record(s, "complained", get_subscriber(s, "eve@example.com"))
-        record(s, "replied", get_subscriber(s, "fay@example.com"))
+        record_event(s, "complained", get_subscriber(s, "eve@example.com"))
+        record_event(s, "replied", get_subscriber(s, "fay@example.com"))
         forget(s, "ann@example.com")
 
 
@@ -142,7 +142,7 @@ def test_events_go_to_the_outbox_in_the_same_transaction(
     assert len(_bodies()) == len(KINDS)
     # Kinds that are not part of the contract stay private.
     with transaction() as s:
-        record(s, "clicked", get_subscriber(s, "eve@example.com"))
+        record_event(s, "clicked", get_subscriber(s, "eve@example.com"))
     assert len(_bodies()) == len(KINDS)
 
 

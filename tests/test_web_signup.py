@@ -250,7 +250,7 @@ def test_a_rolled_back_signup_sends_nothing(
     def broken(*_: object, **__: object) -> None:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(signup, "record", broken)
+    monkeypatch.setattr(signup, "record_event", broken)
     with pytest.raises(RuntimeError):
         signup.sign_up("quick", signup.SignupForm(email="a@example.com"), queued.append)
     assert queued == []

@@ -96,7 +96,9 @@ def parse(provider: str, body: bytes) -> Booking | None:
     return Booking(provider, emails)
 
 
-def handle(key: str, body: bytes, *, calendly: str | None, cal: str | None) -> Outcome:
+def handle_booking_webhook(
+    key: str, body: bytes, *, calendly: str | None, cal: str | None
+) -> Outcome:
     """Verify, parse and apply one webhook request (`calendly`, `cal`: the signature headers)."""
     if calendly:
         provider = "calendly"

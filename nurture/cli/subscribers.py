@@ -32,7 +32,7 @@ from nurture.sequences.services import get_sequence
 from nurture.subscribers import holding, importing
 from nurture.subscribers.operator import Outcome, add_by_operator, skipped_message
 from nurture.subscribers.privacy import EXPORT_FIELDS, export_rows, forget, spreadsheet_safe
-from nurture.subscribers.queries import STATUSES, list_subscribers, story
+from nurture.subscribers.queries import STATUSES, list_subscribers, subscriber_history
 from nurture.subscribers.retention import purge
 from nurture.subscribers.services import get_subscriber, mark_booked, unsubscribe
 from nurture.subscribers.signup import send_confirmation
@@ -191,7 +191,7 @@ def show(email: str, as_json: bool) -> None:
     Example: nurture subscribers show ann@example.com
     """
     with transaction() as s:
-        data = story(s, email)
+        data = subscriber_history(s, email)
     if as_json:
         print_json(data)
         return

@@ -10,7 +10,7 @@
   until `subscribers resume`), stop, or continue. The reply's content is never stored.
 
 Every outcome is an Event (kinds "bounced", "soft_bounced", "complained", "replied") with
-ids and codes only, written through subscribers.services.record. A notice handled once is
+ids and codes only, written through subscribers.services.record_event. A notice handled once is
 remembered by a hash (mail_feedback_seen), so a second delivery of it changes nothing.
 """
 
@@ -45,7 +45,7 @@ from nurture.subscribers.services import (
     find_subscriber,
     mark_bounced,
     mark_complained,
-    record,
+    record_event,
 )
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def _ids(d: Delivery | None) -> dict[str, int | None]:
 
 
 def _soft(s: Session, sub: Subscriber, d: Delivery | None, data: dict[str, Any]) -> None:
-    record(s, "soft_bounced", sub, data=data, **_ids(d))
+    record_event(s, "soft_bounced", sub, data=data, **_ids(d))
     s.flush()
     at = now()
     count, first = s.execute(
@@ -135,7 +135,7 @@ def _reply(s: Session, sub: Subscriber, d: Delivery, source: str) -> None:
         outcome = "stopped"
     elif wanted == "continue":
         outcome = "continued"
-    record(s, "replied", sub, data={"source": source, "action": outcome}, **_ids(d))
+    record_event(s, "replied", sub, data={"source": source, "action": outcome}, **_ids(d))
     if outcome == "paused":
         pause_enrollment(s, e, by="reply")
     elif outcome == "stopped":

@@ -285,7 +285,7 @@ def _apply(provider: str, reported: Reported, token: str | None = None) -> str:
     return "applied" if applied else "ignored"
 
 
-def handle(
+def handle_feedback_webhook(
     provider: str, secret: str, body: bytes, *, authorization: str | None, fetch: Fetch
 ) -> tuple[int, str]:
     """Verify and act on one webhook call: (HTTP status, result word)."""

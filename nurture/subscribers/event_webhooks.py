@@ -7,7 +7,7 @@ How an event gets out:
    every session (`capture`, installed by nurture.db) turns each new such row into an
    `event_outbox` row in the same flush, so in the same transaction: a rolled-back change
    announces nothing, a committed one is never lost. New code that records one of these
-   kinds, through `record()` or a plain `Event(...)`, is announced without extra wiring.
+   kinds, through `record_event()` or a plain `Event(...)`, is announced without extra wiring.
 2. Sweeping. Beat starts `sweep` every dispatch interval: it claims due outbox rows the way
    dispatch claims due sends (SKIP LOCKED on PostgreSQL, a conditional UPDATE on SQLite) and
    hands their ids to workers after the commit.

@@ -28,7 +28,7 @@ from nurture.subscribers.services import (
     email_hash,
     find_subscriber,
     normalize_email,
-    record,
+    record_event,
 )
 
 EXPORT_FIELDS = (
@@ -112,7 +112,7 @@ def forget(s: Session, email: str, reason: str = "forgotten") -> ForgetResult:
     events = list(s.scalars(select(Event).where(Event.subscriber_id == sub.id)))
     # Recorded while the person still exists, so the event webhook (if on) can tell the
     # practice's own systems whom to erase; the link to them goes below with the others.
-    record(s, "forgotten", sub)
+    record_event(s, "forgotten", sub)
     _keep_delivery_counts(s, sub.id)
     for ev in events:
         # Stats attribute an unsubscribe, booking, bounce, complaint or reply to the last

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -92,76 +93,105 @@ def list_subscribers(
     ]
 
 
-def story(s: Session, email: str) -> dict[str, Any]:
+def subscriber_history(s: Session, email: str) -> dict[str, Any]:
     """Everything that happened with one person, for `subscribers show`."""
     sub = get_subscriber(s, email)
-    slugs: dict[int, str] = {i: slug for i, slug in s.execute(select(Sequence.id, Sequence.slug))}
-    keys: dict[int, str] = {i: key for i, key in s.execute(select(Step.id, Step.key))}
-    consents = s.scalars(
-        select(Consent).where(Consent.subscriber_id == sub.id).order_by(Consent.id)
+    names = _Names(
+        slugs={i: slug for i, slug in s.execute(select(Sequence.id, Sequence.slug))},
+        keys={i: key for i, key in s.execute(select(Step.id, Step.key))},
     )
     enrollments = list(
         s.scalars(
             select(Enrollment).where(Enrollment.subscriber_id == sub.id).order_by(Enrollment.id)
         )
     )
+    return {
+        **person(sub),
+        "consents": _consents(s, sub, names),
+        "enrollments": [_enrollment(e, names) for e in enrollments],
+        "deliveries": _deliveries(s, enrollments, names),
+        "events": _events(s, sub, names),
+    }
+
+
+@dataclass(frozen=True)
+class _Names:
+    """Ids to the names a person's history shows: sequence slugs and step keys."""
+
+    slugs: dict[int, str]
+    keys: dict[int, str]
+
+    def slug(self, sequence_id: int | None) -> str | None:
+        return self.slugs.get(sequence_id) if sequence_id else None
+
+    def key(self, step_id: int | None) -> str | None:
+        return self.keys.get(step_id) if step_id else None
+
+
+def _consents(s: Session, sub: Subscriber, names: _Names) -> list[dict[str, Any]]:
+    consents = s.scalars(
+        select(Consent).where(Consent.subscriber_id == sub.id).order_by(Consent.id)
+    )
+    return [
+        {
+            "sequence": names.slug(c.sequence_id),
+            "source": c.source,
+            "article": c.article,
+            "text": c.consent_text,
+            "version": c.consent_version,
+            "at": iso(c.created_at),
+            "confirmed_at": iso(c.confirmed_at),
+        }
+        for c in consents
+    ]
+
+
+def _enrollment(e: Enrollment, names: _Names) -> dict[str, Any]:
+    return {
+        "sequence": names.slugs.get(e.sequence_id),
+        "status": e.status,
+        "started_at": iso(e.started_at),
+        "last_step": names.key(e.last_step_id),
+        "last_sent_at": iso(e.last_sent_at),
+        "next_step": names.key(e.next_step_id),
+        "next_due_at": iso(e.next_due_at),
+        "ended_at": iso(e.ended_at),
+    }
+
+
+def _deliveries(s: Session, enrollments: list[Enrollment], names: _Names) -> list[dict[str, Any]]:
     deliveries = s.scalars(
         select(Delivery)
         .where(Delivery.enrollment_id.in_([e.id for e in enrollments]))
         .order_by(Delivery.due_at, Delivery.id)
     )
     enrollment_seq = {e.id: e.sequence_id for e in enrollments}
+    return [
+        {
+            "id": d.id,
+            "sequence": names.slugs.get(enrollment_seq[d.enrollment_id]),
+            "step": names.keys.get(d.step_id),
+            "status": d.status,
+            "due_at": iso(d.due_at),
+            "sent_at": iso(d.sent_at),
+            "attempts": d.attempts,
+            "error": d.error,
+        }
+        for d in deliveries
+    ]
+
+
+def _events(s: Session, sub: Subscriber, names: _Names) -> list[dict[str, Any]]:
     events = s.scalars(select(Event).where(Event.subscriber_id == sub.id).order_by(Event.id))
-    return {
-        **person(sub),
-        "consents": [
-            {
-                "sequence": slugs.get(c.sequence_id) if c.sequence_id else None,
-                "source": c.source,
-                "article": c.article,
-                "text": c.consent_text,
-                "version": c.consent_version,
-                "at": iso(c.created_at),
-                "confirmed_at": iso(c.confirmed_at),
-            }
-            for c in consents
-        ],
-        "enrollments": [
-            {
-                "sequence": slugs.get(e.sequence_id),
-                "status": e.status,
-                "started_at": iso(e.started_at),
-                "last_step": keys.get(e.last_step_id) if e.last_step_id else None,
-                "last_sent_at": iso(e.last_sent_at),
-                "next_step": keys.get(e.next_step_id) if e.next_step_id else None,
-                "next_due_at": iso(e.next_due_at),
-                "ended_at": iso(e.ended_at),
-            }
-            for e in enrollments
-        ],
-        "deliveries": [
-            {
-                "id": d.id,
-                "sequence": slugs.get(enrollment_seq[d.enrollment_id]),
-                "step": keys.get(d.step_id),
-                "status": d.status,
-                "due_at": iso(d.due_at),
-                "sent_at": iso(d.sent_at),
-                "attempts": d.attempts,
-                "error": d.error,
-            }
-            for d in deliveries
-        ],
-        "events": [
-            {
-                "kind": ev.kind,
-                "at": iso(ev.created_at),
-                "sequence": slugs.get(ev.sequence_id) if ev.sequence_id else None,
-                "step": keys.get(ev.step_id) if ev.step_id else None,
-                "data": ev.data,
-                # What came back and what it did, e.g. "hard 5.1.1 via imap", "paused by reply".
-                "detail": detail(ev.data),
-            }
-            for ev in events
-        ],
-    }
+    return [
+        {
+            "kind": ev.kind,
+            "at": iso(ev.created_at),
+            "sequence": names.slug(ev.sequence_id),
+            "step": names.key(ev.step_id),
+            "data": ev.data,
+            # What came back and what it did, e.g. "hard 5.1.1 via imap", "paused by reply".
+            "detail": detail(ev.data),
+        }
+        for ev in events
+    ]

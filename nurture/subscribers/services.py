@@ -66,7 +66,7 @@ def get_subscriber(s: Session, email: str) -> Subscriber:
     return sub
 
 
-def record(
+def record_event(
     s: Session,
     kind: str,
     sub: Subscriber | None = None,
@@ -165,7 +165,7 @@ def enrol(
         s.flush()
     elif enrollment.status in ENDED and enrollment.status != EnrollmentStatus.COMPLETED:
         # A fresh signup after leaving starts again once confirmed, with the steps it has not
-        # had yet (see start(): a step is never delivered twice to one enrollment).
+        # had yet (see start_enrollment(): a step is never delivered twice to one enrollment).
         enrollment.status = EnrollmentStatus.PENDING
         enrollment.next_step_id = None
         enrollment.next_due_at = None
@@ -177,11 +177,11 @@ def enrol(
         and sub.status == SubscriberStatus.CONFIRMED
         and enrollment.status == EnrollmentStatus.PENDING
     ):
-        start(s, enrollment)
+        start_enrollment(s, enrollment)
     return enrollment
 
 
-def start(s: Session, enrollment: Enrollment) -> None:
+def start_enrollment(s: Session, enrollment: Enrollment) -> None:
     # Steps that already have a delivery row (sent, or cancelled by an unsubscribe) are
     # skipped: the unique (enrollment, step) key would refuse them anyway, and claiming one
     # would leave the enrollment stuck.
@@ -210,8 +210,8 @@ def confirm(s: Session, sub: Subscriber) -> bool:
         consent.confirmed_at = consent.confirmed_at or sub.confirmed_at
     for enrollment in sub.enrollments:
         if enrollment.status == EnrollmentStatus.PENDING:
-            start(s, enrollment)
-    record(s, "confirmed", sub)
+            start_enrollment(s, enrollment)
+    record_event(s, "confirmed", sub)
     return True
 
 
@@ -267,7 +267,7 @@ def mark_bounced(
     sub.status = SubscriberStatus.BOUNCED
     sub.bounced_at = now()
     end_enrollments(s, sub, EnrollmentStatus.BOUNCED)
-    record(s, "bounced", sub, data={"reason": reason[:200], **(data or {})}, **ids)
+    record_event(s, "bounced", sub, data={"reason": reason[:200], **(data or {})}, **ids)
 
 
 def mark_complained(
@@ -281,5 +281,5 @@ def mark_complained(
     sub.status = SubscriberStatus.COMPLAINED
     sub.complained_at = now()
     end_enrollments(s, sub, EnrollmentStatus.COMPLAINED)
-    record(s, "complained", sub, data=data, **ids)
+    record_event(s, "complained", sub, data=data, **ids)
     return True

@@ -47,8 +47,8 @@ from nurture.subscribers.services import (
     is_suppressed,
     latest_consent_id,
     normalize_email,
-    record,
-    start,
+    record_event,
+    start_enrollment,
     unsubscribe,
 )
 
@@ -257,7 +257,7 @@ def _sign_up(s: Session, seq: Sequence, address: str, form: SignupForm) -> int |
         await_confirmation=True,
     )
     consent_id = latest_consent_id(s, sub, seq)
-    record(s, "signed_up", sub, sequence_id=seq.id)
+    record_event(s, "signed_up", sub, sequence_id=seq.id)
     return consent_id
 
 
@@ -283,7 +283,7 @@ def send_confirmation(consent_id: int, backend: MailBackend | None = None) -> bo
         msg = confirmation_email(seq, subscriber_id=sub.id, email=sub.email, consent_id=consent.id)
         with backend or get_backend() as b:
             b.send(msg)
-        record(s, "confirmation_sent", sub, sequence_id=seq.id)
+        record_event(s, "confirmation_sent", sub, sequence_id=seq.id)
     return True
 
 
@@ -341,8 +341,8 @@ def confirm_by_token(token: str) -> tuple[ConfirmState, str]:
                     enrollment.sequence_id == consent.sequence_id
                     and enrollment.status == EnrollmentStatus.PENDING
                 ):
-                    start(s, enrollment)
-            record(s, "confirmed", sub, sequence_id=consent.sequence_id)
+                    start_enrollment(s, enrollment)
+            record_event(s, "confirmed", sub, sequence_id=consent.sequence_id)
         return ConfirmState.CONFIRMED, seq.name if seq else ""
 
 

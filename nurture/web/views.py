@@ -25,7 +25,7 @@ from werkzeug.exceptions import NotFound as HTTPNotFound
 from werkzeug.wrappers import Response
 
 from nurture import tokens
-from nurture.booking.service import CAL_HEADER, CALENDLY_HEADER, handle
+from nurture.booking.service import CAL_HEADER, CALENDLY_HEADER, handle_booking_webhook
 from nurture.config import get_settings
 from nurture.delivery.links import follow
 from nurture.mail import webhooks as mail_webhooks
@@ -235,7 +235,7 @@ def booking_webhook() -> Response | tuple[Response, int]:
     calendly, cal = request.headers.get(CALENDLY_HEADER), request.headers.get(CAL_HEADER)
     if any(h is not None and len(h) > MAX_SIGNATURE_HEADER for h in (calendly, cal)):
         return jsonify({"result": "bad_request"}), 400
-    outcome = handle(
+    outcome = handle_booking_webhook(
         key.get_secret_value(),
         request.get_data(cache=False),
         calendly=calendly,
@@ -253,7 +253,7 @@ def mail_webhook(provider: str) -> tuple[Response, int]:
     secret = get_settings().mail_webhook_secret
     if secret is None or provider not in MAIL_PROVIDERS:
         raise HTTPNotFound()
-    status, result = mail_webhooks.handle(
+    status, result = mail_webhooks.handle_feedback_webhook(
         provider,
         secret.get_secret_value(),
         request.get_data(cache=False),

@@ -13,6 +13,7 @@ import pytest
 from nurture.config import reset_settings
 from nurture.content.render import RenderedEmail
 from nurture.errors import ConfigError
+from nurture.mail.dkim import signature
 from nurture.mail.message import READ_POLICY, Envelope, build_message, wire_bytes
 from tests.conftest import IN_CI
 
@@ -96,3 +97,13 @@ def test_unreadable_key_is_one_clear_error(
     reset_settings()
     with pytest.raises(ConfigError, match="NURTURE_DKIM_PRIVATE_KEY"):
         build_message(ENVELOPE, RENDERED)
+
+
+def test_signature_is_over_plain_bytes(dkim_key: str, tmp_path: Path) -> None:
+    raw = b"From: hello@example.org\r\nTo: ann@example.com\r\nSubject: Hi\r\n\r\nHello\r\n"
+    value = signature(raw, "nurture", "example.org", (tmp_path / "dkim.pem").read_bytes())
+    assert "\r" not in value and "\n" not in value
+    assert dkim.verify(b"DKIM-Signature: " + value.encode() + b"\r\n" + raw, dnsfunc=_dns(dkim_key))
+    # Only the headers present are listed: an absent one would be signed as absent.
+    signed = re.search(r"h=([^;]+);", value)
+    assert signed and signed.group(1).replace(" ", "").lower() == "from:to:subject"

@@ -1,10 +1,11 @@
-"""DKIM signing of outgoing mail (on when NURTURE_DKIM_SELECTOR and NURTURE_DKIM_PRIVATE_KEY
-are both set). The signing domain is the From domain, so the signature aligns for DMARC."""
+"""DKIM signatures over message bytes. This module knows nothing of how a message is built:
+the builder (mail/message.py) signs when NURTURE_DKIM_SELECTOR and NURTURE_DKIM_PRIVATE_KEY are
+both set, passing the wire bytes, the selector, the From domain (so the signature aligns for
+DMARC) and the key."""
 
 from __future__ import annotations
 
 import functools
-from email.message import EmailMessage
 from pathlib import Path
 
 import dkim
@@ -29,7 +30,7 @@ SIGNED_HEADERS = (
 
 
 @functools.cache
-def _read_key(path: str) -> bytes:
+def read_key(path: str) -> bytes:
     try:
         return Path(path).expanduser().read_bytes()
     except OSError as exc:
@@ -39,20 +40,18 @@ def _read_key(path: str) -> bytes:
         ) from None
 
 
-def sign(msg: EmailMessage, selector: str, key_path: str, domain: str) -> None:
-    """Prepend a DKIM-Signature header to msg (relaxed/relaxed, rsa-sha256)."""
-    # Sign exactly the bytes SMTP will carry.
-    from nurture.mail.message import wire_bytes
-
-    raw = wire_bytes(msg)
-    present = {h.lower() for h in msg}
-    include = [h for h in SIGNED_HEADERS if h.decode().lower() in present]
+def signature(raw: bytes, selector: str, domain: str, key: bytes) -> str:
+    """The DKIM-Signature header value (relaxed/relaxed, rsa-sha256) for the message bytes
+    raw, which must be exactly the bytes SMTP will carry."""
     try:
+        # Only headers the message has: a listed absent header would be signed as absent.
+        present = {name.decode().lower() for name, _ in dkim.rfc822_parse(raw)[0]}
+        include = [h for h in SIGNED_HEADERS if h.decode().lower() in present]
         header = dkim.sign(
             raw,
             selector.encode(),
             domain.encode(),
-            _read_key(key_path),
+            key,
             canonicalize=(b"relaxed", b"relaxed"),
             include_headers=include,
         )
@@ -61,4 +60,4 @@ def sign(msg: EmailMessage, selector: str, key_path: str, domain: str) -> None:
     value = header.decode().partition(":")[2]
     # Unfolded to one line: relaxed canonicalisation ignores folding, and a one-line value
     # passes through the email library's header handling unchanged.
-    msg["DKIM-Signature"] = " ".join(value.split())
+    return " ".join(value.split())

@@ -4,7 +4,16 @@ from pathlib import Path
 
 import pytest
 
-from nurture.articles.parse import ParsedArticle, parse_article
+from nurture.articles.parse import (
+    Link,
+    ParsedArticle,
+    Section,
+    _body_text,
+    _Page,
+    _split_title,
+    _strip_repeated_title,
+    parse_article,
+)
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +135,45 @@ def test_source_line_gives_the_url() -> None:
     assert article.url == "https://example.org/a"
     assert article.title == "A Short Title"
     assert article.body_text == "One paragraph here."
+
+
+def test_split_title_takes_a_headline_and_drops_blank_lines() -> None:
+    assert _split_title(["", "A Short Title", "", "One paragraph here."]) == (
+        "A Short Title",
+        ["One paragraph here."],
+    )
+    assert _split_title(["It starts with a sentence.", "", "More."]) == (
+        None,
+        ["It starts with a sentence.", "More."],
+    )
+    assert _split_title(["", ""]) == (None, [])
+
+
+def test_page_line_kinds() -> None:
+    page = _Page("A Short Title")
+    page.take("A Short Title It begins right after the alt text.", next_is_url=False)
+    page.take("a photo of a couple sitting apart", next_is_url=False)
+    page.take("Why It Matters", next_is_url=False)
+    page.take("• a list item without a full stop", next_is_url=False)
+    page.take("Book a free consult", next_is_url=True)
+    page.take("https://calendly.com/example", next_is_url=False)
+    page.take("Copyright 2024 Example Practice", next_is_url=False)
+    page.close_section()
+    assert page.sections == [
+        Section(heading=None, paragraphs=["It begins right after the alt text."]),
+        Section(heading="Why It Matters", paragraphs=["a list item without a full stop"]),
+    ]
+    assert page.links == [
+        Link(text="Book a free consult", url="https://calendly.com/example", kind="consult")
+    ]
+
+
+def test_strip_repeated_title_ignores_apostrophe_style_and_case() -> None:
+    title = "Why Partners Won't Go"
+    assert _strip_repeated_title("why partners won\u2019t go Some text.", title) == "Some text."
+    assert _strip_repeated_title("Some other text.", title) == "Some other text."
+
+
+def test_body_text_joins_headings_and_paragraphs() -> None:
+    sections = [Section(None, ["One.", "Two."]), Section("Heading", ["Three."])]
+    assert _body_text(sections) == "One.\n\nTwo.\n\nHeading\n\nThree."

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import unicodedata
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 LinkKind = Literal["consult", "article", "other"]
@@ -140,79 +140,118 @@ def _derive_title(paragraphs: list[str]) -> str:
 
 
 def parse_article(text: str, source_file: str) -> ParsedArticle:
-    lines = [_clean(raw) for raw in text.splitlines()]
-    nonblank = [line for line in lines if line]
-    title: str | None = None
-    if nonblank and _is_headline(nonblank[0]):
-        title = nonblank[0]
-        lines = lines[lines.index(title) + 1 :]
-
-    sections: list[Section] = []
-    heading: str | None = None
-    paragraphs: list[str] = []
-    links: list[Link] = []
-    url: str | None = None
-
-    def close_section() -> None:
-        if paragraphs or heading:
-            sections.append(Section(heading=heading, paragraphs=list(paragraphs)))
-
-    lines = [line for line in lines if line]
+    title, lines = _split_title([_clean(raw) for raw in text.splitlines()])
+    page = _Page(title)
     for i, line in enumerate(lines):
-        next_is_url = i + 1 < len(lines) and bool(_URL_LINE.match(lines[i + 1]))
         if _CUT_FROM.match(line):
             break
-        if _NOISE_LINE.search(line) or _AUTHOR_BIO.match(line):
-            continue
-        if _URL_LINE.match(line):
-            label = _link_text(paragraphs[-1]) if paragraphs else line
-            links.append(Link(text=label, url=line, kind=_link_kind(label, line)))
-            # A bare "Book a free consult →" line is a button label, not article text.
-            if paragraphs and len(paragraphs[-1].split()) <= 6 and _is_caption(paragraphs[-1]):
-                paragraphs.pop()
-            continue
-        if source := _SOURCE_LINE.match(line):
-            url = source.group(1)
-            continue
-        if title and _norm_apostrophes(line).startswith(_norm_apostrophes(title)):
-            # The page's image alt text repeats the title glued to the first paragraph.
-            line = line[len(title) :].strip()
-            if not line:
-                continue
-        if _BULLET.match(line):
-            # List items often lack a full stop; they are text, never captions or headings.
-            paragraphs.append(_BULLET.sub("", line))
-            continue
-        if _is_headline(line) and not next_is_url:
-            close_section()
-            heading, paragraphs = line, []
-            continue
-        if _is_caption(line) and len(_words(line)) >= 4 and not next_is_url:
-            continue
-        paragraphs.append(line)
-    close_section()
-
-    all_paragraphs = [p for s in sections for p in s.paragraphs]
+        # A line just above a bare URL is that link's label, never a heading or a caption.
+        page.take(line, next_is_url=i + 1 < len(lines) and bool(_URL_LINE.match(lines[i + 1])))
+    page.close_section()
     if title is None:
-        title = _derive_title(all_paragraphs)
-    body_parts: list[str] = []
-    for section in sections:
-        if section.heading:
-            body_parts.append(section.heading)
-        body_parts.extend(section.paragraphs)
-    body_text = "\n\n".join(body_parts)
+        title = _derive_title([p for s in page.sections for p in s.paragraphs])
     parsed = ParsedArticle(
         slug=slugify(title),
         title=title,
-        url=url,
-        sections=sections,
-        links=links,
-        body_text=body_text,
+        url=page.url,
+        sections=page.sections,
+        links=page.links,
+        body_text=_body_text(page.sections),
     )
-    digest = hashlib.sha256(
+    return replace(parsed, content_hash=_content_hash(parsed))
+
+
+def _split_title(lines: list[str]) -> tuple[str | None, list[str]]:
+    """The headline (the first line, when it reads as one) and the non-blank lines after it.
+    Blank lines carry no meaning in copied web text: paragraphs are one line each."""
+    nonblank = [line for line in lines if line]
+    if nonblank and _is_headline(nonblank[0]):
+        return nonblank[0], nonblank[1:]
+    return None, nonblank
+
+
+@dataclass
+class _Page:
+    """The article as read so far: finished sections, the one being filled, links, address."""
+
+    title: str | None
+    sections: list[Section] = field(default_factory=list)
+    heading: str | None = None
+    paragraphs: list[str] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
+    url: str | None = None
+
+    def take(self, line: str, *, next_is_url: bool) -> None:
+        """Add one line to the page: as a link, the address, a list item, a heading or a
+        paragraph, or drop it as noise."""
+        if _NOISE_LINE.search(line) or _AUTHOR_BIO.match(line):
+            return
+        if _URL_LINE.match(line):
+            self.add_link(line)
+            return
+        if source := _SOURCE_LINE.match(line):
+            self.url = source.group(1)
+            return
+        if self.title:
+            line = _strip_repeated_title(line, self.title)
+            if not line:
+                return
+        if _BULLET.match(line):
+            # List items often lack a full stop; they are text, never captions or headings.
+            self.paragraphs.append(_BULLET.sub("", line))
+        elif _is_headline(line) and not next_is_url:
+            self.close_section()
+            self.heading, self.paragraphs = line, []
+        elif _is_caption(line) and len(_words(line)) >= 4 and not next_is_url:
+            return  # image alt text between the paragraphs
+        else:
+            self.paragraphs.append(line)
+
+    def add_link(self, url: str) -> None:
+        # A bare URL line links the paragraph above it, labelled by that paragraph's last
+        # sentence.
+        label = _link_text(self.paragraphs[-1]) if self.paragraphs else url
+        self.links.append(Link(text=label, url=url, kind=_link_kind(label, url)))
+        # A bare "Book a free consult →" line is a button label, not article text.
+        if (
+            self.paragraphs
+            and len(self.paragraphs[-1].split()) <= 6
+            and _is_caption(self.paragraphs[-1])
+        ):
+            self.paragraphs.pop()
+
+    def close_section(self) -> None:
+        if self.paragraphs or self.heading:
+            self.sections.append(Section(heading=self.heading, paragraphs=list(self.paragraphs)))
+
+
+def _strip_repeated_title(line: str, title: str) -> str:
+    # The page's image alt text repeats the title glued to the first paragraph.
+    if _norm_apostrophes(line).startswith(_norm_apostrophes(title)):
+        return line[len(title) :].strip()
+    return line
+
+
+def _body_text(sections: list[Section]) -> str:
+    parts: list[str] = []
+    for section in sections:
+        if section.heading:
+            parts.append(section.heading)
+        parts.extend(section.paragraphs)
+    return "\n\n".join(parts)
+
+
+def _content_hash(parsed: ParsedArticle) -> str:
+    # Over everything an import stores, so a re-import can tell an unchanged article.
+    return hashlib.sha256(
         json.dumps(
-            [title, url, parsed.sections_json(), parsed.links_json(), body_text],
+            [
+                parsed.title,
+                parsed.url,
+                parsed.sections_json(),
+                parsed.links_json(),
+                parsed.body_text,
+            ],
             ensure_ascii=False,
         ).encode()
     ).hexdigest()
-    return ParsedArticle(**{**parsed.__dict__, "content_hash": digest})

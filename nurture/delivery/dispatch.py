@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import Row, and_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -32,6 +32,8 @@ from nurture.subscribers.rules import mailable
 T = TypeVar("T")
 Enqueue = Callable[[list[int]], None]
 INSERT_ROWS = 1000
+# A string: Row takes its column types this way only from SQLAlchemy 2.1 on.
+_DueRow: TypeAlias = "Row[int, int | None, datetime | None]"
 
 
 @dataclass
@@ -42,6 +44,17 @@ class DispatchResult:
 
 
 def claim_due(s: Session, at: datetime, limit: int, lease: timedelta) -> list[int]:
+    """Turn up to `limit` due enrollments into QUEUED deliveries; their ids."""
+    postgres = s.get_bind().dialect.name == "postgresql"
+    rows = _select_due(s, at, limit, lock=postgres)
+    if not rows:
+        return []
+    _take(s, [r.id for r in rows])
+    return _insert_queued(s, rows, at, lease, postgres=postgres)
+
+
+def _select_due(s: Session, at: datetime, limit: int, *, lock: bool) -> Sequence[_DueRow]:
+    """Due enrollments of active sequences whose subscriber may be mailed, oldest due first."""
     pick = (
         select(Enrollment.id, Enrollment.next_step_id, Enrollment.next_due_at)
         .join(SequenceRow, SequenceRow.id == Enrollment.sequence_id)
@@ -55,13 +68,15 @@ def claim_due(s: Session, at: datetime, limit: int, lease: timedelta) -> list[in
         .order_by(Enrollment.next_due_at)
         .limit(limit)
     )
-    postgres = s.get_bind().dialect.name == "postgresql"
-    if postgres:
+    if lock:
+        # Another dispatcher skips the rows this one holds instead of waiting for them.
         pick = pick.with_for_update(of=Enrollment, skip_locked=True)
-    rows = s.execute(pick).all()
-    if not rows:
-        return []
-    ids = [r.id for r in rows]
+    return s.execute(pick).all()
+
+
+def _take(s: Session, ids: list[int]) -> None:
+    # Clearing next_due_at is the claim. Conditional and counted: on SQLite (no SKIP LOCKED)
+    # this is what tells that another writer got there first.
     taken = s.execute(
         update(Enrollment)
         .where(Enrollment.id.in_(ids), Enrollment.next_due_at.is_not(None))
@@ -70,6 +85,13 @@ def claim_due(s: Session, at: datetime, limit: int, lease: timedelta) -> list[in
     )
     if taken.rowcount != len(ids):  # type: ignore[attr-defined]
         raise RuntimeError("claim raced with another writer; the transaction is rolled back")
+
+
+def _insert_queued(
+    s: Session, rows: Sequence[_DueRow], at: datetime, lease: timedelta, *, postgres: bool
+) -> list[int]:
+    """A QUEUED delivery per claimed enrollment, leased to `at + lease`; their ids. One that
+    exists for the step already is left alone (and its id not returned)."""
     values = [
         {
             "enrollment_id": r.id,

@@ -17,8 +17,8 @@ from nurture.clock import now
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.errors import NotFound, NurtureError
 from nurture.sequences.models import Sequence, SequenceStatus, Step
-from nurture.sequences.schedule import SendWindow, due_at, zone
-from nurture.sequences.services import get_sequence, window_of
+from nurture.sequences.schedule import SendWindow, pushed_by_quiet_day, window_of, zone
+from nurture.sequences.services import get_sequence
 from nurture.subscribers.models import (
     Enrollment,
     Event,
@@ -59,8 +59,7 @@ def _moved_by_quiet_day(
         return False
     window, default_tz = rule
     tz = zone(tz_name, default_tz)
-    plain = due_at(after, timedelta(seconds=delay), window.without_quiet_days(), tz)
-    return plain < due and window.quiet.is_quiet(plain.astimezone(tz).date())
+    return pushed_by_quiet_day(window, tz, after, timedelta(seconds=delay), due)
 
 
 def schedule(s: Session, within: timedelta) -> list[ScheduleRow]:

@@ -53,14 +53,8 @@ from nurture.mail.backends import (
     get_backend,
 )
 from nurture.sequences.models import Sequence, SequenceStatus, Step
-from nurture.sequences.schedule import zone
-from nurture.sequences.services import (
-    due_for,
-    first_step_immediately,
-    live_steps,
-    step_after,
-    window_of,
-)
+from nurture.sequences.schedule import due_for, first_step_immediately, window_of, zone
+from nurture.sequences.services import live_steps, step_after
 from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber
 from nurture.subscribers.rules import why_not_mail
 from nurture.subscribers.services import mark_bounced

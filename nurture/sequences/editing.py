@@ -31,8 +31,14 @@ from sqlalchemy.orm import Session
 from nurture.clock import now
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.sequences.models import Sequence, SequenceStatus, Step
-from nurture.sequences.schedule import format_delay, zone
-from nurture.sequences.services import due_for, first_due, first_step_immediately, window_of
+from nurture.sequences.schedule import (
+    due_for,
+    first_due,
+    format_delay,
+    is_immediate_first,
+    window_of,
+    zone,
+)
 from nurture.sequences.spec import SequenceSpec, StepSpec
 from nurture.subscribers.models import ENDED, Enrollment, EnrollmentStatus, Subscriber
 
@@ -294,10 +300,8 @@ def _plan_enrollments(
         delay_changed = new_next in plan.delays
         if new_next == current and not delay_changed:
             tz = zone(row.timezone, preview.config.timezone)
-            immediate = (
-                row.last_step_id is None
-                and new_delay[new_next] == 0
-                and first_step_immediately(preview)
+            immediate = row.last_step_id is None and is_immediate_first(
+                preview, new_delay[new_next]
             )
             if quiet_changed and not immediate and not window.contains(row.next_due_at, tz):
                 # Same step, same delay, but the time is no longer sendable: the worker would

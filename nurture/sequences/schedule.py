@@ -10,6 +10,9 @@ Quiet days (a sequence's `quiet_days`) are part of the same rule: an instant is 
 it lies inside the window AND its date on the reader's own calendar is not a quiet day. For a
 window that crosses midnight this is decided per instant, so 23:00 on the evening before
 Christmas may send while 00:30 on Christmas morning may not.
+
+The last part applies the rule to one sequence and reader: the sequence's window and quiet
+days, the reader's zone (else the sequence's), and the immediate first step.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -227,3 +231,67 @@ def _midnight(day: date, tz: ZoneInfo) -> datetime:
 
 def due_at(after: datetime, delay: timedelta, window: SendWindow, tz: ZoneInfo) -> datetime:
     return window.next_open(after.astimezone(UTC) + delay, tz)
+
+
+def pushed_by_quiet_day(
+    window: SendWindow, tz: ZoneInfo, after: datetime, delay: timedelta, due: datetime
+) -> bool:
+    """Would this send have gone earlier, on a day that is quiet, without the quiet days?"""
+    plain = due_at(after, delay, window.without_quiet_days(), tz)
+    return plain < due and window.quiet.is_quiet(plain.astimezone(tz).date())
+
+
+# --- for one sequence and reader ------------------------------------------------------
+
+
+class _SendingRules(Protocol):
+    """What scheduling reads of a sequence's settings (nurture/sequences/settings.py)."""
+
+    @property
+    def window(self) -> SendWindow: ...
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def first_step_immediately(self) -> bool: ...
+
+
+class ScheduledSequence(Protocol):
+    """A sequence as scheduling sees it (the model, nurture/sequences/models.py, is one):
+    declared here so that this rule depends on nothing above it."""
+
+    @property
+    def config(self) -> _SendingRules: ...
+
+
+def window_of(seq: ScheduledSequence) -> SendWindow:
+    """The sequence's whole sending rule: its window and its quiet days."""
+    return seq.config.window
+
+
+def due_for(
+    seq: ScheduledSequence, subscriber_tz: str | None, after: datetime, delay_seconds: int
+) -> datetime:
+    """A later step: its delay after `after` (the previous send), then the reader's window."""
+    tz = zone(subscriber_tz, seq.config.timezone)
+    return due_at(after, timedelta(seconds=delay_seconds), window_of(seq), tz)
+
+
+def first_step_immediately(seq: ScheduledSequence) -> bool:
+    return seq.config.first_step_immediately
+
+
+def is_immediate_first(seq: ScheduledSequence, delay_seconds: int) -> bool:
+    """The immediate first step: a first step without delay goes out right after
+    confirmation, whatever the hour (the reader is waiting for it), unless the sequence's
+    send_window.first_step_immediately says otherwise. Later steps keep to the window."""
+    return delay_seconds == 0 and first_step_immediately(seq)
+
+
+def first_due(
+    seq: ScheduledSequence, subscriber_tz: str | None, started: datetime, delay_seconds: int
+) -> datetime:
+    """When the first step is due: right away if it is an immediate first step, else its
+    delay after the start, inside the reader's window."""
+    if is_immediate_first(seq, delay_seconds):
+        return started
+    return due_for(seq, subscriber_tz, started, delay_seconds)

@@ -3,21 +3,17 @@ its next step."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from nurture.clock import now
 from nurture.errors import NotFound
+from nurture.sequences.editing import EditPlan, apply_plan, plan_edit
 from nurture.sequences.models import Sequence, SequenceStatus, Step
-from nurture.sequences.schedule import SendWindow, due_at, zone
+from nurture.sequences.schedule import window_of, zone
 from nurture.sequences.spec import SequenceSpec
-
-if TYPE_CHECKING:
-    from nurture.sequences.editing import EditPlan
 
 
 def get_sequence(s: Session, slug: str) -> Sequence:
@@ -37,32 +33,6 @@ def live_steps(s: Session, sequence_id: int) -> list[Step]:
     )
 
 
-def window_of(seq: Sequence) -> SendWindow:
-    """The sequence's whole sending rule: its window and its quiet days."""
-    return seq.config.window
-
-
-def due_for(
-    seq: Sequence, subscriber_tz: str | None, after: datetime, delay_seconds: int
-) -> datetime:
-    tz = zone(subscriber_tz, seq.config.timezone)
-    return due_at(after, timedelta(seconds=delay_seconds), window_of(seq), tz)
-
-
-def first_step_immediately(seq: Sequence) -> bool:
-    return seq.config.first_step_immediately
-
-
-def first_due(
-    seq: Sequence, subscriber_tz: str | None, started: datetime, delay_seconds: int
-) -> datetime:
-    """When the first step is due: a first step without delay goes out right after
-    confirmation (the reader is waiting for it) unless the window says otherwise."""
-    if delay_seconds == 0 and first_step_immediately(seq):
-        return started
-    return due_for(seq, subscriber_tz, started, delay_seconds)
-
-
 def step_after(steps: list[Step], current: Step | None) -> Step | None:
     """The step that follows `current` in the sequence's order (the first if None)."""
     if current is None:
@@ -73,8 +43,6 @@ def step_after(steps: list[Step], current: Step | None) -> Step | None:
 def apply_spec(s: Session, spec: SequenceSpec, source: Path | None = None) -> EditPlan:
     """Create or update one sequence, matching steps by key, and move the people already
     enrolled as the live-edit rules say (see editing.py). Returns the plan it applied."""
-    from nurture.sequences.editing import apply_plan, plan_edit
-
     plan = plan_edit(s, spec)
     apply_plan(s, spec, plan, source)
     return plan

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from nurture.clock import now
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.errors import NurtureError
-from nurture.sequences.schedule import zone
-from nurture.sequences.services import get_sequence, live_steps, step_after, window_of
+from nurture.sequences.schedule import window_of, zone
+from nurture.sequences.services import get_sequence, live_steps, step_after
 from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber
 from nurture.subscribers.services import record_event
 

@@ -20,8 +20,8 @@ from nurture.clock import now
 from nurture.db import transaction
 from nurture.errors import NurtureError
 from nurture.sequences.models import Sequence
-from nurture.sequences.schedule import is_valid_timezone
-from nurture.sequences.services import first_due, get_sequence, live_steps
+from nurture.sequences.schedule import first_due, is_valid_timezone
+from nurture.sequences.services import get_sequence, live_steps
 from nurture.subscribers.cleaning import clean, clean_name
 from nurture.subscribers.event_webhooks import queue_many
 from nurture.subscribers.models import (

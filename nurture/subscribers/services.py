@@ -15,8 +15,8 @@ from nurture.clock import now
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.errors import NotFound, NurtureError
 from nurture.sequences.models import Sequence
-from nurture.sequences.schedule import is_valid_timezone
-from nurture.sequences.services import first_due, live_steps
+from nurture.sequences.schedule import first_due, is_valid_timezone
+from nurture.sequences.services import live_steps
 from nurture.subscribers.cleaning import clean, clean_name
 from nurture.subscribers.models import (
     ENDED,

@@ -24,6 +24,7 @@ def upgrade() -> None:
     _create_articles()
     _create_sequences()
     _create_subscribers()
+    _create_consents()
     _create_steps()
     _create_enrollments()
     _create_deliveries()
@@ -69,7 +70,7 @@ def _create_sequences() -> None:
 
 
 def _create_subscribers() -> None:
-    """People, the suppression list (by email hash) and each person's consents."""
+    """People, the suppression list (by email hash only) beside them."""
     op.create_table(
         "subscribers",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -92,6 +93,10 @@ def _create_subscribers() -> None:
         sa.Column("created_at", nurture.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("email_hash", name=op.f("pk_suppressions")),
     )
+
+
+def _create_consents() -> None:
+    """What each person agreed to, when, and to which sequence."""
     op.create_table(
         "consents",
         sa.Column("id", sa.Integer(), nullable=False),

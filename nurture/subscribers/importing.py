@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -288,8 +289,22 @@ def _insert_new(s: Session, seq: Sequence, rows: list[Row], confirmed: bool) -> 
             for i in ids
         ],
     )
+    s.execute(insert(Enrollment), _new_enrollments(s, seq, ids, rows, confirmed, t))
+    if confirmed:
+        s.execute(
+            insert(Event), [{"kind": "confirmed", "subscriber_id": i, "created_at": t} for i in ids]
+        )
+        # Core inserts skip the session's flush hook: announce these in bulk too.
+        queue_many(s, "confirmed", [(r.email, seq.slug) for r in rows])
+
+
+def _new_enrollments(
+    s: Session, seq: Sequence, ids: list[int], rows: list[Row], confirmed: bool, t: datetime
+) -> list[dict[str, Any]]:
+    """The enrollment rows of new subscribers: pending, or, when confirmed, started as
+    start_enrollment starts one (completed at once when the sequence has no live step)."""
     steps = live_steps(s, seq.id) if confirmed else []
-    due: dict[str | None, Any] = {}
+    due: dict[str | None, Any] = {}  # first due time per time zone, computed once each
     enrollments = []
     for i, r in zip(ids, rows, strict=True):
         values: dict[str, Any] = {
@@ -311,10 +326,4 @@ def _insert_new(s: Session, seq: Sequence, rows: list[Row], confirmed: bool) -> 
         elif confirmed:
             values |= {"status": EnrollmentStatus.COMPLETED, "started_at": t, "ended_at": t}
         enrollments.append(values)
-    s.execute(insert(Enrollment), enrollments)
-    if confirmed:
-        s.execute(
-            insert(Event), [{"kind": "confirmed", "subscriber_id": i, "created_at": t} for i in ids]
-        )
-        # Core inserts skip the session's flush hook: announce these in bulk too.
-        queue_many(s, "confirmed", [(r.email, seq.slug) for r in rows])
+    return enrollments

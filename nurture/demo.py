@@ -83,10 +83,10 @@ def _restore(saved: dict[str, str]) -> None:
 
 
 def _sign_up_through_the_form(slug: str, outbox: Path) -> None:
-    from nurture.subscribers import signup
+    from nurture.subscribers.confirmation import send_confirmation
     from nurture.web.app import create_app
 
-    app = create_app(ENQUEUE_CONFIRMATION=signup.send_confirmation, RATELIMIT_ENABLED=False)
+    app = create_app(ENQUEUE_CONFIRMATION=send_confirmation, RATELIMIT_ENABLED=False)
     client = app.test_client()
     page = client.get(f"/subscribe/{slug}").get_data(as_text=True)
     token = re.search(r'name="csrf_token" value="([^"]+)"', page)

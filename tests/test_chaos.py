@@ -36,7 +36,8 @@ from nurture.db import transaction
 from nurture.sequences.services import apply_spec, get_sequence
 from nurture.sequences.spec import load_folder
 from nurture.subscribers.models import Subscriber, SubscriberStatus
-from nurture.subscribers.services import add_subscriber, get_subscriber, unsubscribe
+from nurture.subscribers.services import add_subscriber, get_subscriber
+from nurture.subscribers.unsubscribe import unsubscribe
 from tests.conftest import FIXTURES, missing_service
 from tests.support import Worker, free_port, wait_until
 

@@ -17,7 +17,8 @@ from nurture.mail.backends import backend_from_url
 from nurture.sequences.models import SequenceStatus
 from nurture.sequences.services import get_sequence, set_status
 from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
-from nurture.subscribers.services import add_subscriber, get_subscriber, mark_booked, unsubscribe
+from nurture.subscribers.services import add_subscriber, get_subscriber, mark_booked
+from nurture.subscribers.unsubscribe import unsubscribe
 from tests.support import SMTPServer
 
 

@@ -33,8 +33,8 @@ from nurture.subscribers.services import (
     mark_booked,
     mark_bounced,
     record_event,
-    unsubscribe,
 )
+from nurture.subscribers.unsubscribe import unsubscribe
 from tests.cli_helpers import run
 from tests.support import Worker, free_port, wait_until
 

@@ -78,7 +78,8 @@ def test_purge_erases_only_who_should_go(sim: object, tmp_path: Path) -> None:
     assert run("sequences", "resume", "quick").code == 0
     _play_all_steps(at, START + timedelta(minutes=1))  # ann, dee, eve complete quick
     with transaction() as s:
-        from nurture.subscribers.services import get_subscriber, unsubscribe
+        from nurture.subscribers.services import get_subscriber
+        from nurture.subscribers.unsubscribe import unsubscribe
 
         # dee is kept in flight: her enrollment goes back to active with nothing sent yet.
         dee = get_subscriber(s, "dee@example.com")

@@ -10,7 +10,7 @@ from flask import Flask
 
 from nurture.clock import FrozenClock
 from nurture.config import reset_settings
-from nurture.subscribers import signup
+from nurture.subscribers import confirmation
 from tests.web_support import link_in, post_signup
 
 KEY = "whsec-test-key-0123"
@@ -72,7 +72,7 @@ def test_a_500_on_a_token_route_logs_no_token(
     def broken(*_: Any) -> Any:
         raise RuntimeError(" ".join(("boom", address, token)))
 
-    monkeypatch.setattr(signup, "confirmation_state", broken)
+    monkeypatch.setattr(confirmation, "confirmation_state", broken)
     with caplog.at_level(logging.DEBUG):
         r = client.get(path)
     assert r.status_code == 500

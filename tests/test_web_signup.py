@@ -19,6 +19,7 @@ from nurture.db import transaction
 from nurture.errors import NotFound
 from nurture.subscribers import signup
 from nurture.subscribers.models import Consent, Enrollment, EnrollmentStatus, Subscriber
+from nurture.web import forms
 from tests.conftest import ROOT
 from tests.web_support import (
     confirm_signup,
@@ -81,7 +82,7 @@ def test_embed_may_be_framed_and_knows_its_article(client: FlaskClient) -> None:
 def test_unknown_sequence_is_404(client: FlaskClient) -> None:
     assert client.get("/subscribe/nope").status_code == 404
     assert client.get("/embed/nope").status_code == 404
-    token = signup.form_token("nope")
+    token = forms.form_token("nope")
     r = client.post("/subscribe/nope", data={"email": "a@example.com", "csrf_token": token})
     assert r.status_code == 404
     assert "Page not found" in r.get_data(as_text=True)
@@ -176,7 +177,7 @@ def test_missing_or_bad_csrf_token_is_refused(client: FlaskClient, token: str | 
         good = csrf(client)
         data["csrf_token"] = good[:-2] + ("aa" if not good.endswith("aa") else "bb")
     elif token == "other-slug":
-        data["csrf_token"] = signup.form_token("another")
+        data["csrf_token"] = forms.form_token("another")
     elif token is not None:
         data["csrf_token"] = token
     r = client.post("/subscribe/quick", data=data)
@@ -299,11 +300,11 @@ def test_a_strangers_form_cannot_rename_a_confirmed_subscriber(
 
 
 def test_form_token_is_bound_to_its_purpose(quick_sequence: str) -> None:
-    token = signup.form_token("quick")
+    token = forms.form_token("quick")
     with pytest.raises(tokens.BadToken):
         tokens.read(tokens.CONFIRM, token)
-    assert signup.check_form_token("quick", token)
-    assert not signup.check_form_token("other", token)
+    assert forms.check_form_token("quick", token)
+    assert not forms.check_form_token("other", token)
 
 
 def test_clean_article() -> None:

@@ -9,7 +9,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from nurture.delivery import dispatch as dispatch_service
 from nurture.delivery import sending
 from nurture.mail.backends import TransientMailError
-from nurture.subscribers import event_webhooks, retention, signup
+from nurture.subscribers import confirmation, event_webhooks, retention, signup
 from workers.app import app
 
 
@@ -45,7 +45,7 @@ def enqueue_confirmation(consent_id: int) -> None:
 )
 def send_confirmation(consent_id: int) -> bool:
     # PermanentMailError is not retried: the address will never accept it.
-    return signup.send_confirmation(consent_id)
+    return confirmation.send_confirmation(consent_id)
 
 
 @app.task(name="nurture.inbox_check", ignore_result=True, acks_late=False)

@@ -26,16 +26,15 @@ from nurture.cli.output import (
 )
 from nurture.db import session, transaction
 from nurture.errors import NurtureError
-from nurture.mail.backends import MailError
 from nurture.sequences.archive import require_open
 from nurture.sequences.services import get_sequence
 from nurture.subscribers import holding, importing
-from nurture.subscribers.operator import Outcome, add_by_operator, skipped_message
+from nurture.subscribers.operator import Asked, Outcome, add_one, skipped_message
 from nurture.subscribers.privacy import EXPORT_FIELDS, export_rows, forget, spreadsheet_safe
 from nurture.subscribers.queries import STATUSES, list_subscribers, subscriber_history
 from nurture.subscribers.retention import purge
-from nurture.subscribers.services import get_subscriber, mark_booked, unsubscribe
-from nurture.subscribers.signup import send_confirmation
+from nurture.subscribers.services import get_subscriber, mark_booked
+from nurture.subscribers.unsubscribe import unsubscribe_by_email
 
 
 def register(cli: click.Group) -> None:
@@ -68,29 +67,19 @@ def add(
 
     Example: nurture subscribers add ann@example.com --sequence partner-refuses-therapy --confirmed
     """
-    with transaction() as s:
-        seq = get_sequence(s, slug)
-        require_open(seq)
-        added = add_by_operator(
-            s, email, seq, first_name=first_name, timezone=timezone, confirmed=confirmed
-        )
+    added = add_one(slug, email, first_name=first_name, timezone=timezone, confirmed=confirmed)
     if added.outcome == Outcome.SKIPPED:
         raise NurtureError(skipped_message(added.reason or ""))
     if added.outcome == Outcome.ALREADY:
         click.echo(f"already enrolled in {slug} ({added.reason}): nothing changed")
         return
     click.echo(f"added to {slug} ({added.status})")
-    if added.consent_id is None:
-        return
-    # Confirm before sending: an address added without --confirmed gets the same
-    # confirmation email as a web signup, sent from here (no worker needed).
-    try:
-        sent = send_confirmation(added.consent_id)
-    except MailError as exc:
+    if added.asked == Asked.FAILED:
         raise NurtureError(
-            f"added, but the confirmation email was not sent ({exc}); run this again to retry"
-        ) from None
-    if sent:
+            f"added, but the confirmation email was not sent ({added.mail_error}); "
+            "run this again to retry"
+        )
+    if added.asked == Asked.SENT:
         click.echo("confirmation email sent: the sequence starts when they confirm")
 
 
@@ -263,8 +252,7 @@ def unsubscribe_(email: str) -> None:
 
     Example: nurture subscribers unsubscribe ann@example.com
     """
-    with transaction() as s:
-        changed = unsubscribe(s, get_subscriber(s, email), how="cli")
+    changed = unsubscribe_by_email(email, how="cli")
     click.echo("unsubscribed" if changed else "already unsubscribed")
 
 

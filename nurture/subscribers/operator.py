@@ -5,17 +5,26 @@ another sequence. They may never put back a person who left (unsubscribed, bounc
 complained) or was forgotten: such a row is skipped with its reason and nothing is sent.
 Only the person can come back, through the signup form and its confirmation. Adding
 someone already enrolled changes nothing and records no second consent.
+
+Someone added without --confirmed is pending, and a pending person gets the same
+confirmation email as a web signup (add_one, which `subscribers add` calls); an import
+never sends one: a list is never cold-mailed confirmation requests.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from nurture.db import transaction
+from nurture.mail.backends import MailError
+from nurture.sequences.archive import require_open
 from nurture.sequences.models import Sequence
+from nurture.sequences.services import get_sequence
+from nurture.subscribers.confirmation import send_confirmation
 from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber
 from nurture.subscribers.rules import FORGOTTEN, left_reason
 from nurture.subscribers.services import (
@@ -34,6 +43,15 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"
 
 
+class Asked(StrEnum):
+    """What became of the confirmation email of one operator add."""
+
+    NOT_NEEDED = "not needed"  # added as confirmed, or not added
+    SENT = "sent"
+    NOT_WANTED = "not wanted"  # send_confirmation found it no longer wanted
+    FAILED = "failed"  # the mail server refused it, or could not be reached
+
+
 @dataclass(frozen=True)
 class OperatorAdd:
     outcome: Outcome
@@ -42,6 +60,8 @@ class OperatorAdd:
     reason: str | None = None
     status: str | None = None  # the person's status after an ADDED
     consent_id: int | None = None  # ADDED and waiting for confirmation: what to send
+    asked: Asked = Asked.NOT_NEEDED  # set by add_one only
+    mail_error: str | None = None  # Asked.FAILED: why
 
 
 def refusal(s: Session, address: str, sub: Subscriber | None) -> str | None:
@@ -97,6 +117,35 @@ def add_by_operator(
     )
     consent_id = None if confirmed else latest_consent_id(s, sub, seq)
     return OperatorAdd(Outcome.ADDED, status=str(sub.status), consent_id=consent_id)
+
+
+def add_one(
+    slug: str,
+    email: str,
+    *,
+    first_name: str | None = None,
+    timezone: str | None = None,
+    confirmed: bool = False,
+) -> OperatorAdd:
+    """`subscribers add`: add one person and, when they are left pending, ask them to confirm.
+
+    The confirmation goes out from here, once the add has committed (no worker needed): a
+    rolled-back add sends nothing, and a mail error leaves the person added and pending.
+    Raises NotFound or NurtureError for an unknown or archived sequence or a bad address.
+    """
+    with transaction() as s:
+        seq = get_sequence(s, slug)
+        require_open(seq)
+        added = add_by_operator(
+            s, email, seq, first_name=first_name, timezone=timezone, confirmed=confirmed
+        )
+    if added.consent_id is None:
+        return added
+    try:
+        sent = send_confirmation(added.consent_id)
+    except MailError as exc:
+        return replace(added, asked=Asked.FAILED, mail_error=str(exc))
+    return replace(added, asked=Asked.SENT if sent else Asked.NOT_WANTED)
 
 
 def skipped_message(reason: str) -> str:

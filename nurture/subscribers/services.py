@@ -1,5 +1,6 @@
-"""Subscribers: adding, confirming, unsubscribing, booking. Every state change that stops
-mail also ends enrollments and cancels queued deliveries in the same transaction."""
+"""Subscribers: adding, enrolling, confirming, booking, bouncing, complaining, and the
+events that record them. Every state change that stops mail also ends enrollments and
+cancels queued deliveries in the same transaction (unsubscribing: subscribers/unsubscribe.py)."""
 
 from __future__ import annotations
 
@@ -100,23 +101,10 @@ def add_subscriber(
     is already confirmed for another sequence: each sequence needs its own yes.
     """
     address = normalize_email(email)
-    timezone = clean(timezone).strip() or None if timezone is not None else None
-    if timezone is not None and not is_valid_timezone(timezone):
-        raise NurtureError(f"unknown time zone {timezone!r} (use an IANA name like Europe/Paris)")
+    timezone = _checked_timezone(timezone)
     if is_suppressed(s, address):
         raise NurtureError("this address asked to be forgotten and may not be added again")
-    first_name = clean_name(first_name)
-    sub = s.scalar(select(Subscriber).where(Subscriber.email == address))
-    if sub is None:
-        sub = Subscriber(email=address, first_name=first_name, timezone=timezone)
-        s.add(sub)
-        s.flush()
-    else:
-        sub.first_name = first_name or sub.first_name
-        sub.timezone = timezone or sub.timezone
-        if left_reason(sub.status) is not None and not confirmed:
-            # Coming back after leaving needs a fresh confirmation.
-            sub.status = SubscriberStatus.PENDING
+    sub = _upsert_person(s, address, clean_name(first_name), timezone, confirmed=confirmed)
     s.add(
         Consent(
             subscriber_id=sub.id,
@@ -132,6 +120,31 @@ def add_subscriber(
     enrol(s, sub, sequence, start_now=not await_confirmation, source=source)
     if confirmed:
         confirm(s, sub)
+    return sub
+
+
+def _checked_timezone(timezone: str | None) -> str | None:
+    timezone = clean(timezone).strip() or None if timezone is not None else None
+    if timezone is not None and not is_valid_timezone(timezone):
+        raise NurtureError(f"unknown time zone {timezone!r} (use an IANA name like Europe/Paris)")
+    return timezone
+
+
+def _upsert_person(
+    s: Session, address: str, first_name: str | None, timezone: str | None, *, confirmed: bool
+) -> Subscriber:
+    """The subscriber row for a (normalised) address: new, or known with its details updated."""
+    sub = s.scalar(select(Subscriber).where(Subscriber.email == address))
+    if sub is None:
+        sub = Subscriber(email=address, first_name=first_name, timezone=timezone)
+        s.add(sub)
+        s.flush()
+        return sub
+    sub.first_name = first_name or sub.first_name
+    sub.timezone = timezone or sub.timezone
+    if left_reason(sub.status) is not None and not confirmed:
+        # Coming back after leaving needs a fresh confirmation.
+        sub.status = SubscriberStatus.PENDING
     return sub
 
 
@@ -234,17 +247,6 @@ def end_enrollments(s: Session, sub: Subscriber, status: EnrollmentStatus) -> in
             .values(status=DeliveryStatus.CANCELLED, error=f"subscriber {status.value}")
         )
     return ended
-
-
-def unsubscribe(s: Session, sub: Subscriber, how: str = "link") -> bool:
-    """Returns False if they were already unsubscribed (a second click is harmless)."""
-    if sub.status == SubscriberStatus.UNSUBSCRIBED:
-        return False
-    sub.status = SubscriberStatus.UNSUBSCRIBED
-    sub.unsubscribed_at = now()
-    end_enrollments(s, sub, EnrollmentStatus.UNSUBSCRIBED)
-    s.add(Event(kind="unsubscribed", subscriber_id=sub.id, data={"how": how}))
-    return True
 
 
 def mark_booked(s: Session, sub: Subscriber, source: str = "cli") -> bool:

@@ -1,9 +1,11 @@
-"""The subscriber's side of the web: signing up, double opt-in, unsubscribing by link.
+"""Signing up: what the signup page says, checking a posted form, recording the signup.
 
 The signup answer never depends on whether an address was known (no enumeration): every
 branch below ends in the same "check your inbox" page, and the only observable difference,
 a confirmation email, goes to the address's owner. The confirmation is handed to a worker
-only after the signup committed, so a rolled-back signup sends nothing.
+only after the signup committed, so a rolled-back signup sends nothing. The email itself and
+confirming: subscribers/confirmation.py. The form's token and reading the request:
+web/forms.py.
 
 Where a signup came from (Consent.article): the `?article=` parameter of the signup or
 embed page URL (the page keeps it in a hidden field), else, for /embed, the Referer of the
@@ -17,18 +19,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from enum import StrEnum
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from nurture import tokens
 from nurture.clock import now
 from nurture.db import transaction
-from nurture.delivery.compose import confirmation_email
 from nurture.errors import NurtureError
-from nurture.mail.backends import MailBackend, get_backend
 from nurture.sequences.models import Sequence
 from nurture.sequences.schedule import is_valid_timezone
 from nurture.sequences.services import get_sequence
@@ -39,17 +37,13 @@ from nurture.subscribers.models import (
     Subscriber,
     SubscriberStatus,
 )
-from nurture.subscribers.rules import left_reason, may_ask_to_confirm
 from nurture.subscribers.services import (
     add_subscriber,
-    confirm,
     email_hash,
     is_suppressed,
     latest_consent_id,
     normalize_email,
     record_event,
-    start_enrollment,
-    unsubscribe,
 )
 
 log = logging.getLogger(__name__)
@@ -70,12 +64,6 @@ WEB_SOURCE = "web-form"
 
 class InvalidSignup(NurtureError):
     """The form itself is wrong (the email address); shown next to the field."""
-
-
-class ConfirmState(StrEnum):
-    PENDING = "pending"  # the button is still to be pressed
-    CONFIRMED = "confirmed"  # done (now, or before)
-    USED = "used"  # confirmed once, but the person has since left: sign up again
 
 
 def consent_text(seq: Sequence) -> str:
@@ -145,20 +133,6 @@ def signup_page(slug: str) -> SignupPage:
         )
 
 
-def form_token(slug: str) -> str:
-    return tokens.make(tokens.FORM, {"q": slug})
-
-
-def check_form_token(slug: str, token: str | None) -> bool:
-    if not token:
-        return False
-    try:
-        data = tokens.read(tokens.FORM, token)
-    except tokens.BadToken:
-        return False
-    return isinstance(data, dict) and data.get("q") == slug
-
-
 def accept(slug: str, form: SignupForm) -> SignupForm | None:
     """What the web view does before answering: check the form alone, never the people.
 
@@ -217,32 +191,11 @@ def _sign_up(s: Session, seq: Sequence, address: str, form: SignupForm) -> int |
     timezone = form.timezone if form.timezone and is_valid_timezone(form.timezone) else None
     first_name = form.first_name
     if sub is not None:
-        enrollment = s.scalar(
-            select(Enrollment).where(
-                Enrollment.subscriber_id == sub.id, Enrollment.sequence_id == seq.id
-            )
-        )
+        if _already_has_it(s, sub, seq) or _asked_moments_ago(s, sub, seq):
+            return None
         if sub.status == SubscriberStatus.CONFIRMED:
-            if enrollment is not None and enrollment.status in {
-                EnrollmentStatus.ACTIVE,
-                EnrollmentStatus.PAUSED,
-                EnrollmentStatus.COMPLETED,
-                EnrollmentStatus.BOOKED,
-            }:
-                return None
             # A stranger's form must not rename someone already receiving mail.
             first_name, timezone = None, None
-        recent = s.scalar(
-            select(Consent.id).where(
-                Consent.subscriber_id == sub.id,
-                Consent.sequence_id == seq.id,
-                Consent.source == WEB_SOURCE,
-                Consent.confirmed_at.is_(None),
-                Consent.created_at > now() - RESEND_AFTER,
-            )
-        )
-        if recent is not None:
-            return None
     sub = add_subscriber(
         s,
         address,
@@ -261,104 +214,38 @@ def _sign_up(s: Session, seq: Sequence, address: str, form: SignupForm) -> int |
     return consent_id
 
 
-# --- the confirmation email -------------------------------------------------------------
+# A confirmed person in one of these needs nothing from a new signup for the same sequence.
+_HAS_IT = frozenset(
+    {
+        EnrollmentStatus.ACTIVE,
+        EnrollmentStatus.PAUSED,
+        EnrollmentStatus.COMPLETED,
+        EnrollmentStatus.BOOKED,
+    }
+)
 
 
-def send_confirmation(consent_id: int, backend: MailBackend | None = None) -> bool:
-    """Send the confirmation email for one signup. False when it is no longer wanted.
-
-    Mail errors propagate (TransientMailError: the task retries; PermanentMailError: the
-    task gives up); nothing is recorded unless the server accepted the message.
-    """
-    with transaction() as s:
-        consent = s.get(Consent, consent_id)
-        if consent is None or consent.confirmed_at is not None or consent.sequence_id is None:
-            return False
-        sub = consent.subscriber
-        seq = s.get(Sequence, consent.sequence_id)
-        if seq is None or not may_ask_to_confirm(
-            sub.status, suppressed=is_suppressed(s, sub.email)
-        ):
-            return False
-        msg = confirmation_email(seq, subscriber_id=sub.id, email=sub.email, consent_id=consent.id)
-        with backend or get_backend() as b:
-            b.send(msg)
-        record_event(s, "confirmation_sent", sub, sequence_id=seq.id)
-    return True
+def _already_has_it(s: Session, sub: Subscriber, seq: Sequence) -> bool:
+    if sub.status != SubscriberStatus.CONFIRMED:
+        return False
+    enrollment = s.scalar(
+        select(Enrollment).where(
+            Enrollment.subscriber_id == sub.id, Enrollment.sequence_id == seq.id
+        )
+    )
+    return enrollment is not None and enrollment.status in _HAS_IT
 
 
-# --- confirming and unsubscribing by token -------------------------------------------------
-
-
-def _consent_for(s: Session, token: str) -> Consent:
-    data = tokens.read(tokens.CONFIRM, token)
-    consent_id = data.get("c") if isinstance(data, dict) else None
-    consent = s.get(Consent, consent_id) if isinstance(consent_id, int) else None
-    if consent is None:
-        # Signed by us, but its signup is gone (forgotten): as good as invalid.
-        raise tokens.BadToken("this link is not valid")
-    return consent
-
-
-def _state(s: Session, consent: Consent) -> ConfirmState:
-    sub = consent.subscriber
-    if left_reason(sub.status) is not None:
-        # They left after this signup (perhaps from the confirmation email itself): an old
-        # link must not bring them back. A new signup sends a new link.
-        return ConfirmState.USED
-    if consent.confirmed_at is None:
-        return ConfirmState.PENDING
-    if sub.status == SubscriberStatus.CONFIRMED:
-        return ConfirmState.CONFIRMED
-    return ConfirmState.USED
-
-
-def confirmation_state(token: str) -> tuple[ConfirmState, str]:
-    """For GET: what the page should say. Changes nothing. Raises tokens.BadToken."""
-    with transaction() as s:
-        consent = _consent_for(s, token)
-        seq = s.get(Sequence, consent.sequence_id) if consent.sequence_id else None
-        return _state(s, consent), seq.name if seq else ""
-
-
-def confirm_by_token(token: str) -> tuple[ConfirmState, str]:
-    """For POST: confirm and enrol. A second press is harmless. Raises tokens.BadToken."""
-    with transaction() as s:
-        consent = _consent_for(s, token)
-        seq = s.get(Sequence, consent.sequence_id) if consent.sequence_id else None
-        state = _state(s, consent)
-        if state != ConfirmState.PENDING:
-            return state, seq.name if seq else ""
-        sub = consent.subscriber
-        if sub.status != SubscriberStatus.CONFIRMED:
-            # Confirms the address and starts every enrollment waiting for it.
-            confirm(s, sub)
-        else:
-            # Already confirmed for another sequence: this yes starts this one.
-            consent.confirmed_at = now()
-            for enrollment in sub.enrollments:
-                if (
-                    enrollment.sequence_id == consent.sequence_id
-                    and enrollment.status == EnrollmentStatus.PENDING
-                ):
-                    start_enrollment(s, enrollment)
-            record_event(s, "confirmed", sub, sequence_id=consent.sequence_id)
-        return ConfirmState.CONFIRMED, seq.name if seq else ""
-
-
-def check_unsubscribe_token(token: str) -> int:
-    """The subscriber id an unsubscribe token names. Raises tokens.BadToken."""
-    data = tokens.read(tokens.UNSUBSCRIBE, token)
-    sub_id = data.get("s") if isinstance(data, dict) else None
-    if not isinstance(sub_id, int):
-        raise tokens.BadToken("this link is not valid")
-    return sub_id
-
-
-def unsubscribe_by_token(token: str, how: str) -> None:
-    """Unsubscribe whoever the token names; a second time, or a forgotten person, is a no-op."""
-    sub_id = check_unsubscribe_token(token)
-    with transaction() as s:
-        sub = s.get(Subscriber, sub_id)
-        if sub is not None:
-            unsubscribe(s, sub, how=how)
+def _asked_moments_ago(s: Session, sub: Subscriber, seq: Sequence) -> bool:
+    """An unconfirmed web signup for this sequence is younger than RESEND_AFTER: its
+    confirmation is already on its way, and no second one follows."""
+    recent = s.scalar(
+        select(Consent.id).where(
+            Consent.subscriber_id == sub.id,
+            Consent.sequence_id == seq.id,
+            Consent.source == WEB_SOURCE,
+            Consent.confirmed_at.is_(None),
+            Consent.created_at > now() - RESEND_AFTER,
+        )
+    )
+    return recent is not None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -30,9 +29,9 @@ from nurture.config import get_settings
 from nurture.delivery.links import follow
 from nurture.mail import webhooks as mail_webhooks
 from nurture.sequences.archive import form_closed
-from nurture.subscribers import signup
-from nurture.subscribers.cleaning import clean
-from nurture.web import practice
+from nurture.subscribers import confirmation, signup
+from nurture.subscribers import unsubscribe as unsubscribe_
+from nurture.web import forms, practice
 
 log = logging.getLogger(__name__)
 bp = Blueprint("pages", __name__)
@@ -77,27 +76,12 @@ def _form_page(
         practice=practice.Practice(
             name=page.practice, from_name=page.discreet_from or page.practice, series=page.name
         ),
-        csrf_token=signup.form_token(slug),
+        csrf_token=forms.form_token(slug),
         article=signup.clean_article(values.get("article") or article) or "",
         values=values,
         error=error,
         action=f"/{'embed' if embed else 'subscribe'}/{slug}",
     )
-
-
-def _same_origin() -> bool:
-    """A browser's Origin header, when sent, must be ours (the form posts to itself, also
-    inside an iframe, so a foreign origin means another site's form is posting here)."""
-    origin = request.headers.get("Origin")
-    if not origin or origin == "null":
-        return True
-    allowed = {_origin_of(get_settings().base_url), _origin_of(request.host_url)}
-    return _origin_of(origin) in allowed
-
-
-def _origin_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def _record_later(answer: Response, slug: str, form: signup.SignupForm) -> None:
@@ -151,28 +135,18 @@ def _signup(slug: str, *, embed: bool) -> Any:
         return render_template("pages/closed.html", layout=_layout(embed), practice=page), 410
     if request.method != "POST":  # GET, and HEAD (which Flask routes here too)
         return _form_page(slug, embed)
-    # Control characters go at the door, for every field and every address alike.
-    f = {key: clean(value) for key, value in request.form.items()}
-    values = {
-        "email": f.get("email", "")[:320],
-        "first_name": f.get("first_name", "")[:100],
-        "article": f.get("article", "")[:500],
-    }
-    if not _same_origin() or not signup.check_form_token(slug, f.get("csrf_token")):
-        error = "This form had expired. Please check your details and send it again."
-        return _form_page(slug, embed, values=values, error=error), 400
-    form = signup.SignupForm(
-        email=values["email"],
-        first_name=values["first_name"].strip() or None,
-        timezone=f.get("timezone", "").strip()[:64] or None,
-        article=values["article"] or None,
-        honeypot=f.get("website", ""),
-        client_address=request.remote_addr,
+    posted = forms.read_signup(request.form, request.remote_addr)
+    # The form posts to itself (also inside an iframe): a foreign Origin is another site's form.
+    ours = forms.same_origin(
+        request.headers.get("Origin"), get_settings().base_url, request.host_url
     )
+    if not ours or not forms.check_form_token(slug, posted.token):
+        error = "This form had expired. Please check your details and send it again."
+        return _form_page(slug, embed, values=posted.values, error=error), 400
     try:
-        accepted = signup.accept(slug, form)
+        accepted = signup.accept(slug, posted.form)
     except signup.InvalidSignup as exc:
-        return _form_page(slug, embed, values=values, error=str(exc)), 400
+        return _form_page(slug, embed, values=posted.values, error=str(exc)), 400
     # The same page for every address, known or not, in the same time: nothing here may
     # depend on who it is (no subscriber is even looked up before the answer).
     body = render_template(
@@ -190,13 +164,13 @@ def confirm(token: str) -> Any:
     posted = request.method == "POST"
     try:
         if posted:
-            state, name = signup.confirm_by_token(token)
+            state, name = confirmation.confirm_by_token(token)
         else:
-            state, name = signup.confirmation_state(token)
+            state, name = confirmation.confirmation_state(token)
     except tokens.BadToken as exc:
         return _bad_token(exc)
     whose = practice.for_confirm_token(token)
-    if posted or state != signup.ConfirmState.PENDING:
+    if posted or state != confirmation.ConfirmState.PENDING:
         return render_template("pages/confirmed.html", state=state.value, name=name, practice=whose)
     return render_template("pages/confirm.html", name=name, token=token, practice=whose)
 
@@ -207,11 +181,11 @@ def unsubscribe(token: str) -> Any:
     # Anything but POST only shows the button: Flask routes HEAD through this view too, and
     # mail scanners send HEAD to every link.
     try:
-        whose = practice.for_subscriber(signup.check_unsubscribe_token(token))
+        whose = practice.for_subscriber(unsubscribe_.check_unsubscribe_token(token))
         if request.method != "POST":
             return render_template("pages/unsubscribe.html", token=token, practice=whose)
         one_click = request.form.get("List-Unsubscribe") == "One-Click"
-        signup.unsubscribe_by_token(token, how="one-click" if one_click else "page")
+        unsubscribe_.unsubscribe_by_token(token, how="one-click" if one_click else "page")
     except tokens.BadToken as exc:
         return _bad_token(exc)
     return render_template("pages/unsubscribed.html", practice=whose)

@@ -1,0 +1,127 @@
+"""Double opt-in: the confirmation email, and confirming from its link.
+
+A signup (web form, or an operator adding someone without --confirmed) records a pending
+consent. Its confirmation email carries a link naming that consent (/confirm/<token>). The
+link's GET only shows a button, because mail scanners fetch every link; the POST confirms.
+Confirming an unconfirmed address confirms it and starts every sequence waiting for it
+(services.confirm); a person already confirmed for another sequence confirms this one
+sequence only. Someone who left after signing up is never brought back by an old link:
+only a new signup sends a new one.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from sqlalchemy.orm import Session
+
+from nurture import tokens
+from nurture.clock import now
+from nurture.db import transaction
+from nurture.delivery.compose import confirmation_email
+from nurture.mail.backends import MailBackend, get_backend
+from nurture.sequences.models import Sequence
+from nurture.subscribers.models import Consent, EnrollmentStatus, SubscriberStatus
+from nurture.subscribers.rules import left_reason, may_ask_to_confirm
+from nurture.subscribers.services import (
+    confirm,
+    is_suppressed,
+    record_event,
+    start_enrollment,
+)
+
+
+class ConfirmState(StrEnum):
+    PENDING = "pending"  # the button is still to be pressed
+    CONFIRMED = "confirmed"  # done (now, or before)
+    USED = "used"  # confirmed once, but the person has since left: sign up again
+
+
+# --- the confirmation email -------------------------------------------------------------
+
+
+def send_confirmation(consent_id: int, backend: MailBackend | None = None) -> bool:
+    """Send the confirmation email for one signup. False when it is no longer wanted.
+
+    Mail errors propagate (TransientMailError: the task retries; PermanentMailError: the
+    task gives up); nothing is recorded unless the server accepted the message.
+    """
+    with transaction() as s:
+        consent = s.get(Consent, consent_id)
+        if consent is None or consent.confirmed_at is not None or consent.sequence_id is None:
+            return False
+        sub = consent.subscriber
+        seq = s.get(Sequence, consent.sequence_id)
+        if seq is None or not may_ask_to_confirm(
+            sub.status, suppressed=is_suppressed(s, sub.email)
+        ):
+            return False
+        msg = confirmation_email(seq, subscriber_id=sub.id, email=sub.email, consent_id=consent.id)
+        with backend or get_backend() as b:
+            b.send(msg)
+        record_event(s, "confirmation_sent", sub, sequence_id=seq.id)
+    return True
+
+
+# --- confirming by token ----------------------------------------------------------------
+
+
+def _consent_for(s: Session, token: str) -> Consent:
+    data = tokens.read(tokens.CONFIRM, token)
+    consent_id = data.get("c") if isinstance(data, dict) else None
+    consent = s.get(Consent, consent_id) if isinstance(consent_id, int) else None
+    if consent is None:
+        # Signed by us, but its signup is gone (forgotten): as good as invalid.
+        raise tokens.BadToken("this link is not valid")
+    return consent
+
+
+def _state(s: Session, consent: Consent) -> ConfirmState:
+    sub = consent.subscriber
+    if left_reason(sub.status) is not None:
+        # They left after this signup (perhaps from the confirmation email itself): an old
+        # link must not bring them back. A new signup sends a new link.
+        return ConfirmState.USED
+    if consent.confirmed_at is None:
+        return ConfirmState.PENDING
+    if sub.status == SubscriberStatus.CONFIRMED:
+        return ConfirmState.CONFIRMED
+    return ConfirmState.USED
+
+
+def confirmation_state(token: str) -> tuple[ConfirmState, str]:
+    """For GET: what the page should say. Changes nothing. Raises tokens.BadToken."""
+    with transaction() as s:
+        consent = _consent_for(s, token)
+        seq = s.get(Sequence, consent.sequence_id) if consent.sequence_id else None
+        return _state(s, consent), seq.name if seq else ""
+
+
+def confirm_by_token(token: str) -> tuple[ConfirmState, str]:
+    """For POST: confirm and enrol. A second press is harmless. Raises tokens.BadToken."""
+    with transaction() as s:
+        consent = _consent_for(s, token)
+        seq = s.get(Sequence, consent.sequence_id) if consent.sequence_id else None
+        state = _state(s, consent)
+        if state != ConfirmState.PENDING:
+            return state, seq.name if seq else ""
+        confirm_consent(s, consent)
+        return ConfirmState.CONFIRMED, seq.name if seq else ""
+
+
+def confirm_consent(s: Session, consent: Consent) -> None:
+    """The person said yes to this consent's sequence: start it."""
+    sub = consent.subscriber
+    if sub.status != SubscriberStatus.CONFIRMED:
+        # Confirms the address and starts every enrollment waiting for it.
+        confirm(s, sub)
+        return
+    # Already confirmed for another sequence: this yes starts this one.
+    consent.confirmed_at = now()
+    for enrollment in sub.enrollments:
+        if (
+            enrollment.sequence_id == consent.sequence_id
+            and enrollment.status == EnrollmentStatus.PENDING
+        ):
+            start_enrollment(s, enrollment)
+    record_event(s, "confirmed", sub, sequence_id=consent.sequence_id)

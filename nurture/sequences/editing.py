@@ -15,17 +15,24 @@ Steps are matched by `key`. What an edit does to the people already enrolled:
 When a subscriber's last sent step is itself removed, a step added in its slot counts as
 passed: it usually replaces what they already read. Planning reads the database but writes
 nothing, so `--dry-run` shows exactly what applying would do.
+
+How the planner places people: every step of the new order gets a `Slot` in the old order
+(a kept step its own rank, an added step the gap after the kept step before it), and every
+reader gets the slot they have reached. What lies at or before the reader's slot is behind
+them; the rest is still to send. Each rule below is one small function, tested on its own in
+tests/test_edit_planner.py.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.orm import Session
 
 from nurture.clock import now
@@ -135,6 +142,9 @@ def _step_values(position: int, st: StepSpec) -> dict[str, Any]:
     }
 
 
+# --- what the new files change ---------------------------------------------------------
+
+
 def plan_edit(s: Session, spec: SequenceSpec) -> EditPlan:
     seq = s.scalar(select(Sequence).where(Sequence.slug == spec.slug))
     if seq is None:
@@ -142,28 +152,38 @@ def plan_edit(s: Session, spec: SequenceSpec) -> EditPlan:
     plan = EditPlan(slug=spec.slug, created=False)
     plan.settings_changed = seq.name != spec.name or seq.settings != spec.settings_dict()
     all_steps = {st.key: st for st in s.scalars(select(Step).where(Step.sequence_id == seq.id))}
-    old = sorted((st for st in all_steps.values() if st.removed_at is None), key=_pos)
-    old_rank = {st.key: i + 1 for i, st in enumerate(old)}
-    new_keys = [st.key for st in spec.steps]
-    plan.removed = [st.key for st in old if st.key not in set(new_keys)]
-    plan.added = [k for k in new_keys if k not in old_rank]
-    for st in spec.steps:
-        found = all_steps.get(st.key)
-        if found is None or found.removed_at is not None:
+    compare_steps(plan, all_steps, spec.steps)
+    if plan.unchanged:
+        return plan
+    _plan_enrollments(s, seq, plan, spec, all_steps)
+    return plan
+
+
+def live_order(all_steps: dict[str, Step]) -> dict[str, int]:
+    """The live steps' ranks in the old order, 1..n (removed steps have none)."""
+    live = sorted((st for st in all_steps.values() if st.removed_at is None), key=_pos)
+    return {st.key: rank for rank, st in enumerate(live, start=1)}
+
+
+def compare_steps(plan: EditPlan, all_steps: dict[str, Step], new: list[StepSpec]) -> None:
+    """Fill in which steps the edit adds, removes and changes (and how)."""
+    old_rank = live_order(all_steps)
+    new_keys = [st.key for st in new]
+    plan.removed = [key for key in old_rank if key not in set(new_keys)]
+    plan.added = [key for key in new_keys if key not in old_rank]
+    for st in new:
+        if st.key not in old_rank:
             continue
+        found = all_steps[st.key]
         if found.delay_seconds != st.delay_seconds:
             plan.delays[st.key] = (found.delay_seconds, st.delay_seconds)
         edits = _edits(found, st)
         # Order counts relative to the other kept steps, not as absolute positions.
-        if _order_moved(st.key, old, new_keys):
+        if _order_moved(st.key, list(old_rank), new_keys):
             edits.append("order")
         if edits or st.key in plan.delays:
             plan.changed.append(st.key)
             plan.edits[st.key] = edits
-    if plan.unchanged:
-        return plan
-    _plan_enrollments(s, seq, plan, spec, all_steps, old_rank)
-    return plan
 
 
 def _edits(found: Step, st: StepSpec) -> list[str]:
@@ -182,63 +202,189 @@ def _pos(st: Step) -> int:
     return st.position
 
 
-def _order_moved(key: str, old: list[Step], new_keys: list[str]) -> bool:
-    kept_old = [st.key for st in old if st.key in set(new_keys)]
+def _order_moved(key: str, old_keys: list[str], new_keys: list[str]) -> bool:
+    kept_old = [k for k in old_keys if k in set(new_keys)]
     kept_new = [k for k in new_keys if k in set(kept_old)]
     return kept_old.index(key) != kept_new.index(key)
 
 
-def _plan_enrollments(
-    s: Session,
-    seq: Sequence,
-    plan: EditPlan,
-    spec: SequenceSpec,
-    all_steps: dict[str, Step],
-    old_rank: dict[str, int],
-) -> None:
-    by_id = {st.id: st for st in all_steps.values()}
-    new_keys = [st.key for st in spec.steps]
-    new_delay = {st.key: st.delay_seconds for st in spec.steps}
-    # For each step of the new list: the old rank of the kept step before it (0 at the top).
-    anchors: dict[str, int] = {}
-    anchor = 0
+# --- where each reader stands ----------------------------------------------------------
+
+
+class Slot(NamedTuple):
+    """A place in the old order: `rank` is an old live step's rank (1..n; 0 is before the
+    first), `gap` is 1 for the gap just after it. Slots compare in sequence order."""
+
+    rank: int
+    gap: int = 0
+
+
+def step_slots(new_keys: list[str], old_rank: dict[str, int]) -> dict[str, Slot]:
+    """Each step of the new order placed in the old one. An added step has no rank of its
+    own: it sits in the gap after the kept step before it (rank 0 at the top)."""
+    slots: dict[str, Slot] = {}
+    before = 0
     for key in new_keys:
-        if key in old_rank and key not in plan.added:
-            anchor = old_rank[key]
-        anchors[key] = anchor
-    revived = {all_steps[k].id for k in plan.added if k in all_steps}
-    already: set[tuple[int, int]] = set()
-    if revived:
-        # A step that comes back may already have been sent to some: the unique key on
-        # (enrollment, step) would make it unclaimable, so it counts as passed for them.
-        already = {
-            (r.enrollment_id, r.step_id)
-            for r in s.execute(
-                select(Delivery.enrollment_id, Delivery.step_id).where(
-                    Delivery.step_id.in_(revived)
-                )
-            )
-        }
-    removed_ids = {all_steps[k].id for k in plan.removed}
-    queued = {
+        if key in old_rank:
+            before = old_rank[key]
+            slots[key] = Slot(before)
+        else:
+            slots[key] = Slot(before, 1)
+    return slots
+
+
+def reader_slot(
+    old_rank: dict[str, int],
+    claimed: str | None,
+    claimed_removed: bool,
+    last: str | None,
+    waiting_for: str | None,
+) -> Slot:
+    """How far along the old order a reader is; what sits at or before it is behind them.
+    Steps are named by key; a key without an old rank (removed earlier) tells nothing."""
+    if claimed in old_rank:
+        # A claimed send is as good as done, unless its step is removed; then a step added
+        # in its slot counts as passed (it usually replaces what they were about to read).
+        rank = old_rank[claimed]
+        return Slot(rank - 1, 1) if claimed_removed else Slot(rank)
+    if last in old_rank:
+        return Slot(old_rank[last])
+    if waiting_for in old_rank:
+        # Nothing sent that we know of: a step added just before the one they wait for
+        # came too late for them, like any step added before their position.
+        return Slot(old_rank[waiting_for] - 1, 1)
+    return Slot(0)
+
+
+def still_to_send(
+    new_keys: list[str], slots: dict[str, Slot], reader: Slot, had: set[str]
+) -> list[str]:
+    """The new order minus what is behind the reader. `had`: added steps that come back
+    and were already sent to them; the unique (enrollment, step) key would make those
+    unclaimable, so they count as passed."""
+    return [key for key in new_keys if key not in had and slots[key] > reader]
+
+
+# --- what happens to each reader -------------------------------------------------------
+
+
+def left_alone(
+    claimed: bool, claimed_key: str | None, next_due_at: datetime | None, removed: list[str]
+) -> bool:
+    """The edit leaves a started reader alone when a send of a kept step is in flight (the
+    worker advances them after it, on the new order) or nothing is scheduled (e.g. sending
+    failed for good)."""
+    if claimed:
+        return claimed_key not in removed
+    return next_due_at is None
+
+
+def cancelled_send(
+    claimed: bool, claimed_key: str | None, next_key: str | None, removed: list[str]
+) -> str | None:
+    """The removed step whose pending send (claimed, or merely scheduled) this reader loses."""
+    key = claimed_key if claimed else next_key
+    return key if key in removed else None
+
+
+def why_moved(new_next: str, current: str | None, plan: EditPlan) -> str:
+    """Why a reader's next step or due time changes (EnrollmentChange.why)."""
+    if new_next == current:
+        return "delay"
+    if new_next in plan.added:
+        return "new-step"
+    if current is None or current in plan.removed:
+        return "removed-step"
+    return "order"
+
+
+def claims_to_cancel(claims: dict[int, tuple[int, int]], removed_ids: set[int]) -> list[int]:
+    """Queued deliveries (enrollment: (delivery, step)) of removed steps."""
+    return [delivery_id for delivery_id, step_id in claims.values() if step_id in removed_ids]
+
+
+@dataclass
+class _Edit:
+    """What planning one reader needs besides their row; built once per edit."""
+
+    plan: EditPlan
+    new_keys: list[str]
+    new_delay: dict[str, int]
+    old_rank: dict[str, int]
+    slots: dict[str, Slot]
+    key_of: dict[int, str]  # step id: key, removed steps too
+    # The sequence as the edit leaves it (settings only), for due times and the window.
+    preview: Sequence
+    quiet_changed: bool
+    receivers: Counter[str] = field(default_factory=Counter)
+    cancelled: Counter[str] = field(default_factory=Counter)
+    retimed: Counter[str] = field(default_factory=Counter)
+
+    def change(self, enrollment_id: int, key: str | None, due: datetime | None, why: str) -> None:
+        self.plan.enrollment_changes.append(EnrollmentChange(enrollment_id, key, due, why))
+
+
+def _edit_context(
+    seq: Sequence, plan: EditPlan, spec: SequenceSpec, all_steps: dict[str, Step]
+) -> _Edit:
+    # A transient row carrying the new settings: the scheduling rules read them from it.
+    preview = Sequence(slug=seq.slug, name=spec.name, settings=spec.settings_dict())
+    old_rank = live_order(all_steps)
+    new_keys = [st.key for st in spec.steps]
+    return _Edit(
+        plan=plan,
+        new_keys=new_keys,
+        new_delay={st.key: st.delay_seconds for st in spec.steps},
+        old_rank=old_rank,
+        slots=step_slots(new_keys, old_rank),
+        key_of={st.id: st.key for st in all_steps.values()},
+        preview=preview,
+        quiet_changed=seq.config.quiet_days != preview.config.quiet_days,
+    )
+
+
+def _plan_enrollments(
+    s: Session, seq: Sequence, plan: EditPlan, spec: SequenceSpec, all_steps: dict[str, Step]
+) -> None:
+    edit = _edit_context(seq, plan, spec, all_steps)
+    claims = _claims(s, seq.id)
+    plan.cancel_delivery_ids = claims_to_cancel(claims, {all_steps[k].id for k in plan.removed})
+    had = _sent_before(s, {all_steps[k].id: k for k in plan.added if k in all_steps})
+    for row in _readers(s, seq.id):
+        _plan_reader(edit, row, claims.get(row.id), had.get(row.id, set()))
+    plan.receivers = {k: edit.receivers[k] for k in plan.added}
+    plan.cancelled = {k: edit.cancelled[k] for k in plan.removed}
+    plan.retimed = dict(edit.retimed)
+
+
+def _claims(s: Session, sequence_id: int) -> dict[int, tuple[int, int]]:
+    """Sends in flight: enrollment id -> (delivery id, step id) of its QUEUED delivery."""
+    return {
         r.enrollment_id: (r.id, r.step_id)
         for r in s.execute(
             select(Delivery.id, Delivery.enrollment_id, Delivery.step_id)
             .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
-            .where(Enrollment.sequence_id == seq.id, Delivery.status == DeliveryStatus.QUEUED)
+            .where(Enrollment.sequence_id == sequence_id, Delivery.status == DeliveryStatus.QUEUED)
         )
     }
-    for delivery_id, step_id in queued.values():
-        if step_id in removed_ids:
-            plan.cancel_delivery_ids.append(delivery_id)
 
-    preview = Sequence(slug=seq.slug, name=spec.name, settings=spec.settings_dict())
-    quiet_changed = seq.config.quiet_days != preview.config.quiet_days
-    window = window_of(preview)
-    receivers: Counter[str] = Counter()
-    cancelled: Counter[str] = Counter()
-    retimed: Counter[str] = Counter()
-    rows = s.execute(
+
+def _sent_before(s: Session, revived: dict[int, str]) -> dict[int, set[str]]:
+    """Of the steps that come back (step id: key), which each enrollment already has a
+    delivery for."""
+    had: dict[int, set[str]] = {}
+    if not revived:
+        return had
+    for r in s.execute(
+        select(Delivery.enrollment_id, Delivery.step_id).where(Delivery.step_id.in_(revived))
+    ):
+        had.setdefault(r.enrollment_id, set()).add(revived[r.step_id])
+    return had
+
+
+def _readers(s: Session, sequence_id: int) -> Iterable[Row[Any]]:
+    """Every enrollment the edit may move: those not yet ended."""
+    return s.execute(
         select(
             Enrollment.id,
             Enrollment.status,
@@ -250,89 +396,84 @@ def _plan_enrollments(
             Subscriber.timezone,
         )
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
-        .where(Enrollment.sequence_id == seq.id, Enrollment.status.not_in(list(ENDED)))
+        .where(Enrollment.sequence_id == sequence_id, Enrollment.status.not_in(list(ENDED)))
     )
-    for row in rows:
-        last = by_id.get(row.last_step_id) if row.last_step_id else None
-        nxt = by_id.get(row.next_step_id) if row.next_step_id else None
-        in_flight = queued.get(row.id)
-        flight_step = by_id.get(in_flight[1]) if in_flight else None
-        # The cursor: how far along the old order this person is (old ranks are 1..n).
-        if flight_step is not None and flight_step.key in old_rank:
-            # Claimed: that send is as good as done unless its step is removed.
-            removed_flight = flight_step.key in plan.removed
-            cursor = float(old_rank[flight_step.key]) - (0.5 if removed_flight else 0.0)
-        elif last is not None and last.key in old_rank:
-            cursor = float(old_rank[last.key])
-        elif nxt is not None and nxt.key in old_rank:
-            cursor = old_rank[nxt.key] - 0.5
-        else:
-            cursor = 0.0
 
-        def passed(key: str, cursor: float = cursor, eid: int = row.id) -> bool:
-            if key in plan.added:
-                step = all_steps.get(key)
-                if step is not None and (eid, step.id) in already:
-                    return True
-                return anchors[key] < cursor
-            return old_rank[key] <= cursor
 
-        remaining = [k for k in new_keys if not passed(k)]
-        for key in remaining:
-            if key in plan.added:
-                receivers[key] += 1
-        if row.status == EnrollmentStatus.PENDING:
-            continue  # not started: they will get the new sequence from the top
-        if in_flight is not None:
-            if flight_step is None or flight_step.key not in plan.removed:
-                continue  # the worker advances them after the send, on the new order
-            cancelled[flight_step.key] += 1
-        elif row.next_due_at is None:
-            continue  # nothing scheduled (e.g. sending failed for good): leave as is
-        elif nxt is not None and nxt.key in plan.removed:
-            cancelled[nxt.key] += 1
-        new_next = remaining[0] if remaining else None
-        current = nxt.key if nxt is not None and in_flight is None else None
-        if new_next is None:
-            plan.completed += 1
-            plan.enrollment_changes.append(EnrollmentChange(row.id, None, None, "complete"))
-            continue
-        delay_changed = new_next in plan.delays
-        if new_next == current and not delay_changed:
-            tz = zone(row.timezone, preview.config.timezone)
-            immediate = row.last_step_id is None and is_immediate_first(
-                preview, new_delay[new_next]
-            )
-            if quiet_changed and not immediate and not window.contains(row.next_due_at, tz):
-                # Same step, same delay, but the time is no longer sendable: the worker would
-                # hold it back at send time anyway; moving it now keeps `schedule` truthful.
-                plan.quiet_moved += 1
-                due = window.next_open(row.next_due_at, tz)
-                plan.enrollment_changes.append(EnrollmentChange(row.id, new_next, due, "quiet-day"))
-            continue
-        if new_next == current:
-            why = "delay"
-            retimed[new_next] += 1
-        elif new_next in plan.added:
-            why = "new-step"
-        elif current is None or current in plan.removed:
-            why = "removed-step"
-        else:
-            why = "order"
-        if row.last_step_id is None:
-            due = first_due(preview, row.timezone, row.started_at or now(), new_delay[new_next])
-        else:
-            after = row.last_sent_at or row.started_at or now()
-            due = due_for(preview, row.timezone, after, new_delay[new_next])
-        if why != "delay" or due != row.next_due_at:
-            plan.enrollment_changes.append(EnrollmentChange(row.id, new_next, due, why))
-    plan.receivers = {k: receivers[k] for k in plan.added}
-    plan.cancelled = {k: cancelled[k] for k in plan.removed}
-    plan.retimed = dict(retimed)
+def _plan_reader(edit: _Edit, row: Row[Any], claim: tuple[int, int] | None, had: set[str]) -> None:
+    """Count what the edit means for one reader and note the change to their enrollment.
+    Pending readers are counted as receivers but not moved: they start from the top."""
+    plan = edit.plan
+    claimed = claim is not None
+    claimed_key = edit.key_of.get(claim[1]) if claim is not None else None
+    last = edit.key_of.get(row.last_step_id) if row.last_step_id else None
+    next_key = edit.key_of.get(row.next_step_id) if row.next_step_id else None
+    at = reader_slot(edit.old_rank, claimed_key, claimed_key in plan.removed, last, next_key)
+    remaining = still_to_send(edit.new_keys, edit.slots, at, had)
+    edit.receivers.update(key for key in remaining if key in plan.added)
+    if row.status == EnrollmentStatus.PENDING:
+        return  # not started: they will get the new sequence from the top
+    if left_alone(claimed, claimed_key, row.next_due_at, plan.removed):
+        return
+    if (gone := cancelled_send(claimed, claimed_key, next_key, plan.removed)) is not None:
+        edit.cancelled[gone] += 1
+    if not remaining:
+        plan.completed += 1
+        edit.change(row.id, None, None, "complete")
+        return
+    current = None if claimed else next_key
+    if remaining[0] == current and remaining[0] not in plan.delays:
+        _keep_off_quiet_days(edit, row, remaining[0])
+        return
+    _move(edit, row, remaining[0], current)
+
+
+def _keep_off_quiet_days(edit: _Edit, row: Row[Any], key: str) -> None:
+    """Same step, same delay, but new quiet days may make its time unsendable: the worker
+    would hold it back at send time anyway; moving it now keeps `schedule` truthful."""
+    tz = zone(row.timezone, edit.preview.config.timezone)
+    immediate = row.last_step_id is None and is_immediate_first(edit.preview, edit.new_delay[key])
+    window = window_of(edit.preview)
+    if edit.quiet_changed and not immediate and not window.contains(row.next_due_at, tz):
+        edit.plan.quiet_moved += 1
+        edit.change(row.id, key, window.next_open(row.next_due_at, tz), "quiet-day")
+
+
+def _move(edit: _Edit, row: Row[Any], key: str, current: str | None) -> None:
+    """A new next step, or the same one with a new delay: due from the previous send (or
+    the start) with that step's new delay."""
+    why = why_moved(key, current, edit.plan)
+    if why == "delay":
+        edit.retimed[key] += 1
+    due = _due_after_edit(edit.preview, row, edit.new_delay[key])
+    if (
+        why != "delay" or due != row.next_due_at
+    ):  # a re-time that lands on the same time is no change
+        edit.change(row.id, key, due, why)
+
+
+def _due_after_edit(preview: Sequence, row: Row[Any], delay: int) -> datetime:
+    # A reader who has had nothing yet gets the first-step rule (maybe right away).
+    if row.last_step_id is None:
+        return first_due(preview, row.timezone, row.started_at or now(), delay)
+    after = row.last_sent_at or row.started_at or now()
+    return due_for(preview, row.timezone, after, delay)
+
+
+# --- applying ---------------------------------------------------------------------------
 
 
 def apply_plan(s: Session, spec: SequenceSpec, plan: EditPlan, source: Path | None = None) -> None:
     """Write the steps, then move the enrollments as the plan says. Nothing else is read."""
+    seq = _save_sequence(s, spec, source)
+    t = now()
+    steps = _save_steps(s, seq, spec.steps, plan.removed, t)
+    _cancel_deliveries(s, plan.cancel_delivery_ids)
+    step_ids = {key: step.id for key, step in steps.items()}
+    _bulk_update_enrollments(s, enrollment_updates(plan.enrollment_changes, step_ids, t))
+
+
+def _save_sequence(s: Session, spec: SequenceSpec, source: Path | None) -> Sequence:
     seq = s.scalar(select(Sequence).where(Sequence.slug == spec.slug))
     if seq is None:
         seq = Sequence(slug=spec.slug, name=spec.name, status=SequenceStatus.ACTIVE)
@@ -341,14 +482,22 @@ def apply_plan(s: Session, spec: SequenceSpec, plan: EditPlan, source: Path | No
     seq.settings = spec.settings_dict()
     seq.source_path = str(source) if source else seq.source_path
     s.flush()
+    return seq
+
+
+def _save_steps(
+    s: Session, seq: Sequence, new: list[StepSpec], removed: list[str], t: datetime
+) -> dict[str, Step]:
+    """Retire the removed steps, then write the new order (adding or reviving by key)."""
     existing = {st.key: st for st in s.scalars(select(Step).where(Step.sequence_id == seq.id))}
-    t = now()
-    for key in plan.removed:
+    for key in removed:
         gone = existing[key]
         gone.removed_at = t
-        gone.position = -gone.id  # removed steps keep their rows (deliveries point at them)
+        # Removed steps keep their rows (deliveries point at them), out of the positions
+        # the live steps take next.
+        gone.position = -gone.id
     s.flush()
-    for position, st in enumerate(spec.steps, start=1):
+    for position, st in enumerate(new, start=1):
         values = _step_values(position, st)
         step = existing.get(st.key)
         if step is None:
@@ -360,18 +509,26 @@ def apply_plan(s: Session, spec: SequenceSpec, plan: EditPlan, source: Path | No
                 setattr(step, name, value)
             step.removed_at = None
     s.flush()
-    if plan.cancel_delivery_ids:
+    return existing
+
+
+def _cancel_deliveries(s: Session, ids: list[int]) -> None:
+    # Only those still queued: one a worker sent meanwhile stays sent.
+    if ids:
         s.execute(
             update(Delivery)
-            .where(
-                Delivery.id.in_(plan.cancel_delivery_ids),
-                Delivery.status == DeliveryStatus.QUEUED,
-            )
+            .where(Delivery.id.in_(ids), Delivery.status == DeliveryStatus.QUEUED)
             .values(status=DeliveryStatus.CANCELLED, error="step removed")
             .execution_options(synchronize_session=False)
         )
+
+
+def enrollment_updates(
+    changes: list[EnrollmentChange], step_ids: dict[str, int], t: datetime
+) -> list[dict[str, Any]]:
+    """The planned changes as UPDATE parameters: a new next step and due time, or complete."""
     rows: list[dict[str, Any]] = []
-    for ch in plan.enrollment_changes:
+    for ch in changes:
         if ch.next_step_key is None:
             rows.append(
                 {
@@ -386,11 +543,11 @@ def apply_plan(s: Session, spec: SequenceSpec, plan: EditPlan, source: Path | No
             rows.append(
                 {
                     "id": ch.enrollment_id,
-                    "next_step_id": existing[ch.next_step_key].id,
+                    "next_step_id": step_ids[ch.next_step_key],
                     "next_due_at": ch.next_due_at,
                 }
             )
-    _bulk_update_enrollments(s, rows)
+    return rows
 
 
 def _bulk_update_enrollments(s: Session, values: list[dict[str, Any]]) -> None:

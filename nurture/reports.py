@@ -1,6 +1,7 @@
 """Reports for the operator: what will be sent, how each step does, and failed deliveries.
 
-Counts only, except the delivery list, which the operator needs to act on one send.
+Read only: counts, and the delivery list the operator needs to act on one send. Acting on
+it (retrying a failed send) is nurture/delivery/retry.py.
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Result, func, select
 from sqlalchemy.orm import Session
 
 from nurture.clock import now
 from nurture.delivery.models import Delivery, DeliveryStatus
-from nurture.errors import NotFound, NurtureError
 from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.sequences.schedule import SendWindow, pushed_by_quiet_day, window_of, zone
 from nurture.sequences.services import get_sequence
@@ -24,7 +24,7 @@ from nurture.subscribers.models import (
     Event,
     Subscriber,
 )
-from nurture.subscribers.rules import mailable, why_not_mail
+from nurture.subscribers.rules import mailable
 
 # --- schedule -------------------------------------------------------------------------
 
@@ -73,7 +73,27 @@ def schedule(s: Session, within: timedelta) -> list[ScheduleRow]:
     buckets: Counter[tuple[str, str, str, str]] = Counter()
     moved: Counter[tuple[str, str, str, str]] = Counter()
     rules = _quiet_rules(s)
-    rows = s.execute(
+    rows = _due_sends(s, at + within)
+    quota = _DailyQuota(s, at)
+    for slug, status, position, key, due, seq_id, delay, after, tz_name in rows:
+        if due is None:
+            continue
+        bucket = (_when(status, due, at, hourly, quota), slug, f"{position:03d}", key)
+        buckets[bucket] += 1
+        if seq_id in rules and _moved_by_quiet_day(rules[seq_id], tz_name, after, delay, due):
+            moved[bucket] += 1
+    return [
+        ScheduleRow(when, slug, key, n, moved[(when, slug, pos, key)])
+        for (when, slug, pos, key), n in sorted(buckets.items(), key=lambda kv: _order(kv[0]))
+    ]
+
+
+def _due_sends(
+    s: Session, until: datetime
+) -> Result[str, str, int, str, datetime | None, int, int, datetime | None, str | None]:
+    """Each mailable enrollment due by `until`: its sequence and step, and what its due
+    time was computed from (for the quiet-day count)."""
+    return s.execute(
         select(
             Sequence.slug,
             Sequence.status,
@@ -90,33 +110,22 @@ def schedule(s: Session, within: timedelta) -> list[ScheduleRow]:
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
         .where(
             mailable(),
-            Enrollment.next_due_at <= at + within,
+            Enrollment.next_due_at <= until,
         )
         .order_by(Enrollment.next_due_at)
         .execution_options(yield_per=5000)
     )
-    quota = _DailyQuota(s, at)
-    for slug, status, position, key, due, seq_id, delay, after, tz_name in rows:
-        if due is None:
-            continue
-        if status == SequenceStatus.PAUSED:
-            when = "held (paused)"
-        elif (waits := quota.waits_until(due)) is not None:
-            when = f"{waits:%Y-%m-%d %H:00Z} (daily limit)"
-        elif due <= at:
-            when = "now (overdue)"
-        elif hourly:
-            when = due.strftime("%Y-%m-%d %H:00Z")
-        else:
-            when = due.strftime("%Y-%m-%d")
-        bucket = (when, slug, f"{position:03d}", key)
-        buckets[bucket] += 1
-        if seq_id in rules and _moved_by_quiet_day(rules[seq_id], tz_name, after, delay, due):
-            moved[bucket] += 1
-    return [
-        ScheduleRow(when, slug, key, n, moved[(when, slug, pos, key)])
-        for (when, slug, pos, key), n in sorted(buckets.items(), key=lambda kv: _order(kv[0]))
-    ]
+
+
+def _when(status: str, due: datetime, at: datetime, hourly: bool, quota: _DailyQuota) -> str:
+    """The bucket a send is counted in. Paused sends take no quota: they are not sent."""
+    if status == SequenceStatus.PAUSED:
+        return "held (paused)"
+    if (waits := quota.waits_until(due)) is not None:
+        return f"{waits:%Y-%m-%d %H:00Z} (daily limit)"
+    if due <= at:
+        return "now (overdue)"
+    return due.strftime("%Y-%m-%d %H:00Z" if hourly else "%Y-%m-%d")
 
 
 class _DailyQuota:
@@ -219,6 +228,14 @@ def stats(s: Session, slug: str | None = None) -> list[SequenceStats]:
     per_step = {
         st.id: StepStats(st.key, st.position if st.removed_at is None else None) for st in steps
     }
+    _count_sends(s, per_step)
+    _count_erased_sends(s, per_step)
+    _count_clicks(s, per_step)
+    _count_attributed(s, per_step)
+    return [_sequence_stats(seq, steps, per_step) for seq in seqs]
+
+
+def _count_sends(s: Session, per_step: dict[int, StepStats]) -> None:
     for step_id, status, n in s.execute(
         select(Delivery.step_id, Delivery.status, func.count())
         .where(Delivery.step_id.in_(list(per_step)))
@@ -228,6 +245,9 @@ def stats(s: Session, slug: str | None = None) -> list[SequenceStats]:
             per_step[step_id].sent += n
         elif status == DeliveryStatus.FAILED:
             per_step[step_id].failed += n
+
+
+def _count_erased_sends(s: Session, per_step: dict[int, StepStats]) -> None:
     # People erased (forget, the retention limit) leave anonymous counts of their sends.
     for erased_step, kind, n in s.execute(
         select(Event.step_id, Event.kind, func.count())
@@ -240,7 +260,10 @@ def stats(s: Session, slug: str | None = None) -> list[SequenceStats]:
             per_step[erased_step].sent += n
         else:
             per_step[erased_step].failed += n
-    # Clicks: one per email clicked (several clicks on one email count once).
+
+
+def _count_clicks(s: Session, per_step: dict[int, StepStats]) -> None:
+    # One per email clicked (several clicks on one email count once).
     for clicked_step, with_delivery, without in s.execute(
         select(
             Event.step_id,
@@ -252,6 +275,10 @@ def stats(s: Session, slug: str | None = None) -> list[SequenceStats]:
     ):
         if clicked_step is not None:
             per_step[clicked_step].clicked = with_delivery + without
+
+
+def _count_attributed(s: Session, per_step: dict[int, StepStats]) -> None:
+    """The ATTRIBUTED events, per the step they name, else the last one sent before them."""
     attributed = (
         select(
             Event.kind.label("kind"),
@@ -271,14 +298,16 @@ def stats(s: Session, slug: str | None = None) -> list[SequenceStats]:
         .group_by(attributed.c.kind, attributed.c.step_id)
     ):
         setattr(per_step[step_id], kind, n)
-    out = []
-    for seq in seqs:
-        live = [per_step[st.id] for st in steps if st.sequence_id == seq.id]
-        # Removed steps appear only when they have history worth showing.
-        live = [x for x in live if x.position is not None or x.sent or x.failed]
-        live.sort(key=lambda x: (x.position is None, x.position or 0))
-        out.append(SequenceStats(seq.slug, seq.name, seq.status, live))
-    return out
+
+
+def _sequence_stats(
+    seq: Sequence, steps: list[Step], per_step: dict[int, StepStats]
+) -> SequenceStats:
+    live = [per_step[st.id] for st in steps if st.sequence_id == seq.id]
+    # Removed steps appear only when they have history worth showing.
+    live = [x for x in live if x.position is not None or x.sent or x.failed]
+    live.sort(key=lambda x: (x.position is None, x.position or 0))
+    return SequenceStats(seq.slug, seq.name, seq.status, live)
 
 
 # --- deliveries -----------------------------------------------------------------------
@@ -350,48 +379,3 @@ def deferred_among(s: Session, ids: list[int]) -> Deferred:
         next_try=min((at for at, _ in rows if at is not None), default=None),
         reason=reasons.most_common(1)[0][0] if reasons else None,
     )
-
-
-def _not_retryable(d: Delivery) -> str | None:
-    e = d.enrollment
-    if d.status != DeliveryStatus.FAILED:
-        return f"delivery {d.id} is {d.status}, not failed"
-    why_not = why_not_mail(
-        e.subscriber.status, e.status, step_removed=d.step.removed_at is not None
-    )
-    if why_not is not None:
-        # "subscriber bounced" reads "the subscriber is bounced"
-        return f"delivery {d.id}: the {why_not.replace(' ', ' is ', 1)}"
-    return None
-
-
-def retry_delivery(s: Session, delivery_id: int) -> None:
-    """Put a failed delivery back in the queue; the next dispatch pass sends it."""
-    d = s.get(Delivery, delivery_id)
-    if d is None:
-        raise NotFound(f"no delivery {delivery_id} (see `nurture deliveries list`)")
-    why = _not_retryable(d)
-    if why:
-        raise NurtureError(f"cannot retry: {why}")
-    _requeue(s, d)
-
-
-def retry_all_failed(s: Session) -> tuple[int, int]:
-    """(requeued, left alone): failed sends to people who may still be mailed go back."""
-    requeued = skipped = 0
-    for d in s.scalars(select(Delivery).where(Delivery.status == DeliveryStatus.FAILED)):
-        if _not_retryable(d):
-            skipped += 1
-            continue
-        _requeue(s, d)
-        requeued += 1
-    return requeued, skipped
-
-
-def _requeue(s: Session, d: Delivery) -> None:
-    d.status = DeliveryStatus.QUEUED
-    # A lease already run out: the dispatcher's reclaim pass hands it to a worker.
-    d.lease_until = now() - timedelta(seconds=1)
-    d.attempts = 0
-    d.error = None
-    s.add(Event(kind="retried", subscriber_id=d.enrollment.subscriber_id, delivery_id=d.id))

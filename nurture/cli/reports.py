@@ -13,14 +13,8 @@ from rich.text import Text
 from nurture.cli.output import clean, console, emit, is_terminal, json_option, print_json, tsv
 from nurture.db import transaction
 from nurture.delivery.models import DeliveryStatus
-from nurture.reports import (
-    StepStats,
-    list_deliveries,
-    retry_all_failed,
-    retry_delivery,
-    schedule,
-    stats,
-)
+from nurture.delivery.retry import retry_all_failed, retry_delivery
+from nurture.reports import SequenceStats, StepStats, list_deliveries, schedule, stats
 from nurture.sequences.schedule import parse_delay
 
 BAR_WIDTH = 20
@@ -78,47 +72,54 @@ def stats_(slug: str | None, as_json: bool) -> None:
         result = stats(s, slug)
     if as_json:
         print_json([r.as_dict() for r in result])
-        return
-    if not is_terminal():
-        tsv(
-            [
-                {"sequence": seq.slug, "status": seq.status, **asdict(st)}
-                for seq in result
-                for st in seq.steps
-            ],
-            # Every counter the report has, so columns added to StepStats show up here too.
-            ["sequence", "status", *(f.name for f in fields(StepStats))],
-        )
-        return
-    if not result:
+    elif not is_terminal():
+        _stats_tsv(result)
+    elif not result:
         console.print("[dim]no sequences[/dim]")
-    for seq in result:
-        top = max((st.sent for st in seq.steps), default=0)
-        table = Table(title=escape(clean(f"{seq.slug} [{seq.status}]")), title_justify="left")
-        columns = ("step", "sent", "", "failed", "clicked", "unsubscribed", "booked", "bounced",
-                   "soft", "complained", "replied")  # fmt: skip
-        for col in columns:
-            if col:
-                # Step keys fold onto a second line on a narrow terminal, never cut.
-                table.add_column(col, justify="left" if col == "step" else "right", overflow="fold")
-            else:
-                table.add_column(col, min_width=BAR_WIDTH + 1, no_wrap=True, overflow="crop")
-        for st in seq.steps:
-            name = clean(st.key if st.position is not None else f"{st.key} (removed)")
-            table.add_row(
-                Text(name),
-                str(st.sent),
-                f"[green]{_bar(st.sent, top)}[/green]",
-                str(st.failed),
-                str(st.clicked),
-                str(st.unsubscribed),
-                str(st.booked),
-                str(st.bounced),
-                str(st.soft_bounced),
-                str(st.complained),
-                str(st.replied),
-            )
-        console.print(table)
+    else:
+        for seq in result:
+            console.print(_stats_table(seq))
+
+
+def _stats_tsv(result: list[SequenceStats]) -> None:
+    tsv(
+        [
+            {"sequence": seq.slug, "status": seq.status, **asdict(st)}
+            for seq in result
+            for st in seq.steps
+        ],
+        # Every counter the report has, so columns added to StepStats show up here too.
+        ["sequence", "status", *(f.name for f in fields(StepStats))],
+    )
+
+
+def _stats_table(seq: SequenceStats) -> Table:
+    top = max((st.sent for st in seq.steps), default=0)
+    table = Table(title=escape(clean(f"{seq.slug} [{seq.status}]")), title_justify="left")
+    columns = ("step", "sent", "", "failed", "clicked", "unsubscribed", "booked", "bounced",
+               "soft", "complained", "replied")  # fmt: skip
+    for col in columns:
+        if col:
+            # Step keys fold onto a second line on a narrow terminal, never cut.
+            table.add_column(col, justify="left" if col == "step" else "right", overflow="fold")
+        else:
+            table.add_column(col, min_width=BAR_WIDTH + 1, no_wrap=True, overflow="crop")
+    for st in seq.steps:
+        name = clean(st.key if st.position is not None else f"{st.key} (removed)")
+        table.add_row(
+            Text(name),
+            str(st.sent),
+            f"[green]{_bar(st.sent, top)}[/green]",
+            str(st.failed),
+            str(st.clicked),
+            str(st.unsubscribed),
+            str(st.booked),
+            str(st.bounced),
+            str(st.soft_bounced),
+            str(st.complained),
+            str(st.replied),
+        )
+    return table
 
 
 @click.group()

@@ -7,7 +7,7 @@ from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from nurture.clock import now
-from nurture.db import Base
+from nurture.db import Base, StrEnumColumn
 from nurture.sequences.models import Step
 from nurture.subscribers.models import Enrollment
 
@@ -34,7 +34,9 @@ class Delivery(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id", ondelete="CASCADE"))
     step_id: Mapped[int] = mapped_column(ForeignKey("steps.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(20), default=DeliveryStatus.QUEUED)
+    status: Mapped[DeliveryStatus] = mapped_column(
+        StrEnumColumn(DeliveryStatus, 20), default=DeliveryStatus.QUEUED
+    )
     due_at: Mapped[datetime]
     claimed_at: Mapped[datetime] = mapped_column(default=now)
     lease_until: Mapped[datetime | None]

@@ -8,7 +8,7 @@ from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from nurture.clock import now
-from nurture.db import Base
+from nurture.db import Base, StrEnumColumn
 
 if TYPE_CHECKING:
     from nurture.sequences.settings import SequenceSettings
@@ -25,7 +25,9 @@ class Sequence(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     slug: Mapped[str] = mapped_column(String(100), unique=True)
     name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(20), default=SequenceStatus.ACTIVE)
+    status: Mapped[SequenceStatus] = mapped_column(
+        StrEnumColumn(SequenceStatus, 20), default=SequenceStatus.ACTIVE
+    )
     # The validated sequence.yaml minus its steps (from, consult, window, ...): see loader.py.
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     source_path: Mapped[str | None] = mapped_column(String(1000))

@@ -8,7 +8,7 @@ from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from nurture.clock import now
-from nurture.db import Base
+from nurture.db import Base, StrEnumColumn
 
 if TYPE_CHECKING:
     from nurture.sequences.models import Sequence, Step
@@ -51,7 +51,9 @@ class Subscriber(Base):
     email: Mapped[str] = mapped_column(String(320), unique=True)  # normalised, lower-case
     first_name: Mapped[str | None] = mapped_column(String(100))
     timezone: Mapped[str | None] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(20), default=SubscriberStatus.PENDING)
+    status: Mapped[SubscriberStatus] = mapped_column(
+        StrEnumColumn(SubscriberStatus, 20), default=SubscriberStatus.PENDING
+    )
     created_at: Mapped[datetime] = mapped_column(default=now)
     confirmed_at: Mapped[datetime | None]
     unsubscribed_at: Mapped[datetime | None]
@@ -83,7 +85,9 @@ class Enrollment(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
     sequence_id: Mapped[int] = mapped_column(ForeignKey("sequences.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(20), default=EnrollmentStatus.PENDING)
+    status: Mapped[EnrollmentStatus] = mapped_column(
+        StrEnumColumn(EnrollmentStatus, 20), default=EnrollmentStatus.PENDING
+    )
     # The next step to send and when; both NULL while a claimed delivery is in flight.
     next_step_id: Mapped[int | None] = mapped_column(ForeignKey("steps.id", ondelete="SET NULL"))
     next_due_at: Mapped[datetime | None]
@@ -170,7 +174,9 @@ class OutboxEvent(Base):
     msg_id: Mapped[str] = mapped_column(String(40), unique=True)
     type: Mapped[str] = mapped_column(String(60))
     body: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(20), default=OutboxStatus.PENDING)
+    status: Mapped[OutboxStatus] = mapped_column(
+        StrEnumColumn(OutboxStatus, 20), default=OutboxStatus.PENDING
+    )
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=now)

@@ -54,7 +54,7 @@ def child(db_url: str, csv_path: Path, folder: Path) -> None:
     )
     from nurture.db import transaction
     from nurture.migrations import upgrade
-    from nurture.sequences.services import apply_spec
+    from nurture.sequences.editing import apply_spec
     from nurture.sequences.spec import load_folder
     from nurture.subscribers.importing import import_csv
 

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             "import sys; from pathlib import Path\n"
             "from nurture.migrations import upgrade\n"
             "from nurture.db import transaction\n"
-            "from nurture.sequences.services import apply_spec\n"
+            "from nurture.sequences.editing import apply_spec\n"
             "from nurture.sequences.spec import load_folder\n"
             "upgrade()\n"
             "with transaction() as s: apply_spec(s, load_folder(Path(sys.argv[1])))\n",

@@ -41,7 +41,8 @@ def _setup(database_url: str) -> None:
     reset_settings()
     from nurture.db import transaction
     from nurture.migrations import upgrade
-    from nurture.sequences.services import apply_spec, get_sequence
+    from nurture.sequences.editing import apply_spec
+    from nurture.sequences.services import get_sequence
     from nurture.sequences.spec import load_folder
     from nurture.subscribers.services import add_subscriber
 

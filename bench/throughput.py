@@ -88,7 +88,8 @@ def seed(n: int, offset: int = 0) -> None:
     from nurture.clock import now
     from nurture.db import transaction
     from nurture.models import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
-    from nurture.sequences.services import apply_spec, live_steps
+    from nurture.sequences.editing import apply_spec
+    from nurture.sequences.services import live_steps
     from nurture.sequences.spec import load_folder
 
     with transaction() as s:

@@ -181,7 +181,8 @@ def run_demo(
     from nurture.migrations import upgrade
     from nurture.models import Step
     from nurture.paths import templates_dir
-    from nurture.sequences.services import apply_spec, get_sequence, live_steps
+    from nurture.sequences.editing import apply_spec
+    from nurture.sequences.services import get_sequence, live_steps
     from nurture.sequences.spec import load_folder
 
     workdir = workdir or Path(tempfile.mkdtemp(prefix="nurture-demo-"))

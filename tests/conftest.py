@@ -173,7 +173,7 @@ def outbox() -> list:
 def quick_sequence(db: str) -> str:
     """The small test sequence (four steps, minute delays) applied; returns its slug."""
     from nurture.db import transaction
-    from nurture.sequences.services import apply_spec
+    from nurture.sequences.editing import apply_spec
     from nurture.sequences.spec import load_folder
 
     with transaction() as s:

@@ -18,7 +18,7 @@ from nurture import clock as clock_mod
 from nurture.clock import FrozenClock, ScaledClock
 from nurture.db import transaction
 from nurture.delivery.models import Delivery, DeliveryStatus
-from nurture.sequences.services import apply_spec
+from nurture.sequences.editing import apply_spec
 from nurture.sequences.spec import load_folder
 from nurture.subscribers.models import Enrollment, EnrollmentStatus
 from nurture.subscribers.services import add_subscriber
@@ -116,7 +116,7 @@ def test_sigkill_mid_batch_loses_no_step(db: str, broker: str, tmp_path: Path) -
 
     clock_mod.reset_clock()
     with transaction() as s:
-        from nurture.sequences.services import apply_spec as apply
+        from nurture.sequences.editing import apply_spec as apply
 
         apply(s, load_folder(FIXTURES / "sequences" / "quick"))
         seq = get_sequence(s, "quick")

@@ -33,7 +33,8 @@ from sqlalchemy import create_engine, select, text
 from nurture import clock as clock_mod
 from nurture.config import reset_settings
 from nurture.db import transaction
-from nurture.sequences.services import apply_spec, get_sequence
+from nurture.sequences.editing import apply_spec
+from nurture.sequences.services import get_sequence
 from nurture.sequences.spec import load_folder
 from nurture.subscribers.models import Subscriber, SubscriberStatus
 from nurture.subscribers.services import add_subscriber, get_subscriber

@@ -9,7 +9,8 @@ from nurture.cli import cli
 from nurture.db import transaction
 from nurture.delivery.models import Delivery
 from nurture.errors import NurtureError
-from nurture.sequences.services import apply_spec, get_sequence
+from nurture.sequences.editing import apply_spec
+from nurture.sequences.services import get_sequence
 from nurture.sequences.spec import load_folder
 from nurture.subscribers.services import add_subscriber
 from tests.conftest import DEFAULT_SEQUENCE

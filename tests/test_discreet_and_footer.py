@@ -11,7 +11,7 @@ from flask import Flask
 
 from nurture.clock import FrozenClock
 from nurture.db import transaction
-from nurture.sequences.services import apply_spec
+from nurture.sequences.editing import apply_spec
 from nurture.sequences.spec import load_folder
 from tests.cli_helpers import drain, run, sequence_copy
 from tests.web_support import confirm_signup, post_signup

@@ -21,7 +21,8 @@ from nurture import clock as clock_mod
 from nurture.config import reset_settings
 from nurture.db import transaction
 from nurture.delivery.models import Delivery, DeliveryStatus
-from nurture.sequences.services import apply_spec, get_sequence
+from nurture.sequences.editing import apply_spec
+from nurture.sequences.services import get_sequence
 from nurture.sequences.spec import load_folder
 from nurture.subscribers.services import add_subscriber
 from tests.conftest import FIXTURES, _truncate

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from nurture import tokens
 from nurture.clock import FrozenClock
 from nurture.db import transaction
-from nurture.sequences.services import apply_spec
+from nurture.sequences.editing import apply_spec
 from nurture.sequences.spec import load_folder
 from nurture.subscribers.models import Consent, Enrollment, EnrollmentStatus, Event
 from tests.web_support import count, drain, link_in, post_signup, subscriber, unsubscribe_path

@@ -14,7 +14,7 @@ from nurture import tokens
 from nurture.config import reset_settings
 from nurture.db import transaction
 from nurture.delivery.models import Delivery, Link
-from nurture.sequences.services import apply_spec
+from nurture.sequences.editing import apply_spec
 from nurture.sequences.spec import load_folder
 from nurture.subscribers.models import Event
 from tests.web_support import confirm_signup, count, drain

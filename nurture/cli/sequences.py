@@ -13,10 +13,10 @@ from nurture.articles.services import missing_sources
 from nurture.cli.output import emit, is_terminal, json_option, say
 from nurture.db import session, transaction
 from nurture.sequences.archive import archive
-from nurture.sequences.editing import plan_edit
+from nurture.sequences.editing import apply_spec, plan_edit
 from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.sequences.schedule import format_delay
-from nurture.sequences.services import apply_spec, get_sequence, live_steps, resume, set_status
+from nurture.sequences.services import get_sequence, live_steps, resume, set_status
 from nurture.sequences.spec import SequenceSpec, load_path
 from nurture.subscribers.models import Enrollment, EnrollmentStatus
 

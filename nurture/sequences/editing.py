@@ -463,6 +463,14 @@ def _due_after_edit(preview: Sequence, row: Row[Any], delay: int) -> datetime:
 # --- applying ---------------------------------------------------------------------------
 
 
+def apply_spec(s: Session, spec: SequenceSpec, source: Path | None = None) -> EditPlan:
+    """Create or update one sequence, matching steps by key, and move the people already
+    enrolled as the live-edit rules say (above). Returns the plan it applied."""
+    plan = plan_edit(s, spec)
+    apply_plan(s, spec, plan, source)
+    return plan
+
+
 def apply_plan(s: Session, spec: SequenceSpec, plan: EditPlan, source: Path | None = None) -> None:
     """Write the steps, then move the enrollments as the plan says. Nothing else is read."""
     seq = _save_sequence(s, spec, source)

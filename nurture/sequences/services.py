@@ -1,19 +1,15 @@
-"""Sequences: apply a folder, look them up, pause and resume, and place an enrollment on
-its next step."""
+"""Sequences: look them up, their live steps in order, pause and resume. Applying a folder
+(the live-edit rules) is nurture/sequences/editing.py; due times, schedule.py."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from nurture.clock import now
 from nurture.errors import NotFound
-from nurture.sequences.editing import EditPlan, apply_plan, plan_edit
 from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.sequences.schedule import window_of, zone
-from nurture.sequences.spec import SequenceSpec
 
 
 def get_sequence(s: Session, slug: str) -> Sequence:
@@ -38,14 +34,6 @@ def step_after(steps: list[Step], current: Step | None) -> Step | None:
     if current is None:
         return steps[0] if steps else None
     return next((st for st in steps if st.position > current.position), None)
-
-
-def apply_spec(s: Session, spec: SequenceSpec, source: Path | None = None) -> EditPlan:
-    """Create or update one sequence, matching steps by key, and move the people already
-    enrolled as the live-edit rules say (see editing.py). Returns the plan it applied."""
-    plan = plan_edit(s, spec)
-    apply_plan(s, spec, plan, source)
-    return plan
 
 
 def set_status(s: Session, slug: str, status: SequenceStatus) -> Sequence:

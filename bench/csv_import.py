@@ -20,6 +20,8 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.support import runtime_from_env
+
 PG_ADMIN_URL = os.environ.get(
     "NURTURE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -58,7 +60,7 @@ def child(db_url: str, csv_path: Path, folder: Path) -> None:
     from nurture.sequences.spec import load_folder
     from nurture.subscribers.importing import import_csv
 
-    upgrade()
+    upgrade(runtime_from_env().settings.database_url)
     with transaction() as s:
         apply_spec(s, load_folder(folder))
     start = time.perf_counter()

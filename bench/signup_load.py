@@ -154,11 +154,12 @@ def main(argv: list[str] | None = None) -> int:
             "-c",
             "import sys; from pathlib import Path\n"
             "from nurture.migrations import upgrade\n"
-            "from nurture.db import transaction\n"
             "from nurture.sequences.editing import apply_spec\n"
             "from nurture.sequences.spec import load_folder\n"
-            "upgrade()\n"
-            "with transaction() as s: apply_spec(s, load_folder(Path(sys.argv[1])))\n",
+            "from bench.support import runtime_from_env\n"
+            "rt = runtime_from_env()\n"
+            "upgrade(rt.settings.database_url)\n"
+            "with rt.transaction() as s: apply_spec(s, load_folder(Path(sys.argv[1])))\n",
             str(folder),
         ],
         env,

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.support import runtime_from_env
+
 SEQUENCE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "sequences" / "quick"
 
 
@@ -36,9 +38,7 @@ def _setup(database_url: str) -> None:
             "NURTURE_RATE_LIMIT": "false",
         }
     )
-    from nurture.config import reset_settings
-
-    reset_settings()
+    runtime = runtime_from_env()
     from nurture.db import transaction
     from nurture.migrations import upgrade
     from nurture.sequences.editing import apply_spec
@@ -46,7 +46,7 @@ def _setup(database_url: str) -> None:
     from nurture.sequences.spec import load_folder
     from nurture.subscribers.services import add_subscriber
 
-    upgrade()
+    upgrade(runtime.settings.database_url)
     with transaction() as s:
         apply_spec(s, load_folder(SEQUENCE))
         seq = get_sequence(s, "quick")
@@ -87,10 +87,11 @@ def main() -> None:
             context = nullcontext(f"sqlite:///{tmp}/bench.db")
         with context as url:
             _setup(url)
+            from nurture.context import current
             from nurture.web.app import create_app
 
-            task = create_app()
-            inline = create_app(ENQUEUE_CONFIRMATION=lambda _consent_id: None)
+            task = create_app(current())
+            inline = create_app(current(), ENQUEUE_CONFIRMATION=lambda _consent_id: None)
             print(f"{'mode':8} {'new ms':>8} {'known ms':>9} {'new/known':>10}")
             for name, app in (("task", task), ("inline", inline)):
                 new, known = _measure(app, args.rounds, name)

@@ -110,3 +110,15 @@ def scratch_postgres() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def runtime_from_env() -> Any:
+    """A nurture runtime of the environment as it is now, current from here on: a benchmark
+    is its own process's main, the way the `nurture` command is."""
+    from nurture.config import load_settings
+    from nurture.context import bind
+    from nurture.runtime import create_runtime
+
+    runtime = create_runtime(load_settings())
+    bind(runtime)
+    return runtime

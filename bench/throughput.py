@@ -25,7 +25,7 @@ from typing import Any
 import redis
 from sqlalchemy import func, insert, select, text
 
-from bench.support import REDIS_URL, refusing_server, scratch_postgres, smtp_sink
+from bench.support import REDIS_URL, refusing_server, runtime_from_env, scratch_postgres, smtp_sink
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "sequences" / "quick"
@@ -220,12 +220,10 @@ def base_env(db_url: str, mail_port: int, batch_size: int) -> dict[str, str]:
 
 
 def use(env: dict[str, str]) -> None:
-    from nurture.config import reset_settings
     from nurture.migrations import upgrade
 
     os.environ.update(env)
-    reset_settings()
-    upgrade()
+    upgrade(runtime_from_env().settings.database_url)
 
 
 def drain_421(n: int, concurrency: int, batch_size: int) -> tuple[int, float]:
@@ -268,8 +266,8 @@ def main() -> None:
         worker = start_worker(env, args.concurrency)
         try:
             time.sleep(3)  # worker start-up is not part of the pipeline
+            from nurture.celery_app import enqueue_batch
             from nurture.delivery.dispatch import dispatch_once
-            from workers.tasks import enqueue_batch
 
             start = time.perf_counter()
             claimed = dispatch_once(enqueue_batch).claimed  # as beat's dispatch task does

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
+from nurture.context import Clock, current
 
-class Clock(Protocol):
-    def now(self) -> datetime: ...
+__all__ = ["Clock", "FrozenClock", "ScaledClock", "SystemClock", "clock_for", "now"]
 
 
 class SystemClock:
@@ -68,28 +67,11 @@ class ScaledClock:
             ) from None
 
 
-_clock: Clock | None = None
-
-
-def get_clock() -> Clock:
-    global _clock
-    if _clock is None:
-        from nurture.config import get_settings
-
-        spec = get_settings().clock
-        _clock = ScaledClock.parse(spec) if spec else SystemClock()
-    return _clock
-
-
-def set_clock(clock: Clock) -> None:
-    global _clock
-    _clock = clock
-
-
-def reset_clock() -> None:
-    global _clock
-    _clock = None
+def clock_for(spec: str | None) -> Clock:
+    """The clock NURTURE_CLOCK describes: scaled simulated time, or else the real one."""
+    return ScaledClock.parse(spec) if spec else SystemClock()
 
 
 def now() -> datetime:
-    return get_clock().now()
+    """Now, by the clock of the current runtime (see nurture.context)."""
+    return current().clock.now()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import logging
 import math
 import os
@@ -275,17 +274,3 @@ def warn_dev_key() -> None:
         "NURTURE_SECRET_KEY is not set: using the development key. "
         "Tokens in emails are forgeable until you set one."
     )
-
-
-@functools.cache
-def get_settings() -> Settings:
-    return load_settings()
-
-
-def reset_settings() -> None:
-    """Forget cached settings (tests change the environment between cases)."""
-    get_settings.cache_clear()
-    from nurture import clock, db
-
-    db.reset_engine()
-    clock.reset_clock()

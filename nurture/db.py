@@ -1,9 +1,9 @@
-"""Engine and sessions. One engine per process, built from NURTURE_DATABASE_URL."""
+"""The database: its declarative base, how an engine is made, and the current runtime's
+sessions (nurture.context holds the engine; this module holds no state)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -13,6 +13,7 @@ from sqlalchemy import DateTime, Engine, MetaData, String, create_engine, event,
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from nurture.context import current
 from nurture.errors import NurtureError
 
 NAMING = {
@@ -47,10 +48,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {datetime: UTCDateTime}
-
-
-_engine: Engine | None = None
-_sessionmaker: sessionmaker[Session] | None = None
 
 
 def make_engine(url: str) -> Engine:
@@ -101,49 +98,32 @@ def missing_sqlite_file(url: str) -> str | None:
     return None if Path(name).exists() else name
 
 
-def get_engine(*, create: bool = False) -> Engine:
-    """The process's engine. Only the migrations pass create=True: SQLite would otherwise
-    make an empty file on first connect, and a command that only reads (run in the wrong
-    folder) would leave a stray nurture.db behind instead of saying what is wrong."""
-    global _engine, _sessionmaker
-    if _engine is None:
-        from nurture.config import get_settings
-
-        url = get_settings().database_url
-        missing = missing_sqlite_file(url)
-        if missing and not create:
-            raise NurtureError(
-                f"no database at {missing}: run `nurture db upgrade` here first, "
-                "or set NURTURE_DATABASE_URL"
-            )
-        _engine = make_engine(url)
-        _sessionmaker = sessionmaker(_engine, expire_on_commit=False)
-        # Event webhooks are written to their outbox in the flush that records the event.
-        from nurture.subscribers.event_webhooks import capture
-
-        event.listen(_sessionmaker, "before_flush", capture)
-    return _engine
+def open_database(url: str) -> tuple[Engine, sessionmaker[Session]]:
+    """An engine and its sessions, for a runtime. Not for the migrations: SQLite would make an
+    empty file on first connect, and a command that only reads (run in the wrong folder)
+    would leave a stray nurture.db behind instead of saying what is wrong."""
+    missing = missing_sqlite_file(url)
+    if missing:
+        raise NurtureError(
+            f"no database at {missing}: run `nurture db upgrade` here first, "
+            "or set NURTURE_DATABASE_URL"
+        )
+    engine = make_engine(url)
+    return engine, sessionmaker(engine, expire_on_commit=False)
 
 
-def reset_engine() -> None:
-    global _engine, _sessionmaker
-    if _engine is not None:
-        _engine.dispose()
-    _engine = None
-    _sessionmaker = None
+def get_engine() -> Engine:
+    """The current runtime's engine (see nurture.context)."""
+    return current().engine
 
 
 def session() -> Session:
-    get_engine()
-    assert _sessionmaker is not None
-    return _sessionmaker()
+    return current().session()
 
 
-@contextmanager
-def transaction() -> Iterator[Session]:
+def transaction() -> AbstractContextManager[Session]:
     """A session whose work commits at the end of the block, or rolls back on error."""
-    with session() as s, s.begin():
-        yield s
+    return current().transaction()
 
 
 E = TypeVar("E", bound=StrEnum)

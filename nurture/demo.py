@@ -20,9 +20,14 @@ from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.policy import default
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
+
+from nurture.clock import ScaledClock, now
+from nurture.context import Runtime, use
+from nurture.db import transaction
 
 DEFAULT_SLUG = "partner-refuses-therapy"
 READER = "sam.demo@example.com"
@@ -82,11 +87,11 @@ def _restore(saved: dict[str, str]) -> None:
     os.environ.update(saved)
 
 
-def _sign_up_through_the_form(slug: str, outbox: Path) -> None:
+def _sign_up_through_the_form(runtime: Runtime, slug: str, outbox: Path) -> None:
     from nurture.subscribers.confirmation import send_confirmation
     from nurture.web.app import create_app
 
-    app = create_app(ENQUEUE_CONFIRMATION=send_confirmation, RATELIMIT_ENABLED=False)
+    app = create_app(runtime, ENQUEUE_CONFIRMATION=send_confirmation, RATELIMIT_ENABLED=False)
     client = app.test_client()
     page = client.get(f"/subscribe/{slug}").get_data(as_text=True)
     token = re.search(r'name="csrf_token" value="([^"]+)"', page)
@@ -147,7 +152,6 @@ def _reader_replies(sent: SentEmail, workdir: Path) -> None:
 
 
 def _practice_resumes() -> None:
-    from nurture.db import transaction
     from nurture.subscribers.holding import resume
     from nurture.subscribers.services import get_subscriber
 
@@ -156,7 +160,6 @@ def _practice_resumes() -> None:
 
 
 def _series_paused() -> bool:
-    from nurture.db import transaction
     from nurture.subscribers.models import Enrollment, EnrollmentStatus
 
     with transaction() as s:
@@ -171,85 +174,123 @@ def run_demo(
     timeout: float = 600.0,
     on_note: Callable[[str], None] = lambda _: None,
 ) -> DemoResult:
-    from nurture import clock as clock_mod
-    from nurture.clock import ScaledClock
-    from nurture.config import reset_settings
-    from nurture.db import transaction
-    from nurture.delivery.dispatch import dispatch_once
-    from nurture.delivery.models import Delivery, DeliveryStatus
-    from nurture.delivery.sending import send_batch
-    from nurture.migrations import upgrade
-    from nurture.models import Step
-    from nurture.paths import templates_dir
-    from nurture.sequences.editing import apply_spec
-    from nurture.sequences.services import get_sequence, live_steps
-    from nurture.sequences.spec import load_folder
+    from nurture.config import load_settings
+    from nurture.runtime import create_runtime
 
     workdir = workdir or Path(tempfile.mkdtemp(prefix="nurture-demo-"))
-    outbox = workdir / "outbox"
+    # The demo's own settings, whatever the operator's environment says; once read, the
+    # environment is given back: nothing below reads it again.
     saved = _isolate(workdir)
-    reset_settings()
-    speed = 86400.0 / day_seconds
-    started = time.monotonic()
     try:
-        upgrade()
+        runtime = create_runtime(load_settings())
+    finally:
+        _restore(saved)
+    with use(runtime):
+        try:
+            return _Play(runtime, workdir, day_seconds, on_sent, on_note).run(timeout)
+        finally:
+            runtime.close()
+
+
+class _Play:
+    """One demo reader through the default sequence, on the runtime's fast clock."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        workdir: Path,
+        day_seconds: float,
+        on_sent: Callable[[SentEmail, DemoResult], None],
+        on_note: Callable[[str], None],
+    ) -> None:
+        self.runtime, self.workdir, self.outbox = runtime, workdir, workdir / "outbox"
+        self.speed = 86400.0 / day_seconds
+        self.on_sent, self.on_note = on_sent, on_note
+        self.shown: set[int] = set()
+        self.resume_at: datetime | None = None
+        self.result = DemoResult(workdir=workdir, steps=[])
+
+    def run(self, timeout: float) -> DemoResult:
+        started = time.monotonic()
+        slug = self._set_up()
+        # Simulated time starts when the reader opens the form, not while we set up.
+        self.runtime.clock = ScaledClock(SIM_START.astimezone(UTC), time.time(), self.speed)
+        _sign_up_through_the_form(self.runtime, slug, self.outbox)
+        # A pass every 40 simulated minutes: plenty inside a two-hour morning window.
+        tick = 2400.0 / self.speed
+        while len(self.result.sent) < len(self.result.steps):
+            if time.monotonic() - started >= timeout:
+                break
+            self._one_pass()
+            time.sleep(tick)
+        self.result.real_seconds = time.monotonic() - started
+        return self.result
+
+    def _set_up(self) -> str:
+        from nurture.migrations import upgrade
+        from nurture.paths import templates_dir
+        from nurture.sequences.editing import apply_spec
+        from nurture.sequences.services import get_sequence, live_steps
+        from nurture.sequences.spec import load_folder
+
+        upgrade(self.runtime.settings.database_url)
         spec = load_folder(templates_dir() / "sequences" / DEFAULT_SLUG)
         with transaction() as s:
             apply_spec(s, spec)
-            steps = [st.key for st in live_steps(s, get_sequence(s, spec.slug).id)]
-        result = DemoResult(workdir=workdir, steps=steps)
-        # Simulated time starts when the reader opens the form, not while we set up.
-        clock_mod.set_clock(ScaledClock(SIM_START.astimezone(UTC), time.time(), speed))
-        _sign_up_through_the_form(spec.slug, outbox)
-        shown: set[int] = set()
-        resume_at: datetime | None = None
-        # A pass every 40 simulated minutes: plenty inside a two-hour morning window.
-        tick = 2400.0 / speed
-        while len(result.sent) < len(steps) and time.monotonic() - started < timeout:
-            if resume_at is not None and clock_mod.now() >= resume_at:
-                _practice_resumes()
-                resume_at, result.resumed = None, True
-                on_note("the practice has answered Sam in person and resumes the series")
-            dispatch_once(send_batch)  # type: ignore[arg-type]
-            with transaction() as s:
-                rows = s.execute(
-                    select(Delivery.id, Delivery.sent_at, Delivery.message_id, Step.key,
-                           Step.subject)
-                    .join(Step, Step.id == Delivery.step_id)
-                    .where(Delivery.status == DeliveryStatus.SENT)
-                    .order_by(Delivery.sent_at)
-                ).all()  # fmt: skip
-            for row in rows:
-                if row.id in shown:
-                    continue
-                shown.add(row.id)
-                name = (row.message_id or "").strip("<>").split("@")[0]
-                sent = SentEmail(
-                    step=row.key,
-                    subject=_subject_of(outbox / f"{name}.eml") or row.subject,
-                    sent_at=row.sent_at,
-                    eml=outbox / f"{name}.eml",
-                    html=outbox / f"{name}.html",
-                )
-                result.sent.append(sent)
-                on_sent(sent, result)
-                if len(result.sent) == REPLY_AFTER < len(steps):
-                    _reader_replies(sent, workdir)
-                    result.paused = _series_paused()
-                    resume_at = clock_mod.now() + PAUSE_FOR
-                    on_note(
-                        "(simulated) Sam replies: “This is us exactly. Can we talk?” "
-                        "The inbox check reads the reply and pauses the series"
-                        if result.paused
-                        else "(simulated) Sam replies, but the series did not pause"
-                    )
-            time.sleep(tick)
-        result.real_seconds = time.monotonic() - started
-        return result
-    finally:
-        clock_mod.reset_clock()
-        _restore(saved)
-        reset_settings()
+            self.result.steps = [st.key for st in live_steps(s, get_sequence(s, spec.slug).id)]
+        return spec.slug
+
+    def _one_pass(self) -> None:
+        from nurture.delivery.dispatch import dispatch_once
+        from nurture.delivery.sending import send_batch
+
+        if self.resume_at is not None and now() >= self.resume_at:
+            _practice_resumes()
+            self.resume_at, self.result.resumed = None, True
+            self.on_note("the practice has answered Sam in person and resumes the series")
+        dispatch_once(send_batch)  # type: ignore[arg-type]
+        for sent in self._new_sends():
+            self.result.sent.append(sent)
+            self.on_sent(sent, self.result)
+            if len(self.result.sent) == REPLY_AFTER < len(self.result.steps):
+                self._reader_replies(sent)
+
+    def _new_sends(self) -> list[SentEmail]:
+        from nurture.delivery.models import Delivery, DeliveryStatus
+        from nurture.models import Step
+
+        with transaction() as s:
+            rows = s.execute(
+                select(Delivery.id, Delivery.sent_at, Delivery.message_id, Step.key,
+                       Step.subject)
+                .join(Step, Step.id == Delivery.step_id)
+                .where(Delivery.status == DeliveryStatus.SENT)
+                .order_by(Delivery.sent_at)
+            ).all()  # fmt: skip
+        new = [row for row in rows if row.id not in self.shown]
+        self.shown.update(row.id for row in new)
+        return [self._sent_email(row) for row in new]
+
+    def _sent_email(self, row: Any) -> SentEmail:
+        name = (row.message_id or "").strip("<>").split("@")[0]
+        return SentEmail(
+            step=row.key,
+            subject=_subject_of(self.outbox / f"{name}.eml") or row.subject,
+            sent_at=row.sent_at,
+            eml=self.outbox / f"{name}.eml",
+            html=self.outbox / f"{name}.html",
+        )
+
+    def _reader_replies(self, sent: SentEmail) -> None:
+        _reader_replies(sent, self.workdir)
+        self.result.paused = _series_paused()
+        self.resume_at = now() + PAUSE_FOR
+        self.on_note(
+            "(simulated) Sam replies: “This is us exactly. Can we talk?” "
+            "The inbox check reads the reply and pauses the series"
+            if self.result.paused
+            else "(simulated) Sam replies, but the series did not pause"
+        )
 
 
 def _subject_of(path: Path) -> str | None:

@@ -13,9 +13,9 @@ PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 
 
 def templates_dir() -> Path:
-    from nurture.config import get_settings
+    from nurture.context import current
 
-    configured = get_settings().templates_dir
+    configured = current().settings.templates_dir
     if configured:
         return Path(configured).resolve()
     for candidate in (PACKAGE_PARENT / "templates", Path.cwd() / "templates"):

@@ -134,10 +134,10 @@ class _DailyQuota:
     back to midnight for the limit is shown as waiting too."""
 
     def __init__(self, s: Session, at: datetime) -> None:
-        from nurture.config import get_settings
+        from nurture.context import current
         from nurture.delivery.limits import next_utc_day, sent_today
 
-        self.limit = get_settings().send_daily_limit
+        self.limit = current().settings.send_daily_limit
         self.tomorrow = next_utc_day(at)
         self.left = max(0, self.limit - sent_today(s, at)) if self.limit else 0
 

@@ -36,10 +36,10 @@ class _ClockSigner(TimestampSigner):
 
 
 def _serializer(purpose: str) -> URLSafeTimedSerializer:
-    from nurture.config import get_settings
+    from nurture.context import current
 
     return URLSafeTimedSerializer(
-        get_settings().secret, salt=f"nurture.{purpose}", signer=_ClockSigner
+        current().settings.secret, salt=f"nurture.{purpose}", signer=_ClockSigner
     )
 
 

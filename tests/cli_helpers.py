@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, text
 from nurture.cli import cli, exit_code
 from nurture.cli.output import FORCE_TTY_ENV
 from nurture.clock import FrozenClock
+from nurture.context import Runtime, current
 from nurture.db import Base
 from nurture.errors import NurtureError
 from tests.web_support import drain as sent_in_one_pass
@@ -41,13 +42,21 @@ def run(*args: str, input: str | None = None, terminal: bool = False) -> Ran:
     env = {FORCE_TTY_ENV: "1" if terminal else None}
     with runner.isolation(input=input, env=env) as (out, err, _):
         try:
-            rv = cli.main(list(args), prog_name="nurture", standalone_mode=False)
+            # The test's own runtime (database, clock, outbox), if it has one, as the command's.
+            rv = cli.main(list(args), prog_name="nurture", standalone_mode=False, obj=_runtime())
             code = rv if isinstance(rv, int) else 0
         except (NurtureError, click.ClickException, click.exceptions.Abort) as exc:
             code = exit_code(exc)
         sys.stdout.flush()
         sys.stderr.flush()
         return Ran(code, out.getvalue().decode(), err.getvalue().decode())
+
+
+def _runtime() -> Runtime | None:
+    try:
+        return current()
+    except NurtureError:
+        return None
 
 
 def drain() -> int:

@@ -4,6 +4,10 @@ PostgreSQL: one throw-away database per test session, migrated once with Alembic
 starts from empty tables (TRUNCATE), because the code under test opens its own sessions.
 SQLite: each test gets a copy of a migrated template file.
 
+Each test that asks for a database, a clock or a runtime gets a runtime of its own
+(nurture.runtime.create_runtime), current for the test's body: its own engine, clock and
+memory outbox, nothing shared with the test before.
+
 In CI (CI=true) a missing service is a failure, never a skip.
 """
 
@@ -21,12 +25,13 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from nurture import clock as clock_mod
 from nurture.clock import FrozenClock
-from nurture.config import reset_settings
+from nurture.config import load_settings
 from nurture.content.render import EmailContext
+from nurture.context import Runtime, current, use
 from nurture.db import Base
 from nurture.mail.backends import MemoryBackend
+from nurture.runtime import create_runtime
 from nurture.sequences.spec import SequenceSpec, StepSpec, load_folder
 
 # Fixtures of the subscriber's pages (app, client, eager_celery): tests/web_support.py.
@@ -48,12 +53,9 @@ def missing_service(what: str) -> None:
 
 
 def _migrate(url: str) -> None:
-    os.environ["NURTURE_DATABASE_URL"] = url
-    reset_settings()
     from nurture.migrations import upgrade
 
-    upgrade()
-    reset_settings()
+    upgrade(url)
 
 
 @pytest.fixture
@@ -88,7 +90,6 @@ def postgres_url() -> Iterator[str]:
     url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     _migrate(url)
     yield url
-    reset_settings()
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
@@ -115,7 +116,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+def nurture_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     """Environment for an isolated nurture: memory mail, memory broker, a test secret."""
     env = {
         "NURTURE_MAIL_URL": "memory://",
@@ -130,19 +131,55 @@ def settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, s
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)  # no stray .env or ./outbox from the developer's tree
-    reset_settings()
-    MemoryBackend.outbox.clear()
     return env
 
 
 @pytest.fixture
-def db(settings_env: dict[str, str], db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A migrated, empty database (SQLite, then PostgreSQL) with nurture pointed at it."""
-    monkeypatch.setenv("NURTURE_DATABASE_URL", db_url)
-    settings_env["NURTURE_DATABASE_URL"] = db_url
-    reset_settings()
-    yield db_url
-    reset_settings()
+def runtime(
+    request: pytest.FixtureRequest, nurture_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Runtime]:
+    """A fresh runtime from the test's environment, current for the test. With `db` it uses
+    that database; with `clock`, that clock."""
+    if "db" in request.fixturenames:
+        url: str = request.getfixturevalue("db_url")
+        monkeypatch.setenv("NURTURE_DATABASE_URL", url)
+        nurture_env["NURTURE_DATABASE_URL"] = url
+    frozen = FrozenClock(FRIDAY) if "clock" in request.fixturenames else None
+    rt = create_runtime(load_settings(), clock=frozen)
+    with use(rt):
+        yield rt
+    rt.close()
+
+
+@pytest.fixture
+def settings_env(nurture_env: dict[str, str], runtime: Runtime) -> dict[str, str]:
+    """The isolated environment, and a runtime built from it (reload_runtime() after
+    changing it)."""
+    return nurture_env
+
+
+def reload_runtime() -> Runtime:
+    """The test changed NURTURE_* in its environment: the current runtime takes the new
+    settings (a new engine, mail and task queue), keeping its clock unless NURTURE_CLOCK
+    changed, and its outbox while mail still goes to memory."""
+    rt = current()
+    fresh = create_runtime(load_settings())
+    rt.close()
+    if fresh.settings.mail_url != rt.settings.mail_url:
+        rt.open_mail = fresh.open_mail
+    if fresh.settings.clock != rt.settings.clock:
+        rt.clock = fresh.clock
+    rt.settings, rt.open_database = fresh.settings, fresh.open_database
+    celery = rt.__dict__.pop("celery", None)
+    if celery is not None and celery.conf.task_always_eager:  # eager_celery stays in force
+        rt.celery.conf.task_always_eager = rt.celery.conf.task_eager_propagates = True
+    return rt
+
+
+@pytest.fixture
+def db(db_url: str, runtime: Runtime) -> str:
+    """A migrated, empty database (SQLite, then PostgreSQL) with the runtime pointed at it."""
+    return db_url
 
 
 @pytest.fixture(autouse=True)
@@ -155,18 +192,22 @@ def _drop_test_queues() -> Iterator[None]:
         drop_queues(REDIS_URL)
 
 
+FRIDAY = datetime(2026, 3, 6, 14, 0, tzinfo=UTC)
+
+
 @pytest.fixture
-def clock() -> Iterator[FrozenClock]:
+def clock(runtime: Runtime) -> FrozenClock:
     """A clock that stands still until the test moves it (Friday 2026-03-06 14:00 UTC)."""
-    frozen = FrozenClock(datetime(2026, 3, 6, 14, 0, tzinfo=UTC))
-    clock_mod.set_clock(frozen)
-    yield frozen
-    clock_mod.reset_clock()
+    assert isinstance(runtime.clock, FrozenClock)
+    return runtime.clock
 
 
 @pytest.fixture
-def outbox() -> list:
-    return MemoryBackend.outbox
+def outbox(runtime: Runtime) -> list:
+    """What the runtime's memory backend was handed, in order."""
+    mail = runtime.mail()
+    assert isinstance(mail, MemoryBackend)
+    return mail.outbox
 
 
 @pytest.fixture

@@ -8,12 +8,13 @@ from click.testing import CliRunner, Result
 
 from nurture.articles.services import find_article, missing_sources
 from nurture.cli import cli
+from nurture.context import current
 from nurture.db import transaction
 from nurture.errors import NurtureError
 
 
 def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
+    return CliRunner().invoke(cli, list(args), obj=current())
 
 
 def test_import_is_idempotent_and_updates_in_place(

@@ -20,10 +20,9 @@ import pytest
 from werkzeug.serving import make_server
 
 from bench.screenshots import CHROMIUM_ARGS
-from nurture import clock as clock_mod
 from nurture.clock import FrozenClock
-from nurture.config import reset_settings
-from tests.conftest import IN_CI
+from nurture.context import current
+from tests.conftest import IN_CI, reload_runtime
 from tests.web_support import drain, link_in, subscriber, unsubscribe_path
 
 pytestmark = pytest.mark.browser
@@ -70,11 +69,10 @@ def server(
     srv = make_server("127.0.0.1", 0, wsgi, threaded=True)
     base = f"http://127.0.0.1:{srv.server_port}"
     monkeypatch.setenv("NURTURE_BASE_URL", base)
-    reset_settings()
-    clock_mod.set_clock(clock)
+    reload_runtime()
     from nurture.web.app import create_app
 
-    holder["app"] = create_app()
+    holder["app"] = create_app(current())
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield base

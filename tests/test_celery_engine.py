@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
-from nurture import clock as clock_mod
-from nurture.clock import FrozenClock, ScaledClock
+from nurture.clock import FrozenClock, ScaledClock, SystemClock
+from nurture.context import current
 from nurture.db import transaction
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.sequences.editing import apply_spec
@@ -59,7 +59,7 @@ def test_300_subscribers_three_zones_every_step_once_in_window(
     # simulated time starts only when the worker does: on a busy machine, setting up must not
     # eat into a window. One real second is five simulated minutes, so a window lasts 24 s.
     start = datetime(2026, 3, 6, 13, 30, tzinfo=UTC)
-    clock_mod.set_clock(FrozenClock(start))
+    current().clock = FrozenClock(start)
     _apply_windowed()
     with transaction() as s:
         from nurture.sequences.services import get_sequence
@@ -71,7 +71,7 @@ def test_300_subscribers_three_zones_every_step_once_in_window(
 
     with SMTPServer() as smtp:
         shared = ScaledClock(start, time.time(), 300.0)
-        clock_mod.set_clock(shared)
+        current().clock = shared
         env = _worker_env(
             db,
             broker,
@@ -114,7 +114,7 @@ def test_300_subscribers_three_zones_every_step_once_in_window(
 def test_sigkill_mid_batch_loses_no_step(db: str, broker: str, tmp_path: Path) -> None:
     from nurture.sequences.services import get_sequence
 
-    clock_mod.reset_clock()
+    current().clock = SystemClock()
     with transaction() as s:
         from nurture.sequences.editing import apply_spec as apply
 

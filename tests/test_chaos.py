@@ -30,8 +30,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, select, text
 
-from nurture import clock as clock_mod
-from nurture.config import reset_settings
+from nurture.clock import SystemClock
+from nurture.context import Runtime, current
 from nurture.db import transaction
 from nurture.sequences.editing import apply_spec
 from nurture.sequences.services import get_sequence
@@ -39,7 +39,7 @@ from nurture.sequences.spec import load_folder
 from nurture.subscribers.models import Subscriber, SubscriberStatus
 from nurture.subscribers.services import add_subscriber, get_subscriber
 from nurture.subscribers.unsubscribe import unsubscribe
-from tests.conftest import FIXTURES, missing_service
+from tests.conftest import FIXTURES, missing_service, reload_runtime
 from tests.support import Worker, free_port, wait_until
 
 pytestmark = [pytest.mark.celery, pytest.mark.slow]
@@ -173,26 +173,26 @@ class ChaosRelay:
 
 @pytest.fixture
 def private_services(
-    settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[PrivatePostgres, PrivateRedis]]:
     pg, rd = PrivatePostgres(), PrivateRedis()
     try:
         pg.create()
         rd.start()
         monkeypatch.setenv("NURTURE_DATABASE_URL", pg.url)
-        reset_settings()
+        reload_runtime()
         from nurture.migrations import upgrade
 
-        upgrade()
+        upgrade(pg.url)
         yield pg, rd
     finally:
-        reset_settings()
+        runtime.close()  # no connection left open to the database about to be dropped
         rd.stop()
         pg.destroy()
 
 
 def _seed() -> list[str]:
-    clock_mod.reset_clock()
+    current().clock = SystemClock()
     with transaction() as s:
         apply_spec(s, load_folder(FIXTURES / "sequences" / "quick"))
         seq = get_sequence(s, "quick")

@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from nurture.cli import cli
+from nurture.context import current
 from nurture.db import transaction
 from nurture.delivery.models import Delivery
 from nurture.errors import NurtureError
@@ -17,7 +18,7 @@ from tests.conftest import DEFAULT_SEQUENCE
 
 
 def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
+    return CliRunner().invoke(cli, list(args), obj=current())
 
 
 @pytest.fixture

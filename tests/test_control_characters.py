@@ -12,8 +12,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from nurture.clock import FrozenClock
-from nurture.config import reset_settings
+from nurture.context import current
 from tests.cli_helpers import run
+from tests.conftest import reload_runtime
 from tests.web_support import confirm_signup, post_signup, subscriber
 
 NASTY = "\x00\x01\x1b\x7f\x9b"
@@ -56,12 +57,10 @@ def hooked(
     monkeypatch: pytest.MonkeyPatch, quick_sequence: str, clock: FrozenClock, eager_celery: None
 ) -> Flask:
     monkeypatch.setenv("NURTURE_BOOKING_WEBHOOK_KEY", "booking-key-0123")
-    reset_settings()
-    from nurture import clock as clock_mod
+    reload_runtime()
     from nurture.web.app import create_app
 
-    clock_mod.set_clock(clock)
-    return create_app(TESTING=True)
+    return create_app(current(), TESTING=True)
 
 
 def test_webhook_strips_controls(hooked: Flask, outbox: list) -> None:

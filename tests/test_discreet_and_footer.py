@@ -10,6 +10,7 @@ import pytest
 from flask import Flask
 
 from nurture.clock import FrozenClock
+from nurture.context import current
 from nurture.db import transaction
 from nurture.sequences.editing import apply_spec
 from nurture.sequences.spec import load_folder
@@ -42,7 +43,7 @@ def web(db: str, clock: FrozenClock, eager_celery: None) -> Any:
         _discreet_sequence(tmp_path, enabled)
         from nurture.web.app import create_app
 
-        return create_app(TESTING=True)
+        return create_app(current(), TESTING=True)
 
     return make
 

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from nurture.clock import FrozenClock
+from nurture.context import current, use
 from nurture.db import transaction
 from nurture.delivery.dispatch import dispatch_once
 from nurture.delivery.models import Delivery, DeliveryStatus
@@ -48,10 +49,13 @@ def test_two_dispatchers_at_once_claim_each_step_once(
     claims: list[list[int]] = [[], []]
     start = threading.Barrier(2)
 
+    runtime = current()  # both dispatchers share it, as a worker's threads do
+
     def run(i: int) -> None:
         start.wait()
-        for _ in range(5):
-            dispatch_once(claims[i].extend, limit=37)
+        with use(runtime):
+            for _ in range(5):
+                dispatch_once(claims[i].extend, limit=37)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
     for t in threads:

@@ -10,12 +10,11 @@ from pathlib import Path
 import dkim
 import pytest
 
-from nurture.config import reset_settings
 from nurture.content.render import RenderedEmail
 from nurture.errors import ConfigError
 from nurture.mail.dkim import signature
 from nurture.mail.message import READ_POLICY, Envelope, build_message, wire_bytes
-from tests.conftest import IN_CI
+from tests.conftest import IN_CI, reload_runtime
 
 ENVELOPE = Envelope(
     from_name="ConnectWell Therapy",
@@ -50,7 +49,7 @@ def dkim_key(tmp_path: Path, settings_env: dict[str, str], monkeypatch: pytest.M
     ).stdout
     monkeypatch.setenv("NURTURE_DKIM_SELECTOR", "nurture")
     monkeypatch.setenv("NURTURE_DKIM_PRIVATE_KEY", str(key))
-    reset_settings()
+    reload_runtime()
     return base64.b64encode(der).decode()
 
 
@@ -94,7 +93,7 @@ def test_unreadable_key_is_one_clear_error(
 ) -> None:
     monkeypatch.setenv("NURTURE_DKIM_SELECTOR", "nurture")
     monkeypatch.setenv("NURTURE_DKIM_PRIVATE_KEY", str(tmp_path / "missing.pem"))
-    reset_settings()
+    reload_runtime()
     with pytest.raises(ConfigError, match="NURTURE_DKIM_PRIVATE_KEY"):
         build_message(ENVELOPE, RENDERED)
 

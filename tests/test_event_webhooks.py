@@ -18,9 +18,8 @@ import pytest
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from nurture import clock as clock_mod
 from nurture.clock import FrozenClock
-from nurture.config import load_settings, reset_settings
+from nurture.config import load_settings
 from nurture.db import transaction
 from nurture.errors import ConfigError
 from nurture.sequences.services import get_sequence
@@ -36,6 +35,7 @@ from nurture.subscribers.services import (
 )
 from nurture.subscribers.unsubscribe import unsubscribe
 from tests.cli_helpers import run
+from tests.conftest import reload_runtime
 from tests.support import Worker, free_port, wait_until
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
@@ -97,7 +97,7 @@ def events_on(db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
     with Receiver() as receiver:
         monkeypatch.setenv("NURTURE_EVENTS_URL", receiver.url)
         monkeypatch.setenv("NURTURE_EVENTS_SECRET", SECRET)
-        reset_settings()
+        reload_runtime()
         yield receiver
 
 
@@ -210,8 +210,7 @@ def test_refused_for_more_than_a_day_then_failed(
 
     with Receiver(refuse_first=False, status=500) as always_500:
         monkeypatch.setenv("NURTURE_EVENTS_URL", always_500.url)
-        reset_settings()
-        clock_mod.set_clock(clock)
+        reload_runtime()
         for _ in range(300):  # 50 simulated hours, a sweep every 10 minutes
             event_webhooks.sweep(enqueue)
             clock.advance(timedelta(minutes=10))
@@ -258,12 +257,12 @@ def test_bad_event_settings_stop_start_up(
 def test_beat_sweeps_events_and_purges_daily_only_when_set(
     settings_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workers.app import make_celery
+    from nurture.runtime import create_runtime
 
-    assert set(make_celery(load_settings()).conf.beat_schedule) == {"dispatch"}
+    assert set(create_runtime(load_settings()).celery.conf.beat_schedule) == {"dispatch"}
     monkeypatch.setenv("NURTURE_EVENTS_URL", "https://crm.example.org/hooks")
     monkeypatch.setenv("NURTURE_EVENTS_SECRET", SECRET)
     monkeypatch.setenv("NURTURE_RETENTION_DAYS", "365")
-    schedule = make_celery(load_settings()).conf.beat_schedule
+    schedule = create_runtime(load_settings()).celery.conf.beat_schedule
     assert schedule["events"]["task"] == "nurture.events_sweep"
     assert schedule["purge"]["task"] == "nurture.purge"

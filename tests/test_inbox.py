@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from nurture.clock import FrozenClock
+from nurture.context import current
 from nurture.db import transaction
 from nurture.delivery.dispatch import dispatch_once
 from nurture.delivery.models import Delivery
@@ -77,11 +78,9 @@ def mailbox(dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch, clock: FrozenCloc
     c.logout()
     monkeypatch.setenv("NURTURE_INBOX_URL", dovecot.url.replace("/INBOX", f"/{folder}"))
     monkeypatch.setenv("NURTURE_BOUNCE_ADDRESS", BOUNCES)
-    from nurture import clock as clock_mod
-    from nurture.config import reset_settings
+    from tests.conftest import reload_runtime
 
-    reset_settings()
-    clock_mod.set_clock(clock)  # reset_settings() forgets the clock
+    reload_runtime()
     return folder
 
 
@@ -111,10 +110,10 @@ def _send_first_steps(names: list[str]) -> dict[str, Delivery]:
 
 def _as_sent_to(fixture: str, d: Delivery) -> bytes:
     """The fixture, about this delivery: its VERP tag and Message-ID in place."""
-    from nurture.config import get_settings
+    from nurture.context import current
 
     raw = (INBOX / f"{fixture}.eml").read_bytes()
-    tag = verp.tag(get_settings().secret, d.id)
+    tag = verp.tag(current().settings.secret, d.id)
     raw = raw.replace(PLACEHOLDER_TAG.encode(), tag.encode())
     return raw.replace(PLACEHOLDER_ID.encode(), (d.message_id or "").encode())
 
@@ -267,8 +266,7 @@ def test_imaps_reads_over_verified_tls_and_refuses_an_untrusted_certificate(
     dovecot_tls: Dovecot,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from nurture import clock as clock_mod
-    from nurture.config import reset_settings
+    from tests.conftest import reload_runtime
 
     deliveries = _send_first_steps(["reply-apple-mail"])
     folder = f"t{uuid.uuid4().hex[:12]}"
@@ -278,8 +276,8 @@ def test_imaps_reads_over_verified_tls_and_refuses_an_untrusted_certificate(
     raw = _as_sent_to("reply-apple-mail", deliveries["reply-apple-mail"])
     dovecot_tls.append(raw, folder=folder)
     monkeypatch.setenv("NURTURE_INBOX_URL", dovecot_tls.tls_url.replace("/INBOX", f"/{folder}"))
-    reset_settings()
-    clock_mod.set_clock(morning)
+    reload_runtime()
+    current().clock = morning
     # The server's certificate is self-signed: not trusted, nothing is read.
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     refused = run("inbox", "check")

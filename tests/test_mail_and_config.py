@@ -51,10 +51,11 @@ def sent(
 
     def local(msg: EmailMessage) -> EmailMessage:
         url = "memory://" if kind == "memory" else f"file://{tmp_path}/out"
-        with backend_from_url(url) as b:
+        backend = backend_from_url(url)
+        with backend as b:
             b.send(msg)
-        if kind == "memory":
-            return MemoryBackend.outbox[-1]
+        if isinstance(backend, MemoryBackend):
+            return backend.outbox[-1]
         eml = next((tmp_path / "out").glob("*.eml"))
         assert eml.with_suffix(".html").exists()  # beside it, to open in a browser
         return message_from_bytes(eml.read_bytes(), policy=default)  # type: ignore[return-value]

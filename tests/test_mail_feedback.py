@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from nurture.clock import FrozenClock
-from nurture.config import load_settings, reset_settings
+from nurture.config import load_settings
+from nurture.context import current
 from nurture.db import transaction
 from nurture.delivery.dispatch import dispatch_once
 from nurture.delivery.models import Delivery, DeliveryStatus
@@ -25,6 +26,7 @@ from nurture.sequences.services import get_sequence
 from nurture.subscribers.models import Enrollment, EnrollmentStatus
 from nurture.subscribers.services import add_subscriber
 from tests.cli_helpers import run
+from tests.conftest import reload_runtime
 from tests.support import SMTPServer
 
 BOUNCES = "bounces@example.org"
@@ -76,11 +78,10 @@ def _enrollment_status(email: str) -> str:
 def test_each_message_carries_its_own_signed_return_path(
     quick_sequence: str, morning: FrozenClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nurture import clock as clock_mod
 
     monkeypatch.setenv("NURTURE_BOUNCE_ADDRESS", BOUNCES)
-    reset_settings()
-    clock_mod.set_clock(morning)
+    reload_runtime()
+    current().clock = morning
     _enrol("ann@example.com", "bob@example.com")
     with SMTPServer() as smtp:
         assert len(_send_due(smtp.url)) == 2
@@ -134,11 +135,11 @@ def test_inbox_check_without_an_inbox_is_a_one_line_error(db: str) -> None:
 
 
 def test_beat_checks_the_inbox_every_minute_only_when_there_is_one(settings_env: dict) -> None:
-    from workers.app import make_celery
+    from nurture.runtime import create_runtime
 
-    assert "inbox-check" not in make_celery(load_settings()).conf.beat_schedule
+    assert "inbox-check" not in create_runtime(load_settings()).celery.conf.beat_schedule
     with_inbox = load_settings(inbox_url="imaps://u:p@imap.example.org/INBOX")
-    entry = make_celery(with_inbox).conf.beat_schedule["inbox-check"]
+    entry = create_runtime(with_inbox).celery.conf.beat_schedule["inbox-check"]
     assert entry["task"] == "nurture.inbox_check" and entry["schedule"] == 60.0
 
 

@@ -17,7 +17,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
-from nurture.clock import FrozenClock, set_clock
+from nurture.clock import FrozenClock
 from nurture.db import transaction
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.sequences.services import get_sequence
@@ -304,12 +304,11 @@ def test_forget_on_a_terminal_asks_first(db: str, quick_sequence: str, clock: Fr
 def test_dispatch_with_the_mail_server_down_says_what_waits_and_until_when(
     quick_sequence: str, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from nurture.config import reset_settings
+    from tests.conftest import reload_runtime
 
     _people()
     monkeypatch.setenv("NURTURE_MAIL_URL", f"smtp://127.0.0.1:{free_port()}")  # nobody there
-    reset_settings()
-    set_clock(clock)  # reset_settings went back to the system clock
+    reload_runtime()
     ran = run("dispatch")
     assert ran.code == 0, ran.err
     assert "sent 0" in ran.out
@@ -371,11 +370,11 @@ def test_send_test_never_touches_the_real_email(
     quick_sequence: str, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     client: FlaskClient,
 ) -> None:  # fmt: skip
-    from nurture.config import reset_settings
+    from tests.conftest import reload_runtime
 
     outbox = tmp_path / "outbox"
     monkeypatch.setenv("NURTURE_MAIL_URL", f"file://{outbox}")
-    reset_settings()
+    reload_runtime()
     _people()
     assert drain() == 2
     real = sorted(outbox.glob("quick.one.*.eml"))

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from nurture.config import Settings, reset_settings
+from nurture.config import Settings
 from tests.cli_helpers import run
-from tests.conftest import ROOT
+from tests.conftest import ROOT, reload_runtime
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 # `demo` has its own test (it takes a while); the rest run here.
@@ -67,7 +67,7 @@ def test_every_command_in_the_readme_runs(
         if args[0] == "export":
             name, value = args[1].split("=", 1)
             monkeypatch.setenv(name, value)
-            reset_settings()
+            reload_runtime()
             continue
         args = [str(tmp_path / a) if a == "readers.csv" else a for a in args]
         expanded = [p for a in args for p in (sorted(glob.glob(a)) if "*" in a else [a])]

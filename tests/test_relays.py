@@ -17,15 +17,15 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
-from nurture import clock as clock_mod
-from nurture.config import reset_settings
+from nurture.clock import SystemClock
+from nurture.context import current
 from nurture.db import transaction
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.sequences.editing import apply_spec
 from nurture.sequences.services import get_sequence
 from nurture.sequences.spec import load_folder
 from nurture.subscribers.services import add_subscriber
-from tests.conftest import FIXTURES, _truncate
+from tests.conftest import FIXTURES, _truncate, reload_runtime
 from tests.support import Worker, free_port, wait_until
 
 pytestmark = [pytest.mark.celery]
@@ -97,7 +97,7 @@ class Relay:
 
 def _seed(n: int, prefix: str = "r") -> list[str]:
     """n confirmed readers whose first step is due now; later steps a month away."""
-    clock_mod.reset_clock()
+    current().clock = SystemClock()
     with transaction() as s:
         apply_spec(s, load_folder(FIXTURES / "sequences" / "quick"))
         seq = get_sequence(s, "quick")
@@ -127,9 +127,9 @@ def postgres_only(
     """Worker processes on PostgreSQL, as in production (SQLite: tests/test_dispatch.py)."""
     _truncate(postgres_url)
     monkeypatch.setenv("NURTURE_DATABASE_URL", postgres_url)
-    reset_settings()
+    reload_runtime()
     yield postgres_url
-    reset_settings()
+    reload_runtime()
 
 
 @pytest.mark.parametrize("pipelining", [False, True], ids=["smtplib", "pipelined"])

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from nurture.config import reset_settings
 from nurture.db import transaction
 from nurture.sequences.services import get_sequence
 from nurture.subscribers.models import Consent, Enrollment, Event, Subscriber, Suppression
 from nurture.subscribers.services import email_hash
 from tests.cli_helpers import drain, run, sequence_copy
+from tests.conftest import reload_runtime
 
 START = datetime(2026, 3, 6, 14, 0, tzinfo=UTC)  # 09:00 in New York: the quick window
 
@@ -28,7 +28,7 @@ def sim(db: str, monkeypatch: pytest.MonkeyPatch) -> object:
     def at(instant: datetime) -> None:
         monkeypatch.setenv("NURTURE_CLOCK", f"{instant.isoformat()}@{time.time()}x1")
         monkeypatch.setenv("NURTURE_RETENTION_DAYS", "30")
-        reset_settings()
+        reload_runtime()
 
     at(START)
     return at
@@ -132,7 +132,6 @@ def test_purge_needs_the_setting(db: str, monkeypatch: pytest.MonkeyPatch) -> No
     assert ran.code == 1
     assert ran.err.strip() == "Error: NURTURE_RETENTION_DAYS is not set: nothing is ever purged"
     monkeypatch.setenv("NURTURE_RETENTION_DAYS", "0")
-    reset_settings()
     from nurture.config import load_settings
     from nurture.errors import ConfigError
 

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from nurture.config import reset_settings
+from nurture.context import current
 from nurture.subscribers.models import Event
 from tests.cli_helpers import dump
+from tests.conftest import reload_runtime
 from tests.web_support import confirm_signup, count, drain, link_in, post_signup, unsubscribe_path
 
 
@@ -21,10 +22,10 @@ def tracked_app(
     monkeypatch.setenv("NURTURE_TRACK_CLICKS", "true")
     monkeypatch.setenv("NURTURE_BOOKING_WEBHOOK_KEY", "booking-key-0123456789")
     monkeypatch.setenv("NURTURE_MAIL_WEBHOOK_SECRET", "mail-secret-0123456789")
-    reset_settings()
+    reload_runtime()
     from nurture.web.app import create_app
 
-    return create_app(TESTING=True)
+    return create_app(current(), TESTING=True)
 
 
 def _paths(app: Flask, outbox: list) -> list[str]:

@@ -13,9 +13,9 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from nurture import clock as clock_mod
 from nurture.clock import FrozenClock
-from nurture.config import get_settings, load_settings, reset_settings
+from nurture.config import load_settings
+from nurture.context import current
 from nurture.db import transaction
 from nurture.delivery.dispatch import dispatch_once
 from nurture.delivery.limits import (
@@ -32,7 +32,7 @@ from nurture.sequences.services import get_sequence
 from nurture.subscribers.models import Enrollment
 from nurture.subscribers.services import add_subscriber
 from tests.cli_helpers import run
-from tests.conftest import REDIS_URL, missing_service
+from tests.conftest import REDIS_URL, missing_service, reload_runtime
 
 
 def _add(n: int) -> None:
@@ -45,8 +45,7 @@ def _add(n: int) -> None:
 def _configure(monkeypatch: pytest.MonkeyPatch, clock: FrozenClock, **env: str) -> None:
     for name, value in env.items():
         monkeypatch.setenv(f"NURTURE_{name.upper()}", value)
-    reset_settings()  # forgets the clock too: put the test's back
-    clock_mod.set_clock(clock)
+    reload_runtime()
 
 
 def _send_due() -> list[int]:
@@ -111,7 +110,7 @@ def redis_settings(quick_sequence: str, clock: FrozenClock, monkeypatch: pytest.
 
 
 def _redis_limiter(**overrides: object) -> RedisLimiter:
-    settings = get_settings().model_copy(update={"broker_url": REDIS_URL, **overrides})
+    settings = current().settings.model_copy(update={"broker_url": REDIS_URL, **overrides})
     return RedisLimiter(settings)
 
 

@@ -11,6 +11,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import event
 
+from nurture.context import current
 from nurture.db import get_engine
 from tests.web_support import confirm_signup, csrf, subscriber
 
@@ -38,9 +39,9 @@ def test_the_view_reads_no_person_and_answers_alike(
     client = app.test_client()
     confirm_signup(client, outbox, "known@example.com")
     queued: list[tuple[str, dict[str, Any]]] = []
-    import workers.tasks
+    import nurture.celery_app
 
-    monkeypatch.setattr(workers.tasks, "enqueue_signup", lambda *a: queued.append(a), raising=False)
+    monkeypatch.setattr(nurture.celery_app, "enqueue_signup", lambda *a: queued.append(a))
     answers = []
     for email in ("known@example.com", "new@example.com"):
         token = csrf(client)
@@ -100,18 +101,16 @@ def test_under_the_embedded_broker_the_address_never_enters_the_broker(
     """The SQLAlchemy transport keeps delivered messages: the web process records the signup
     itself, after the answer is sent, and only a consent id goes to the broker."""
     monkeypatch.setenv("NURTURE_BROKER_URL", "sqla+sqlite:///broker.db")
-    from nurture import clock as clock_mod
-    from nurture.config import reset_settings
+    from tests.conftest import reload_runtime
 
-    reset_settings()
-    clock_mod.set_clock(clock)
-    import workers.tasks
+    reload_runtime()
+    import nurture.celery_app
     from nurture.web.app import create_app
 
     queued: list[Any] = []
-    monkeypatch.setattr(workers.tasks, "enqueue_confirmation", queued.append)
-    monkeypatch.setattr(workers.tasks, "enqueue_signup", lambda *a: queued.append(a))
-    client = create_app(TESTING=True).test_client()
+    monkeypatch.setattr(nurture.celery_app, "enqueue_confirmation", queued.append)
+    monkeypatch.setattr(nurture.celery_app, "enqueue_signup", lambda *a: queued.append(a))
+    client = create_app(current(), TESTING=True).test_client()
     r = client.post(
         "/subscribe/quick", data={"email": "emb@example.com", "csrf_token": csrf(client)}
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import String, create_engine, select
 from sqlalchemy.orm import Session
 
+from nurture.context import Runtime
 from nurture.db import StrEnumColumn
 from nurture.subscribers.models import Subscriber, SubscriberStatus
 
@@ -25,7 +26,8 @@ def test_a_status_is_stored_as_its_word_and_loaded_as_the_member() -> None:
     assert kind.process_result_value(None, None) is None
 
 
-def test_rows_come_back_as_members() -> None:
+def test_rows_come_back_as_members(runtime: Runtime) -> None:
+    # The runtime gives the row's default times their clock.
     engine = create_engine("sqlite://")
     Subscriber.__table__.create(engine)
     with Session(engine) as s:

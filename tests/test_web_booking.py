@@ -14,10 +14,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from nurture.clock import FrozenClock
-from nurture.config import reset_settings
+from nurture.context import current
 from nurture.db import transaction
 from nurture.subscribers.models import Enrollment, EnrollmentStatus
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, reload_runtime
 from tests.web_support import confirm_signup, drain, subscriber
 
 KEY = "whsec-test-key"
@@ -30,12 +30,10 @@ def hooked(
     monkeypatch: pytest.MonkeyPatch, quick_sequence: str, clock: FrozenClock, eager_celery: None
 ) -> FlaskClient:
     monkeypatch.setenv("NURTURE_BOOKING_WEBHOOK_KEY", KEY)
-    reset_settings()
-    from nurture import clock as clock_mod
+    reload_runtime()
     from nurture.web.app import create_app
 
-    clock_mod.set_clock(clock)  # reset_settings forgot it
-    app: Flask = create_app(TESTING=True)
+    app: Flask = create_app(current(), TESTING=True)
     return app.test_client()
 
 

@@ -9,8 +9,9 @@ import pytest
 from flask import Flask
 
 from nurture.clock import FrozenClock
-from nurture.config import reset_settings
+from nurture.context import current
 from nurture.subscribers import confirmation
+from tests.conftest import reload_runtime
 from tests.web_support import link_in, post_signup
 
 KEY = "whsec-test-key-0123"
@@ -21,12 +22,10 @@ def hooked(
     monkeypatch: pytest.MonkeyPatch, quick_sequence: str, clock: FrozenClock, eager_celery: None
 ) -> Flask:
     monkeypatch.setenv("NURTURE_BOOKING_WEBHOOK_KEY", KEY)
-    reset_settings()
-    from nurture import clock as clock_mod
+    reload_runtime()
     from nurture.web.app import create_app
 
-    clock_mod.set_clock(clock)
-    return create_app(TESTING=True)
+    return create_app(current(), TESTING=True)
 
 
 @pytest.mark.parametrize(
@@ -62,7 +61,7 @@ def test_a_500_on_a_token_route_logs_no_token(
 ) -> None:
     from nurture.web.app import create_app
 
-    app = create_app()  # not TESTING: errors become 500 pages, as in production
+    app = create_app(current())  # not TESTING: errors become 500 pages, as in production
     client = app.test_client()
     address = "private.person@example.com"
     post_signup(client, address)
@@ -94,10 +93,10 @@ def test_https_behind_a_proxy_sends_hsts_with_proxy_hops(
     quick_sequence: str, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NURTURE_PROXY_HOPS", "1")
-    reset_settings()
+    reload_runtime()
     from nurture.web.app import create_app
 
-    client = create_app(TESTING=True).test_client()
+    client = create_app(current(), TESTING=True).test_client()
     r = client.get(
         "/subscribe/quick", headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "1.2.3.4"}
     )
@@ -124,12 +123,11 @@ def test_the_signup_limit_holds_across_web_workers(
     from nurture.web.app import create_app
 
     monkeypatch.setenv("NURTURE_BROKER_URL", "sqla+sqlite:///broker.db")
-    reset_settings()
-    from nurture import clock as clock_mod
-
-    clock_mod.set_clock(clock)
+    reload_runtime()
     workers = [
-        create_app(TESTING=True, SIGNUP_RATE_LIMIT="3 per minute", ENQUEUE_CONFIRMATION=print)
+        create_app(
+            current(), TESTING=True, SIGNUP_RATE_LIMIT="3 per minute", ENQUEUE_CONFIRMATION=print
+        )
         for _ in range(2)
     ]
     clients = [w.test_client() for w in workers]

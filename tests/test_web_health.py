@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from nurture.config import reset_settings
+from nurture.context import current
 from nurture.web.app import create_app
+from tests.conftest import reload_runtime
 
 
 def test_healthy(db: str) -> None:
-    answer = create_app().test_client().get("/healthz")
+    answer = create_app(current()).test_client().get("/healthz")
     assert answer.status_code == 200
     assert answer.get_json() == {"database": "ok", "broker": "ok", "ok": True}
 
 
 def test_broker_down_is_503_and_says_which(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NURTURE_BROKER_URL", "redis://127.0.0.1:9/0")
-    reset_settings()
-    import workers.app
-
-    monkeypatch.setattr(workers.app, "app", workers.app.make_celery(workers.app.get_settings()))
-    answer = create_app().test_client().get("/healthz")
+    reload_runtime()
+    answer = create_app(current()).test_client().get("/healthz")
     assert answer.status_code == 503
     body = answer.get_json()
     assert body["database"] == "ok" and body["broker"].startswith("error") and not body["ok"]

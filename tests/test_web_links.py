@@ -11,23 +11,22 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from nurture import tokens
-from nurture.config import reset_settings
+from nurture.context import current
 from nurture.db import transaction
 from nurture.delivery.models import Delivery, Link
 from nurture.sequences.editing import apply_spec
 from nurture.sequences.spec import load_folder
 from nurture.subscribers.models import Event
+from tests.conftest import reload_runtime
 from tests.web_support import confirm_signup, count, drain
 
 
 def _client(monkeypatch: pytest.MonkeyPatch, clock: object, track: bool) -> FlaskClient:
     monkeypatch.setenv("NURTURE_TRACK_CLICKS", "true" if track else "false")
-    reset_settings()
-    from nurture import clock as clock_mod
+    reload_runtime()
     from nurture.web.app import create_app
 
-    clock_mod.set_clock(clock)  # type: ignore[arg-type]
-    app: Flask = create_app(TESTING=True)
+    app: Flask = create_app(current(), TESTING=True)
     return app.test_client()
 
 

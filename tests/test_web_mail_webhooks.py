@@ -24,7 +24,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from nurture.clock import FrozenClock
-from nurture.config import reset_settings
+from nurture.context import current
 from nurture.db import transaction
 from nurture.delivery.dispatch import dispatch_once
 from nurture.delivery.models import Delivery
@@ -33,7 +33,7 @@ from nurture.mail.webhooks import sns_string_to_sign
 from nurture.sequences.services import get_sequence
 from nurture.subscribers.models import Event, Subscriber
 from nurture.subscribers.services import add_subscriber
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, reload_runtime
 
 SECRET = "mail-webhook-secret-0123456789"
 HOOKS = FIXTURES / "webhooks"
@@ -85,13 +85,12 @@ def hooked(
     fetcher: Fetcher,
 ) -> FlaskClient:
     monkeypatch.setenv("NURTURE_MAIL_WEBHOOK_SECRET", SECRET)
-    reset_settings()
-    from nurture import clock as clock_mod
+    reload_runtime()
     from nurture.web.app import create_app
 
     clock.set(datetime(2026, 3, 6, 9, 30, tzinfo=UTC))  # inside the quick window
-    clock_mod.set_clock(clock)  # reset_settings forgot it
-    return create_app(TESTING=True, SNS_FETCH=fetcher).test_client()
+    current().clock = clock  # reset_settings forgot it
+    return create_app(current(), TESTING=True, SNS_FETCH=fetcher).test_client()
 
 
 @pytest.fixture
@@ -171,7 +170,7 @@ def test_without_the_secret_every_provider_answers_404(
 ) -> None:
     from nurture.web.app import create_app
 
-    client = create_app(TESTING=True).test_client()
+    client = create_app(current(), TESTING=True).test_client()
     for provider in ("postmark", "mailgun", "ses"):
         assert client.post(f"/webhooks/mail/{provider}", data=b"{}").status_code == 404
 

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from nurture import tokens
 from nurture.clock import FrozenClock
+from nurture.context import current
 from nurture.db import transaction
 from nurture.errors import NotFound
 from nurture.subscribers import signup
@@ -225,7 +226,9 @@ def test_unknown_time_zone_falls_back_to_the_sequence(client: FlaskClient, tz: s
 def test_rate_limit_per_client_address(quick_sequence: str, clock: FrozenClock) -> None:
     from nurture.web.app import create_app
 
-    limited = create_app(TESTING=True, SIGNUP_RATE_LIMIT="3 per minute", ENQUEUE_CONFIRMATION=print)
+    limited = create_app(
+        current(), TESTING=True, SIGNUP_RATE_LIMIT="3 per minute", ENQUEUE_CONFIRMATION=print
+    )
     client = limited.test_client()
     for i in range(3):
         assert post_signup(client, f"r{i}@example.com").status_code == 200
@@ -319,17 +322,17 @@ def test_templates_found_from_elsewhere(
 ) -> None:
     """Run from another directory (settings_env chdirs to a temp dir), templates/ is still
     found beside the package; NURTURE_TEMPLATES_DIR points elsewhere when installed."""
-    from nurture.config import reset_settings
     from nurture.paths import templates_dir
     from nurture.web.app import create_app
+    from tests.conftest import reload_runtime
 
     assert Path.cwd() != ROOT
-    other: Flask = create_app(TESTING=True)
+    other: Flask = create_app(current(), TESTING=True)
     assert other.test_client().get("/subscribe/quick").status_code == 200
     copy = tmp_path / "tpl"
     shutil.copytree(ROOT / "templates", copy)
     monkeypatch.setenv("NURTURE_TEMPLATES_DIR", str(copy))
-    reset_settings()
+    reload_runtime()
     assert templates_dir() == copy.resolve()
 
 
@@ -339,6 +342,6 @@ def test_rate_limiter_survives_garbage_collection(quick_sequence: str, clock: Fr
 
     from nurture.web.app import create_app
 
-    fresh = create_app(TESTING=True, ENQUEUE_CONFIRMATION=print)
+    fresh = create_app(current(), TESTING=True, ENQUEUE_CONFIRMATION=print)
     gc.collect()
     assert post_signup(fresh.test_client(), "gc@example.com").status_code == 200

@@ -12,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from nurture.context import Runtime, current
 from nurture.db import transaction
 from nurture.delivery.dispatch import dispatch_once
 from nurture.delivery.sending import send_batch
@@ -21,9 +22,11 @@ TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture
-def eager_celery() -> Iterator[None]:
+def eager_celery(runtime: Runtime) -> Iterator[None]:
     """Run Celery tasks in-process, so the real enqueue path sends into the memory outbox."""
-    from workers.app import app as celery
+    import workers.tasks  # noqa: F401  (registers the tasks, as a worker's `include` does)
+
+    celery = runtime.celery
 
     before = (celery.conf.task_always_eager, celery.conf.task_eager_propagates)
     celery.conf.task_always_eager = True
@@ -36,7 +39,7 @@ def eager_celery() -> Iterator[None]:
 def app(quick_sequence: str, clock: Any, eager_celery: None) -> Flask:
     from nurture.web.app import create_app
 
-    return create_app(TESTING=True)
+    return create_app(current(), TESTING=True)
 
 
 @pytest.fixture

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery import shared_task
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from nurture.celery_app import enqueue_batch, enqueue_confirmation
+from nurture.context import current
 from nurture.delivery import dispatch as dispatch_service
 from nurture.delivery import sending
 from nurture.mail.backends import TransientMailError
 from nurture.subscribers import confirmation, event_webhooks, retention, signup
-from workers.app import app
 
 
-def enqueue_batch(delivery_ids: list[int]) -> None:
-    send_batch.delay(delivery_ids)
-
-
-@app.task(name="nurture.dispatch", ignore_result=True, acks_late=False)
+@shared_task(name="nurture.dispatch", ignore_result=True, acks_late=False)
 def dispatch() -> dict[str, int]:
     # Beat may fire while the previous pass still runs; claims are atomic, so a second pass
     # only finds nothing left to claim.
@@ -25,17 +23,13 @@ def dispatch() -> dict[str, int]:
     return {"claimed": r.claimed, "reclaimed": r.reclaimed, "batches": r.batches}
 
 
-@app.task(name="nurture.send_batch", ignore_result=True)
+@shared_task(name="nurture.send_batch", ignore_result=True)
 def send_batch(delivery_ids: list[int]) -> dict[str, Any]:
     r = sending.send_batch(delivery_ids)
     return {"sent": len(r.sent), "skipped": len(r.skipped), "failed": len(r.failed)}
 
 
-def enqueue_confirmation(consent_id: int) -> None:
-    send_confirmation.delay(consent_id)
-
-
-@app.task(
+@shared_task(
     name="nurture.send_confirmation",
     ignore_result=True,
     autoretry_for=(TransientMailError,),
@@ -48,7 +42,7 @@ def send_confirmation(consent_id: int) -> bool:
     return confirmation.send_confirmation(consent_id)
 
 
-@app.task(name="nurture.inbox_check", ignore_result=True, acks_late=False)
+@shared_task(name="nurture.inbox_check", ignore_result=True, acks_late=False)
 def inbox_check() -> dict[str, int]:
     # Counts only: never an address. A second pass at once finds nothing new.
     from nurture.mail.inbox import check_inbox
@@ -56,11 +50,7 @@ def inbox_check() -> dict[str, int]:
     return check_inbox().as_dict()
 
 
-def enqueue_signup(slug: str, form: dict[str, Any]) -> None:
-    sign_up.delay(slug, form)
-
-
-@app.task(name="nurture.sign_up", ignore_result=True)
+@shared_task(name="nurture.sign_up", ignore_result=True)
 def sign_up(slug: str, form: dict[str, Any]) -> None:
     # The web view answered already (the same page, in the same time, for every address);
     # here the address is looked up and recorded, and its confirmation queued after commit.
@@ -84,20 +74,20 @@ class SignupFailed(Exception):
 # --- event webhooks and the retention limit (issue 14) ---------------------------------
 
 
-@app.task(name="nurture.events_sweep", ignore_result=True, acks_late=False)
+@shared_task(name="nurture.events_sweep", ignore_result=True, acks_late=False)
 def events_sweep() -> int:
     # Like dispatch: claims are atomic and leased, so overlapping sweeps do no harm.
-    return event_webhooks.sweep(deliver_events.delay)
+    return event_webhooks.sweep(lambda ids: current().enqueue("nurture.deliver_events", ids))
 
 
-@app.task(name="nurture.deliver_events", ignore_result=True)
+@shared_task(name="nurture.deliver_events", ignore_result=True)
 def deliver_events(outbox_ids: list[int]) -> dict[str, int]:
     # Retries live in the outbox (next_attempt_at), not in Celery: a refused event waits in
     # the database for the sweep, as a due send does.
     return event_webhooks.deliver(outbox_ids)
 
 
-@app.task(name="nurture.purge", ignore_result=True, acks_late=False)
+@shared_task(name="nurture.purge", ignore_result=True, acks_late=False)
 def purge() -> dict[str, int]:
     r = retention.purge()
     return {"erased": r.erased}

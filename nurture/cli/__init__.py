@@ -12,8 +12,10 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 
 from nurture.cli.output import say
-from nurture.config import get_settings
+from nurture.config import load_settings
+from nurture.context import Runtime, current, use
 from nurture.errors import NurtureError
+from nurture.runtime import create_runtime
 
 COMMAND_MODULES = [
     "nurture.cli.engine",
@@ -45,7 +47,7 @@ def database_error(exc: DBAPIError) -> NurtureError:
     if "no such table" in detail or ("does not exist" in detail and "relation" in detail):
         return NurtureError("the database has no tables yet: run `nurture db upgrade` first")
     try:
-        url = make_url(get_settings().database_url)
+        url = make_url(current().settings.database_url)
         where = (
             f"{url.get_backend_name()} at {url.host or 'localhost'}:{url.port or 'default port'}"
         )
@@ -63,12 +65,20 @@ def database_error(exc: DBAPIError) -> NurtureError:
     epilog="Example: nurture db upgrade && nurture sequences apply templates/sequences",
 )
 @click.version_option(package_name="nurture")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """nurture: timed, consent-first email sequences.
 
     Settings come from NURTURE_* environment variables (or a .env file); with none set,
     everything runs embedded: SQLite, no Redis, mail written to ./outbox.
     """
+    # One runtime for this invocation, from the environment; a caller that already has one
+    # (the tests, the demo) passes it as the context object. A bad setting stops here, with
+    # one line, before any command runs.
+    if not isinstance(ctx.obj, Runtime):
+        ctx.obj = create_runtime(load_settings())
+        ctx.call_on_close(ctx.obj.close)
+    ctx.with_resource(use(ctx.obj))
 
 
 for _name in COMMAND_MODULES:

@@ -11,7 +11,7 @@ import time
 import click
 
 from nurture.cli.output import human, say
-from nurture.config import get_settings
+from nurture.context import current
 
 
 def register(cli: click.Group) -> None:
@@ -39,7 +39,7 @@ def db_upgrade() -> None:
     """
     from nurture.migrations import upgrade
 
-    upgrade()
+    upgrade(current().settings.database_url)
     click.echo("database is up to date")
 
 
@@ -49,7 +49,7 @@ def _celery(*args: str) -> list[str]:
 
 def _worker_args(concurrency: int | None) -> list[str]:
     args = ["worker", "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
-    if get_settings().is_embedded_broker:
+    if current().settings.is_embedded_broker:
         # The SQLite broker is one file: a few threads in one process share it politely.
         args += ["--pool", "threads", "--concurrency", str(concurrency or 2)]
     else:
@@ -78,7 +78,6 @@ def beat() -> None:
 
     Example: nurture beat
     """
-    get_settings()  # a bad setting stops here with one line, not a Celery traceback
     os.execv(sys.executable, _celery("beat", "--loglevel", "INFO", "--schedule", _beat_file()))
 
 
@@ -89,7 +88,7 @@ def _beat_file() -> str:
 def _web_command(host: str, port: int) -> list[str]:
     # gunicorn in both modes; production gets two workers per core (WEB_CONCURRENCY
     # overrides). No access log: paths carry tokens and client addresses are personal data.
-    production = get_settings().env == "production"
+    production = current().settings.env == "production"
     workers = os.environ.get("WEB_CONCURRENCY") or (
         str(max(2, (os.cpu_count() or 1) * 2)) if production else "1"
     )
@@ -102,7 +101,7 @@ def _web_command(host: str, port: int) -> list[str]:
 
 def _prepare_embedded_broker() -> None:
     """Create the SQLite broker's tables and queue once, before worker and beat race to."""
-    settings = get_settings()
+    settings = current().settings
     if settings.broker_url.startswith("sqla+"):
         from kombu import Connection, Queue
 
@@ -134,9 +133,9 @@ def run(host: str, port: int, concurrency: int | None) -> None:
     """
     from nurture.migrations import upgrade
 
-    upgrade()
+    upgrade(current().settings.database_url)
     _prepare_embedded_broker()
-    get_settings().secret  # noqa: B018  (warns here, once, if it is the development key)
+    current().settings.secret  # noqa: B018  (warns here, once, if it is the development key)
     worker_cmd = _celery(*_worker_args(concurrency), "--beat", "--schedule", _beat_file())
     procs = [
         subprocess.Popen(_web_command(host, port)),
@@ -187,7 +186,7 @@ def dispatch(via_workers: bool, inline: bool) -> None:
     from nurture.delivery.dispatch import dispatch_once
 
     if via_workers and not inline:
-        from workers.tasks import enqueue_batch
+        from nurture.celery_app import enqueue_batch
 
         result = dispatch_once(enqueue_batch)
         click.echo(

@@ -17,8 +17,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from nurture import tokens
-from nurture.config import get_settings
 from nurture.content.render import EmailContext, RenderedEmail, render_email
+from nurture.context import current
 from nurture.mail import verp
 from nurture.mail.message import (
     Envelope,
@@ -37,7 +37,7 @@ WEB_FORM, OPERATOR, IMPORT = "web-form", "cli", "import"
 
 def unsubscribe_url(subscriber_id: int) -> str:
     token = tokens.make(tokens.UNSUBSCRIBE, {"s": subscriber_id})
-    return f"{get_settings().base_url}/unsubscribe/{token}"
+    return f"{current().settings.base_url}/unsubscribe/{token}"
 
 
 def test_message_id(slug: str, step_key: str, domain: str) -> str:
@@ -49,7 +49,7 @@ def test_message_id(slug: str, step_key: str, domain: str) -> str:
 
 def confirm_url(consent_id: int) -> str:
     token = tokens.make(tokens.CONFIRM, {"c": consent_id})
-    return f"{get_settings().base_url}/confirm/{token}"
+    return f"{current().settings.base_url}/confirm/{token}"
 
 
 def reason_line(seq: Sequence, came_by: str | None = WEB_FORM) -> str:
@@ -84,7 +84,7 @@ def build_email(
     date: datetime | None = None,
 ) -> EmailMessage:
     """The envelope and headers every email shares; `key` makes its Message-ID stable."""
-    settings = get_settings()
+    settings = current().settings
     cfg = seq.config
     domain = domain_of(cfg.from_.email)
     label = cfg.list_label(seq.slug, settings.secret)
@@ -120,7 +120,7 @@ def render_step(
     rewrite: LinkRewriter | None = None,
     came_by: str | None = WEB_FORM,
 ) -> RenderedEmail:
-    settings = get_settings()
+    settings = current().settings
     cfg = seq.config
     consult_url = rewrite(cfg.consult.url, True) if rewrite else cfg.consult.url
     ctx = EmailContext(
@@ -164,7 +164,7 @@ def compose(
         seq, rendered, subscriber_id=subscriber_id, email=email, to_name=first_name,
         key=step.key, test=test, date=date,
     )  # fmt: skip
-    settings = get_settings()
+    settings = current().settings
     if settings.bounce_address and isinstance(msg, OutgoingMessage):
         # The envelope only: the From header stays the practice's address.
         msg.envelope_from = verp.return_path(settings.bounce_address, settings.secret, delivery_id)

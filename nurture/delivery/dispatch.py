@@ -21,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from nurture.clock import now
-from nurture.config import get_settings
+from nurture.context import current
 from nurture.db import transaction
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.sequences.models import Sequence as SequenceRow
@@ -155,7 +155,7 @@ def dispatch_once(enqueue: Enqueue, *, limit: int = CLAIM_SLICE) -> DispatchResu
     Enqueueing only after the commit means a worker never receives an id it cannot see,
     and a rolled-back claim never sends anything.
     """
-    settings = get_settings()
+    settings = current().settings
     lease = timedelta(seconds=settings.lease_seconds)
     result = DispatchResult()
     while True:

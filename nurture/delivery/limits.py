@@ -31,7 +31,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from nurture.clock import now
-from nurture.config import Settings, get_settings
+from nurture.config import Settings
+from nurture.context import current
 from nurture.db import transaction
 from nurture.delivery.models import Delivery, DeliveryStatus, SendLimitState
 
@@ -300,7 +301,7 @@ _cache = _Cache()
 
 def get_limiter(settings: Settings | None = None) -> SendLimiter:
     """One limiter per process and configuration (its poll state is worth keeping)."""
-    settings = settings or get_settings()
+    settings = settings or current().settings
     key = (
         settings.broker_url,
         settings.database_url,

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from nurture import tokens
-from nurture.config import get_settings
+from nurture.context import current
 from nurture.db import transaction
 from nurture.delivery.compose import LinkRewriter
 from nurture.delivery.models import Delivery, Link
@@ -28,11 +28,11 @@ def clicks_tracked(seq: Sequence) -> bool:
     override = seq.config.clicks_override
     if override is not None:
         return override
-    return get_settings().track_clicks
+    return current().settings.track_clicks
 
 
 def link_url(link_id: int) -> str:
-    return f"{get_settings().base_url}/l/{tokens.make(tokens.LINK, {'l': link_id})}"
+    return f"{current().settings.base_url}/l/{tokens.make(tokens.LINK, {'l': link_id})}"
 
 
 def rewriter_for(s: Session, delivery: Delivery) -> LinkRewriter | None:

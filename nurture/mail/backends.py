@@ -18,58 +18,18 @@ import ssl
 import threading
 from email.message import EmailMessage
 from pathlib import Path
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from nurture.context import current
+from nurture.mail.interface import (
+    ConnectionLostError,
+    MailBackend,
+    MailError,
+    PermanentMailError,
+    TransientMailError,
+)
 from nurture.mail.message import envelope_of, wire_bytes
-
-
-class MailError(Exception):
-    pass
-
-
-class TransientMailError(MailError):
-    """Try again later. `throttle` says the server asked us to slow down (a 421 or 454
-    whose text speaks of rates or limits): the whole pipeline backs off, not just this
-    message."""
-
-    def __init__(self, message: str, *, throttle: bool = False) -> None:
-        super().__init__(message)
-        self.throttle = throttle
-
-
-class ConnectionLostError(TransientMailError):
-    """This server, not this message: the connection closed (a 421, a dropped socket) or
-    could not be opened (`at_connect`: then nothing of the message was sent). The next
-    send() opens a new connection."""
-
-    def __init__(self, message: str, *, throttle: bool = False, at_connect: bool = False) -> None:
-        super().__init__(message, throttle=throttle)
-        self.at_connect = at_connect
-
-
-class PermanentMailError(MailError):
-    """The server will not take this message. `bounce` says whether the fault is the
-    address (the subscriber must stop receiving mail) or something else, such as our own
-    authentication being refused (5.7.x), where marking readers bounced would be wrong."""
-
-    def __init__(self, message: str, *, bounce: bool = False) -> None:
-        super().__init__(message)
-        self.bounce = bounce
-
-
-class MailBackend(Protocol):
-    def __enter__(self) -> MailBackend: ...
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-    def send(self, msg: EmailMessage) -> None: ...
 
 
 class _NoConnection:
@@ -81,10 +41,12 @@ class _NoConnection:
 
 
 class MemoryBackend(_NoConnection):
-    """Keeps messages in a process-wide list (tests)."""
+    """Keeps messages in a list of its own (tests): a runtime holds one MemoryBackend, so
+    each test's runtime has its own outbox."""
 
-    outbox: list[EmailMessage] = []
-    _lock = threading.Lock()
+    def __init__(self) -> None:
+        self.outbox: list[EmailMessage] = []
+        self._lock = threading.Lock()
 
     def send(self, msg: EmailMessage) -> None:
         with self._lock:
@@ -346,9 +308,8 @@ def backend_from_url(url: str) -> MailBackend:
 
 
 def get_backend() -> MailBackend:
-    from nurture.config import get_settings
-
-    return backend_from_url(get_settings().mail_url)
+    """A backend for one batch, from the current runtime (NURTURE_MAIL_URL)."""
+    return current().mail()
 
 
 __all__ = [

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nurture.clock import now
-from nurture.config import get_settings
+from nurture.context import current
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.errors import NurtureError
 from nurture.mail import verp
@@ -75,7 +75,7 @@ def first_time(s: Session, source: str, key: str) -> bool:
 
 def find_delivery(s: Session, notice: Notice) -> Delivery | None:
     """The delivery a notice is about, by its signed VERP tag or our keyed Message-ID."""
-    secret = get_settings().secret
+    secret = current().settings.secret
     for tag in notice.tags:
         delivery_id = verp.delivery_of(tag, secret)
         if delivery_id is not None and (d := s.get(Delivery, delivery_id)) is not None:

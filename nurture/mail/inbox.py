@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from nurture.config import get_settings
+from nurture.context import current
 from nurture.db import transaction
 from nurture.errors import NurtureError
 from nurture.mail.classify import Kind, classify
@@ -159,7 +159,7 @@ class FolderSource:
 def process(source: MessageSource, origin: str = "imap") -> CheckResult:
     """One pass over a source's new messages."""
     result = CheckResult()
-    bounce_address = get_settings().bounce_address
+    bounce_address = current().settings.bounce_address
     for ref, raw in source.new_messages():
         try:
             notice = classify(raw, bounce_address)
@@ -183,7 +183,7 @@ def process(source: MessageSource, origin: str = "imap") -> CheckResult:
 def check_inbox(url: str | None = None) -> CheckResult:
     """One pass over NURTURE_INBOX_URL (or `url`)."""
     if url is None:
-        secret = get_settings().inbox_url
+        secret = current().settings.inbox_url
         if secret is None:
             raise NurtureError("NURTURE_INBOX_URL is not set: there is no inbox to check")
         url = secret.get_secret_value()

@@ -186,9 +186,9 @@ def build_message(
 
 
 def _maybe_dkim(msg: EmailMessage, from_email: str) -> None:
-    from nurture.config import get_settings
+    from nurture.context import current
 
-    settings = get_settings()
+    settings = current().settings
     if not settings.dkim_enabled:
         return
     # Imported here: dkimpy takes a noticeable time to import and most setups never sign.

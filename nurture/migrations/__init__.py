@@ -16,8 +16,20 @@ def alembic_config() -> Config:
     return cfg
 
 
-def upgrade(revision: str = "head") -> None:
-    command.upgrade(alembic_config(), revision)
+def upgrade(database_url: str, revision: str = "head") -> None:
+    """Create or migrate the schema at `database_url`. Its own engine, made here: the
+    migrations are the one place allowed to create a SQLite file that is not there yet."""
+    from nurture.db import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, revision)
+            connection.commit()
+    finally:
+        engine.dispose()
 
 
 def current_heads() -> set[str]:

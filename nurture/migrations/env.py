@@ -3,18 +3,14 @@ from __future__ import annotations
 from alembic import context
 
 import nurture.models  # noqa: F401  (registers every table on Base.metadata)
-from nurture.db import Base, get_engine
+from nurture.db import Base
 
 target_metadata = Base.metadata
 
 
 def run_migrations_online() -> None:
-    connectable = context.config.attributes.get("connection") or get_engine(create=True)
-    if hasattr(connectable, "connect"):
-        with connectable.connect() as connection:
-            _run(connection)
-    else:
-        _run(connectable)
+    # nurture.migrations.upgrade hands over a connection of its own engine.
+    _run(context.config.attributes["connection"])
 
 
 def _run(connection: object) -> None:

@@ -42,7 +42,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from nurture.clock import now
-from nurture.config import get_settings
+from nurture.context import current
 from nurture.db import transaction
 from nurture.sequences.models import Sequence
 from nurture.subscribers.models import Event, OutboxEvent, OutboxStatus, Subscriber
@@ -88,7 +88,7 @@ def new_row(kind: str, body: str, at: datetime) -> dict[str, Any]:
 def capture(session: Session, _flush_context: object, _instances: object) -> None:
     """before_flush: an outbox row for every new Event of an announced kind."""
     new = [o for o in session.new if isinstance(o, Event) and o.kind in KINDS]
-    if not new or not get_settings().events_url:
+    if not new or not current().settings.events_url:
         return
     at = now()
     for ev in new:  # in the order they were added to the session
@@ -114,7 +114,7 @@ def _sequence_slug(session: Session, ev: Event, sub: Subscriber) -> str | None:
 def queue_many(s: Session, kind: str, people: Iterable[tuple[str, str | None]]) -> int:
     """Outbox rows for events written in bulk (Core inserts skip the flush hook): each of
     `people` is (email, sequence slug)."""
-    if not get_settings().events_url:
+    if not current().settings.events_url:
         return 0
     at = now()
     rows = [new_row(kind, body_for(kind, email, slug, at), at) for email, slug in people]
@@ -156,9 +156,9 @@ def claim_due(s: Session, at: datetime, limit: int, lease: timedelta) -> list[in
 
 def sweep(enqueue: Callable[[list[int]], None], *, limit: int = 1000) -> int:
     """One pass: claim due outbox rows, then (after the commit) hand them to workers."""
-    if get_settings().events_key is None:
+    if current().settings.events_key is None:
         return 0
-    lease = timedelta(seconds=get_settings().lease_seconds)
+    lease = timedelta(seconds=current().settings.lease_seconds)
     with transaction() as s:
         ids = claim_due(s, now(), limit, lease)
     for i in range(0, len(ids), BATCH):
@@ -212,7 +212,7 @@ def post(url: str, key: bytes, msg_id: str, body: str) -> str | None:
 
 def deliver(ids: list[int]) -> dict[str, int]:
     """Try each outbox row once. The HTTP call runs outside any transaction."""
-    settings = get_settings()
+    settings = current().settings
     key, url = settings.events_key, settings.events_url
     counts = {"delivered": 0, "retry": 0, "failed": 0}
     if key is None or url is None:

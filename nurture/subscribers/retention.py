@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from nurture.clock import now
-from nurture.config import get_settings
+from nurture.context import current
 from nurture.db import transaction
 from nurture.errors import NurtureError
 from nurture.subscribers.models import ENDED, Enrollment, Subscriber
@@ -58,7 +58,7 @@ def due_for_purge(s: Session, cutoff: datetime, limit: int | None = None) -> lis
 
 def purge(*, dry_run: bool = False, days: int | None = None) -> PurgeResult:
     """Apply the retention limit now. Counts only: never returns or logs an address."""
-    days = days or get_settings().retention_days
+    days = days or current().settings.retention_days
     if days is None:
         raise NurtureError("NURTURE_RETENTION_DAYS is not set: nothing is ever purged")
     cutoff = now() - timedelta(days=days)

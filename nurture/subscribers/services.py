@@ -46,9 +46,9 @@ def normalize_email(raw: str) -> str:
 
 
 def email_hash(email: str) -> str:
-    from nurture.config import get_settings
+    from nurture.context import current
 
-    key = get_settings().secret.encode()
+    key = current().settings.secret.encode()
     return hmac.new(key, email.encode(), hashlib.sha256).hexdigest()
 
 

@@ -21,10 +21,12 @@ from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from nurture.config import Settings, get_settings
+from nurture.config import Settings, load_settings
+from nurture.context import Runtime, current, use
 from nurture.db import get_engine
 from nurture.errors import NotFound
 from nurture.paths import templates_dir
+from nurture.runtime import create_runtime
 
 # The only script on any page: fill the hidden time zone field. Allowed by its hash, so the
 # CSP needs no 'unsafe-inline' and no nonce.
@@ -89,24 +91,47 @@ def _limiter_storage(settings: Settings) -> str:
     return f"{SCHEME}://"
 
 
-def create_app(**overrides: Any) -> Flask:
-    settings = get_settings()
-    folder = templates_dir()
+def create_app(runtime: Runtime | None = None, **overrides: Any) -> Flask:
+    """The web app of `runtime` (by default one built from the environment, as gunicorn's
+    `create_app()` does). Every request runs with that runtime current."""
+    runtime = runtime or create_runtime(load_settings())
+    with use(runtime):
+        folder = templates_dir()
     app = NurtureFlask(__name__, template_folder=str(folder), static_folder=None)
-    config: dict[str, Any] = {
-        "SECRET_KEY": settings.secret,
-        "MAX_CONTENT_LENGTH": 64 * 1024,
-        "RATELIMIT_ENABLED": settings.rate_limit,
-        "SIGNUP_RATE_LIMIT": settings.signup_rate_limit,
-        "ENQUEUE_CONFIRMATION": None,  # tests may pass a callable(consent_id)
-        "SNS_FETCH": None,  # tests may pass a callable(url) -> bytes (SNS certificates)
-    }
-    app.config.update({**config, **overrides})
+    settings = runtime.settings
+    app.config.update(
+        {
+            "SECRET_KEY": settings.secret,
+            "MAX_CONTENT_LENGTH": 64 * 1024,
+            "RATELIMIT_ENABLED": settings.rate_limit,
+            "SIGNUP_RATE_LIMIT": settings.signup_rate_limit,
+            "ENQUEUE_CONFIRMATION": None,  # tests may pass a callable(consent_id)
+            "SNS_FETCH": None,  # tests may pass a callable(url) -> bytes (SNS certificates)
+            **overrides,
+        }
+    )
+    app.extensions["nurture"] = runtime
+    wsgi = app.wsgi_app
     if settings.proxy_hops:
         n = settings.proxy_hops
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+        wsgi = ProxyFix(wsgi, x_for=n, x_proto=n, x_host=n)
+    app.wsgi_app = _with_runtime(wsgi, runtime)  # type: ignore[method-assign]
+    _add_security_headers(app, settings, (folder / "pages" / "style.css").read_text("utf-8"))
+    _add_proxy_hint(app, settings)
+    _add_views(app, settings)
+    _add_error_pages(app)
+    return app
 
-    css = (folder / "pages" / "style.css").read_text(encoding="utf-8")
+
+def _with_runtime(wsgi: Any, runtime: Runtime) -> Any:
+    def app(environ: Any, start_response: Any) -> Any:
+        with use(runtime):
+            return wsgi(environ, start_response)
+
+    return app
+
+
+def _add_security_headers(app: Flask, settings: Settings, css: str) -> None:
     csp_base = (
         "default-src 'none'; "
         f"style-src {_csp_hash(css)}; "
@@ -134,6 +159,8 @@ def create_app(**overrides: Any) -> Flask:
             resp.headers["Strict-Transport-Security"] = HSTS
         return resp
 
+
+def _add_proxy_hint(app: Flask, settings: Settings) -> None:
     warned: list[bool] = []
 
     @app.before_request
@@ -149,6 +176,8 @@ def create_app(**overrides: Any) -> Flask:
             "rate limit"
         )
 
+
+def _add_views(app: Flask, settings: Settings) -> None:
     limiter = Limiter(
         get_remote_address,
         app=app,
@@ -156,7 +185,6 @@ def create_app(**overrides: Any) -> Flask:
         strategy="fixed-window",
         headers_enabled=False,
     )
-
     # The limits hold only a weak reference to their limiter: the app keeps it alive.
     app.extensions["nurture.limiter"] = limiter
 
@@ -183,6 +211,8 @@ def create_app(**overrides: Any) -> Flask:
         status = health()
         return jsonify(status), 200 if status["ok"] else 503
 
+
+def _add_error_pages(app: Flask) -> None:
     def _error(code: int, title: str, message: str) -> tuple[str, int]:
         return render_template("pages/error.html", title=title, message=message), code
 
@@ -209,8 +239,6 @@ def create_app(**overrides: Any) -> Flask:
         code = exc.code or 500
         return _error(code, exc.name, "Something about this request was not right.")
 
-    return app
-
 
 def health() -> dict[str, Any]:
     status: dict[str, Any] = {"database": "ok", "broker": "ok"}
@@ -220,9 +248,7 @@ def health() -> dict[str, Any]:
     except Exception as exc:  # report, never crash the health check
         status["database"] = f"error: {type(exc).__name__}"
     try:
-        from workers.app import app as celery
-
-        with celery.connection_for_write() as conn:
+        with current().celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
     except Exception as exc:
         status["broker"] = f"error: {type(exc).__name__}"

@@ -25,7 +25,7 @@ from werkzeug.wrappers import Response
 
 from nurture import tokens
 from nurture.booking.service import CAL_HEADER, CALENDLY_HEADER, handle_booking_webhook
-from nurture.config import get_settings
+from nurture.context import Runtime, current, use
 from nurture.delivery.links import follow
 from nurture.mail import webhooks as mail_webhooks
 from nurture.sequences.archive import form_closed
@@ -97,10 +97,12 @@ def _record_later(answer: Response, slug: str, form: signup.SignupForm) -> None:
     if custom is not None:
         signup.sign_up(slug, form, custom)
         return
-    if get_settings().broker_url.startswith("sqla+"):
-        answer.call_on_close(lambda: _sign_up_here(slug, form))
+    if current().settings.broker_url.startswith("sqla+"):
+        # After the answer the request (and the runtime it made current) is over: carry it.
+        runtime = current()
+        answer.call_on_close(lambda: _sign_up_here(runtime, slug, form))
         return
-    from workers.tasks import enqueue_signup
+    from nurture.celery_app import enqueue_signup
 
     try:
         enqueue_signup(slug, asdict(form))
@@ -109,11 +111,12 @@ def _record_later(answer: Response, slug: str, form: signup.SignupForm) -> None:
         log.exception("could not queue a signup for %s", slug)
 
 
-def _sign_up_here(slug: str, form: signup.SignupForm) -> None:
-    from workers.tasks import enqueue_confirmation
+def _sign_up_here(runtime: Runtime, slug: str, form: signup.SignupForm) -> None:
+    from nurture.celery_app import enqueue_confirmation
 
     try:
-        signup.sign_up(slug, form, enqueue_confirmation)
+        with use(runtime):
+            signup.sign_up(slug, form, enqueue_confirmation)
     except Exception as exc:
         log.error("could not record a signup for %s: %s", slug, type(exc).__name__)
 
@@ -138,7 +141,7 @@ def _signup(slug: str, *, embed: bool) -> Any:
     posted = forms.read_signup(request.form, request.remote_addr)
     # The form posts to itself (also inside an iframe): a foreign Origin is another site's form.
     ours = forms.same_origin(
-        request.headers.get("Origin"), get_settings().base_url, request.host_url
+        request.headers.get("Origin"), current().settings.base_url, request.host_url
     )
     if not ours or not forms.check_form_token(slug, posted.token):
         error = "This form had expired. Please check your details and send it again."
@@ -203,7 +206,7 @@ def link(token: str) -> Any:
 
 @bp.post("/webhooks/booking")
 def booking_webhook() -> Response | tuple[Response, int]:
-    key = get_settings().booking_webhook_key
+    key = current().settings.booking_webhook_key
     if key is None:
         raise HTTPNotFound()
     calendly, cal = request.headers.get(CALENDLY_HEADER), request.headers.get(CAL_HEADER)
@@ -224,7 +227,7 @@ MAIL_PROVIDERS = {"postmark", "mailgun", "ses"}
 @bp.post("/webhooks/mail/<provider>")
 def mail_webhook(provider: str) -> tuple[Response, int]:
     """Bounces and complaints from the mail provider (nurture/mail/webhooks.py)."""
-    secret = get_settings().mail_webhook_secret
+    secret = current().settings.mail_webhook_secret
     if secret is None or provider not in MAIL_PROVIDERS:
         raise HTTPNotFound()
     status, result = mail_webhooks.handle_feedback_webhook(

@@ -1,0 +1,116 @@
+"""The Celery application of a runtime, built from the same settings as everything else.
+
+Tasks stay thin (see tasks.py): they take ids, call a service, and let the database be the
+source of truth. Nothing is ever scheduled days ahead with eta/countdown: on Redis such
+messages are redelivered every visibility timeout. Due times live in the database and beat
+runs a short dispatch pass instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, Task
+from celery.schedules import crontab
+from celery.signals import setup_logging
+
+from nurture.config import Settings
+from nurture.context import Runtime, current, use
+
+
+def make_celery(runtime: Runtime) -> Celery:
+    """The runtime's Celery app (Flask's celery_init_app is the model): every task runs with
+    this runtime current, so the services it calls use its database, clock and mail."""
+
+    class RuntimeTask(Task):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            with use(runtime):
+                return self.run(*args, **kwargs)
+
+    settings = runtime.settings
+    # The tasks live with the workers (workers/tasks.py); named, not imported, so that this
+    # package never depends on them. A worker loads them through `include`.
+    app = Celery(
+        "nurture", broker=settings.broker_url, include=["workers.tasks"], task_cls=RuntimeTask
+    )
+    app.conf.update(
+        task_default_queue=settings.queue,
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        # A task is acknowledged only after it ran, and requeued if its worker died: with the
+        # lease in the database this makes a killed worker lose nothing.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        # Redis only: longer than any batch takes; the database lease recovers lost work
+        # sooner. (The SQLAlchemy transport hands its options to create_engine.)
+        broker_transport_options=(
+            {}
+            if settings.is_embedded_broker
+            else {"visibility_timeout": max(3600, settings.lease_seconds * 4)}
+        ),
+        timezone="UTC",
+        enable_utc=True,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "dispatch": {
+                "task": "nurture.dispatch",
+                "schedule": settings.dispatch_interval,
+                "options": {"expires": settings.dispatch_interval * 4},
+            },
+            **_optional_schedule(settings),
+        },
+    )
+    if settings.inbox_url is not None:
+        # Bounces, complaints and replies: one pass a minute (nurture/mail/inbox.py).
+        app.conf.beat_schedule["inbox-check"] = {
+            "task": "nurture.inbox_check",
+            "schedule": 60.0,
+            "options": {"expires": 120},
+        }
+    return app
+
+
+def _optional_schedule(settings: Settings) -> dict[str, dict[str, object]]:
+    """Beat entries that exist only when their setting is on."""
+    entries: dict[str, dict[str, object]] = {}
+    if settings.events_url:
+        entries["events"] = {
+            "task": "nurture.events_sweep",
+            "schedule": settings.dispatch_interval,
+            "options": {"expires": settings.dispatch_interval * 4},
+        }
+    if settings.retention_days:
+        # Daily at a fixed hour, so restarting beat never skips (or doubles) a day.
+        entries["purge"] = {
+            "task": "nurture.purge",
+            "schedule": crontab(minute=17, hour=3),
+            "options": {"expires": 3600},
+        }
+    return entries
+
+
+# How work reaches the workers: by task name (the tasks are in workers/tasks.py).
+
+
+def enqueue_batch(delivery_ids: list[int]) -> None:
+    current().enqueue("nurture.send_batch", delivery_ids)
+
+
+def enqueue_confirmation(consent_id: int) -> None:
+    current().enqueue("nurture.send_confirmation", consent_id)
+
+
+def enqueue_signup(slug: str, form: dict[str, Any]) -> None:
+    current().enqueue("nurture.sign_up", slug, form)
+
+
+@setup_logging.connect
+def _logging(**_: object) -> None:
+    # Our own format; Celery's default logs task arguments, which we keep free of PII anyway.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )

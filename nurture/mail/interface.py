@@ -1,0 +1,57 @@
+"""The one mail interface: what every backend does, and the errors it may raise.
+
+It sits below everything that sends (nurture.context names it), and knows no backend.
+"""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from types import TracebackType
+from typing import Protocol
+
+
+class MailError(Exception):
+    pass
+
+
+class TransientMailError(MailError):
+    """Try again later. `throttle` says the server asked us to slow down (a 421 or 454
+    whose text speaks of rates or limits): the whole pipeline backs off, not just this
+    message."""
+
+    def __init__(self, message: str, *, throttle: bool = False) -> None:
+        super().__init__(message)
+        self.throttle = throttle
+
+
+class ConnectionLostError(TransientMailError):
+    """This server, not this message: the connection closed (a 421, a dropped socket) or
+    could not be opened (`at_connect`: then nothing of the message was sent). The next
+    send() opens a new connection."""
+
+    def __init__(self, message: str, *, throttle: bool = False, at_connect: bool = False) -> None:
+        super().__init__(message, throttle=throttle)
+        self.at_connect = at_connect
+
+
+class PermanentMailError(MailError):
+    """The server will not take this message. `bounce` says whether the fault is the
+    address (the subscriber must stop receiving mail) or something else, such as our own
+    authentication being refused (5.7.x), where marking readers bounced would be wrong."""
+
+    def __init__(self, message: str, *, bounce: bool = False) -> None:
+        super().__init__(message)
+        self.bounce = bounce
+
+
+class MailBackend(Protocol):
+    def __enter__(self) -> MailBackend: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def send(self, msg: EmailMessage) -> None: ...

@@ -34,7 +34,12 @@ def make_celery(runtime: Runtime) -> Celery:
     app = Celery(
         "nurture", broker=settings.broker_url, include=["workers.tasks"], task_cls=RuntimeTask
     )
-    app.conf.update(
+    app.conf.update(_config(settings))
+    return app
+
+
+def _config(settings: Settings) -> dict[str, Any]:
+    return dict(
         task_default_queue=settings.queue,
         task_serializer="json",
         accept_content=["json"],
@@ -64,14 +69,6 @@ def make_celery(runtime: Runtime) -> Celery:
             **_optional_schedule(settings),
         },
     )
-    if settings.inbox_url is not None:
-        # Bounces, complaints and replies: one pass a minute (nurture/mail/inbox.py).
-        app.conf.beat_schedule["inbox-check"] = {
-            "task": "nurture.inbox_check",
-            "schedule": 60.0,
-            "options": {"expires": 120},
-        }
-    return app
 
 
 def _optional_schedule(settings: Settings) -> dict[str, dict[str, object]]:
@@ -82,6 +79,13 @@ def _optional_schedule(settings: Settings) -> dict[str, dict[str, object]]:
             "task": "nurture.events_sweep",
             "schedule": settings.dispatch_interval,
             "options": {"expires": settings.dispatch_interval * 4},
+        }
+    if settings.inbox_url is not None:
+        # Bounces, complaints and replies: one pass a minute (nurture/mail/inbox.py).
+        entries["inbox-check"] = {
+            "task": "nurture.inbox_check",
+            "schedule": 60.0,
+            "options": {"expires": 120},
         }
     if settings.retention_days:
         # Daily at a fixed hour, so restarting beat never skips (or doubles) a day.

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from nurture.clock import now
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.sequences.models import Sequence, SequenceStatus, Step
-from nurture.sequences.schedule import SendWindow, pushed_by_quiet_day, window_of, zone
+from nurture.sequences.schedule import SendWindow, pushed_by_quiet_day, reader_zone, window_of
 from nurture.sequences.services import get_sequence
 from nurture.subscribers.models import (
     Enrollment,
@@ -58,7 +58,7 @@ def _moved_by_quiet_day(
     if after is None:
         return False
     window, default_tz = rule
-    tz = zone(tz_name, default_tz)
+    tz = reader_zone(tz_name, default_tz)
     return pushed_by_quiet_day(window, tz, after, timedelta(seconds=delay), due)
 
 

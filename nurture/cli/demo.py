@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from nurture.cli.output import clean, console
+from nurture.demo import READER, READER_ZONE, DemoResult, SentEmail, run_demo
 
 
 def register(cli: click.Group) -> None:
@@ -41,21 +42,32 @@ def demo(day_seconds: float, keep: Path | None) -> None:
 
     Example: nurture demo --day-seconds 2
     """
-    from nurture.clock import now as clock_now
-    from nurture.demo import READER, READER_ZONE, DemoResult, SentEmail, run_demo
-
     zone = ZoneInfo(READER_ZONE)
     console.print(
         f"[bold]nurture demo[/bold]: {READER} signs up on the form and confirms; "
         f"one simulated day lasts {day_seconds:g} s.\n"
     )
-    first: list[SentEmail] = []
+    if keep:
+        keep.mkdir(parents=True, exist_ok=True)
+    result = run_demo(day_seconds, _Shower(zone).show, workdir=keep, on_note=_note)
+    _summary(result, zone)
+    if not result.complete:
+        raise click.ClickException("the demo did not see every step arrive")
+    if not (result.paused and result.resumed):
+        raise click.ClickException("the demo did not see the reply pause the series")
 
-    def show(sent: SentEmail, result: DemoResult) -> None:
-        if not first:
-            first.append(sent)
-        local = sent.sent_at.astimezone(zone)
-        day = (local.date() - first[0].sent_at.astimezone(zone).date()).days + 1
+
+class _Shower:
+    """Prints each email as it arrives, by the reader's day (day 1 is the first email's)."""
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        self.zone = zone
+        self.first: SentEmail | None = None
+
+    def show(self, sent: SentEmail, _result: DemoResult) -> None:
+        self.first = self.first or sent
+        local = sent.sent_at.astimezone(self.zone)
+        day = (local.date() - self.first.sent_at.astimezone(self.zone).date()).days + 1
         console.print(
             Text.assemble(
                 f"  day {day:>2}  {local:%a %d %b %H:%M} {local.tzname()}  ",
@@ -70,14 +82,16 @@ def demo(day_seconds: float, keep: Path | None) -> None:
         for path in (sent.eml, sent.html):
             console.print(Text(f"          {path.resolve()}", style="dim"), soft_wrap=True)
 
-    if keep:
-        keep.mkdir(parents=True, exist_ok=True)
 
-    def note(text: str) -> None:
-        local = clock_now().astimezone(zone)
-        console.print(f"          {local:%a %d %b %H:%M}  [italic]{text}[/italic]", crop=False)
+def _note(text: str) -> None:
+    # Called while the demo's runtime is current: its fast clock says the reader's time.
+    from nurture.clock import now
 
-    result = run_demo(day_seconds, show, workdir=keep, on_note=note)
+    local = now().astimezone(ZoneInfo(READER_ZONE))
+    console.print(f"          {local:%a %d %b %H:%M}  [italic]{text}[/italic]", crop=False)
+
+
+def _summary(result: DemoResult, zone: ZoneInfo) -> None:
     table = Table(title="summary", show_lines=False)
     for col in ("step", "sent (reader's time)", "subject"):
         table.add_column(col)
@@ -93,7 +107,3 @@ def demo(day_seconds: float, keep: Path | None) -> None:
         f"Open them: {(result.workdir / 'outbox').resolve()}",
         soft_wrap=True,
     )
-    if not result.complete:
-        raise click.ClickException("the demo did not see every step arrive")
-    if not (result.paused and result.resumed):
-        raise click.ClickException("the demo did not see the reply pause the series")

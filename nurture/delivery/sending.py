@@ -53,7 +53,7 @@ from nurture.mail.backends import (
     get_backend,
 )
 from nurture.sequences.models import Sequence, SequenceStatus, Step
-from nurture.sequences.schedule import due_for, first_step_immediately, window_of, zone
+from nurture.sequences.schedule import due_for, is_immediate_first, reader_zone, window_of
 from nurture.sequences.services import live_steps, step_after
 from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber
 from nurture.subscribers.rules import why_not_mail
@@ -209,10 +209,9 @@ def _fresh_state(s: Session, d: Delivery) -> tuple[str, str, str, str, bool] | N
 
 
 def _immediate_first(d: Delivery) -> bool:
-    return (
-        d.enrollment.last_step_id is None
-        and d.step.delay_seconds == 0
-        and first_step_immediately(d.enrollment.sequence)
+    # Only while nothing was sent yet: a first step put back (paused, resumed) is still first.
+    return d.enrollment.last_step_id is None and is_immediate_first(
+        d.enrollment.sequence, d.step.delay_seconds
     )
 
 
@@ -290,7 +289,7 @@ def send_one(
         _put_back(s, d, d.due_at)
         result.skipped.append(d.id)
         return
-    tz = zone(e.subscriber.timezone, seq.config.timezone)
+    tz = reader_zone(e.subscriber.timezone, seq.config.timezone)
     window = window_of(seq)
     if not window.contains(at, tz) and not _immediate_first(d):
         # A backlog that outlives the window waits for the next one: no 3 a.m. emails.

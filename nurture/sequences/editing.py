@@ -43,8 +43,8 @@ from nurture.sequences.schedule import (
     first_due,
     format_delay,
     is_immediate_first,
+    reader_zone,
     window_of,
-    zone,
 )
 from nurture.sequences.spec import SequenceSpec, StepSpec
 from nurture.subscribers.models import ENDED, Enrollment, EnrollmentStatus, Subscriber
@@ -431,7 +431,7 @@ def _plan_reader(edit: _Edit, row: Row[Any], claim: tuple[int, int] | None, had:
 def _keep_off_quiet_days(edit: _Edit, row: Row[Any], key: str) -> None:
     """Same step, same delay, but new quiet days may make its time unsendable: the worker
     would hold it back at send time anyway; moving it now keeps `schedule` truthful."""
-    tz = zone(row.timezone, edit.preview.config.timezone)
+    tz = reader_zone(row.timezone, edit.preview.config.timezone)
     immediate = row.last_step_id is None and is_immediate_first(edit.preview, edit.new_delay[key])
     window = window_of(edit.preview)
     if edit.quiet_changed and not immediate and not window.contains(row.next_due_at, tz):

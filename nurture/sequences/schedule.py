@@ -47,7 +47,9 @@ def format_delay(seconds: int) -> str:
     return "0"
 
 
-def zone(name: str | None, fallback: str = "UTC") -> ZoneInfo:
+def reader_zone(name: str | None, fallback: str = "UTC") -> ZoneInfo:
+    """The reader's own time zone; else the sequence's (`fallback`); else UTC. A name that
+    is no longer valid (a zone database update) falls through rather than failing a send."""
     for candidate in (name, fallback, "UTC"):
         if candidate and is_valid_timezone(candidate):
             return ZoneInfo(candidate)
@@ -272,7 +274,7 @@ def due_for(
     seq: ScheduledSequence, subscriber_tz: str | None, after: datetime, delay_seconds: int
 ) -> datetime:
     """A later step: its delay after `after` (the previous send), then the reader's window."""
-    tz = zone(subscriber_tz, seq.config.timezone)
+    tz = reader_zone(subscriber_tz, seq.config.timezone)
     return due_at(after, timedelta(seconds=delay_seconds), window_of(seq), tz)
 
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from nurture.clock import now
 from nurture.errors import NotFound
 from nurture.sequences.models import Sequence, SequenceStatus, Step
-from nurture.sequences.schedule import window_of, zone
+from nurture.sequences.schedule import reader_zone, window_of
 
 
 def get_sequence(s: Session, slug: str) -> Sequence:
@@ -62,7 +62,7 @@ def resume(s: Session, slug: str) -> int:
         )
     ).all()
     values = [
-        {"id": row.id, "next_due_at": window.next_open(at, zone(row.timezone, default_tz))}
+        {"id": row.id, "next_due_at": window.next_open(at, reader_zone(row.timezone, default_tz))}
         for row in overdue
     ]
     for i in range(0, len(values), 1000):

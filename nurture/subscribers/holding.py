@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from nurture.clock import now
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.errors import NurtureError
-from nurture.sequences.schedule import window_of, zone
+from nurture.sequences.schedule import reader_zone, window_of
 from nurture.sequences.services import get_sequence, live_steps, step_after
 from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber
 from nurture.subscribers.services import record_event
@@ -65,7 +65,7 @@ def resume_enrollment(s: Session, e: Enrollment, *, by: str) -> bool:
         e.next_step_id = nxt.id
     due = e.next_due_at or at
     if due < at:
-        tz = zone(e.subscriber.timezone, e.sequence.config.timezone)
+        tz = reader_zone(e.subscriber.timezone, e.sequence.config.timezone)
         due = window_of(e.sequence).next_open(at, tz)
     e.status, e.next_due_at = EnrollmentStatus.ACTIVE, due
     record_event(s, "resumed", e.subscriber, data={"by": by}, sequence_id=e.sequence_id)

@@ -25,7 +25,7 @@ from nurture.sequences.editing import apply_spec
 from nurture.sequences.services import get_sequence
 from nurture.sequences.spec import load_folder
 from nurture.subscribers.services import add_subscriber
-from tests.conftest import FIXTURES, _truncate, reload_runtime
+from tests.conftest import FIXTURES, reload_runtime
 from tests.support import Worker, free_port, wait_until
 
 pytestmark = [pytest.mark.celery]
@@ -125,7 +125,6 @@ def postgres_only(
     settings_env: dict[str, str], postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
     """Worker processes on PostgreSQL, as in production (SQLite: tests/test_dispatch.py)."""
-    _truncate(postgres_url)
     monkeypatch.setenv("NURTURE_DATABASE_URL", postgres_url)
     reload_runtime()
     yield postgres_url

@@ -81,7 +81,7 @@ def _optional_schedule(settings: Settings) -> dict[str, dict[str, object]]:
             "options": {"expires": settings.dispatch_interval * 4},
         }
     if settings.inbox_url is not None:
-        # Bounces, complaints and replies: one pass a minute (nurture/mail/inbox.py).
+        # Bounces, complaints and replies: one pass a minute (nurture/feedback/inbox.py).
         entries["inbox-check"] = {
             "task": "nurture.inbox_check",
             "schedule": 60.0,

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     track_opens: bool = False
     booking_webhook_key: SecretStr | None = None
 
-    # What comes back (bounces, complaints, replies): see nurture/mail/feedback.py.
+    # What comes back (bounces, complaints, replies): see nurture/feedback/handling.py.
     bounce_address: str | None = None
     inbox_url: SecretStr | None = None  # holds the mailbox password
     mail_webhook_secret: SecretStr | None = None

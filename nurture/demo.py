@@ -143,7 +143,7 @@ def _reply_to(sent: SentEmail, inbox: Path) -> None:
 def _reader_replies(sent: SentEmail, workdir: Path) -> None:
     """The reply goes into the demo's inbox folder and is read by the same pass as
     `nurture inbox check` (which reads an IMAP mailbox instead)."""
-    from nurture.mail.inbox import FolderSource, process
+    from nurture.feedback.inbox import FolderSource, process
 
     inbox = workdir / "inbox"
     _reply_to(sent, inbox)

@@ -2,7 +2,7 @@
 
 from nurture.articles.models import Article
 from nurture.delivery.models import Delivery, DeliveryStatus, Link
-from nurture.mail.models import FeedbackSeen
+from nurture.feedback.models import FeedbackSeen
 from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.subscribers.models import (
     ENDED,

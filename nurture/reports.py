@@ -172,7 +172,7 @@ class StepStats:
     clicked: int = 0
     unsubscribed: int = 0
     booked: int = 0
-    # What came back (nurture/mail/feedback.py): per step whose email it was about.
+    # What came back (nurture/feedback/handling.py): per step whose email it was about.
     bounced: int = 0
     soft_bounced: int = 0
     complained: int = 0

@@ -29,7 +29,7 @@ from nurture.db import transaction
 from nurture.delivery.dispatch import dispatch_once
 from nurture.delivery.models import Delivery
 from nurture.delivery.sending import send_batch
-from nurture.mail.webhooks import sns_string_to_sign
+from nurture.feedback.webhooks import sns_string_to_sign
 from nurture.sequences.services import get_sequence
 from nurture.subscribers.models import Event, Subscriber
 from nurture.subscribers.services import add_subscriber

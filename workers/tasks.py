@@ -45,7 +45,7 @@ def send_confirmation(consent_id: int) -> bool:
 @shared_task(name="nurture.inbox_check", ignore_result=True, acks_late=False)
 def inbox_check() -> dict[str, int]:
     # Counts only: never an address. A second pass at once finds nothing new.
-    from nurture.mail.inbox import check_inbox
+    from nurture.feedback.inbox import check_inbox
 
     return check_inbox().as_dict()
 

@@ -59,7 +59,7 @@ def check(as_json: bool) -> None:
 
     Example: nurture inbox check
     """
-    from nurture.mail.inbox import check_inbox
+    from nurture.feedback.inbox import check_inbox
 
     counts = check_inbox().as_dict()
     if as_json:

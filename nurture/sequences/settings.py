@@ -30,7 +30,7 @@ class SequenceSettings(BaseModel):
     discreet: DiscreetSpec | None = None
     tracking: dict[str, bool] | None = None
     article: dict[str, str] | None = None
-    # What a reader's reply does to their series (nurture/mail/feedback.py).
+    # What a reader's reply does to their series (nurture/feedback/handling.py).
     on_reply: Literal["pause", "stop", "continue"] = "pause"
 
     @classmethod

@@ -27,7 +27,7 @@ from nurture import tokens
 from nurture.booking.service import CAL_HEADER, CALENDLY_HEADER, handle_booking_webhook
 from nurture.context import Runtime, current, use
 from nurture.delivery.links import follow
-from nurture.mail import webhooks as mail_webhooks
+from nurture.feedback import webhooks as mail_webhooks
 from nurture.sequences.archive import form_closed
 from nurture.subscribers import confirmation, signup
 from nurture.subscribers import unsubscribe as unsubscribe_
@@ -226,7 +226,7 @@ MAIL_PROVIDERS = {"postmark", "mailgun", "ses"}
 
 @bp.post("/webhooks/mail/<provider>")
 def mail_webhook(provider: str) -> tuple[Response, int]:
-    """Bounces and complaints from the mail provider (nurture/mail/webhooks.py)."""
+    """Bounces and complaints from the mail provider (nurture/feedback/webhooks.py)."""
     secret = current().settings.mail_webhook_secret
     if secret is None or provider not in MAIL_PROVIDERS:
         raise HTTPNotFound()

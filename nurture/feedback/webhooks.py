@@ -13,7 +13,7 @@ Each provider is verified as it documents, on the raw request, before anything i
   SNS_TOLERANCE, or whose MessageId was already handled, is refused.
 
 An authenticated provider may name the person by address; a delivery is still found by our
-Message-ID first when the payload carries it. What happens then is feedback.apply's, the
+Message-ID first when the payload carries it. What happens then is handling.apply's, the
 same as for the inbox.
 """
 
@@ -34,8 +34,8 @@ from urllib.parse import urlsplit
 
 from nurture.clock import now
 from nurture.db import transaction
-from nurture.mail.classify import ENHANCED, Kind, Notice, hard_or_soft
-from nurture.mail.feedback import apply, digest, first_time
+from nurture.feedback.classify import ENHANCED, Kind, Notice, hard_or_soft
+from nurture.feedback.handling import apply, digest, first_time
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ none of these. Pure: bytes in, a Notice out; nothing here reads the database.
   automatic subject), no null return path.
 
 Which delivery a notice is about is found by what cannot be forged: the signed VERP tag
-(see verp.py) or our keyed Message-ID. Never by the address a bounce quotes: anyone can
-write one, and it may be a forwarding address.
+(see nurture/mail/verp.py) or our keyed Message-ID. Never by the address a bounce quotes:
+anyone can write one, and it may be a forwarding address.
 """
 
 from __future__ import annotations

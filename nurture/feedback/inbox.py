@@ -2,7 +2,7 @@
 
 Each message not seen before is read (without marking it read: the practice may share this
 mailbox and must still see replies as new), classified (classify.py), acted on
-(feedback.py) in its own transaction, and then flagged with the keyword $NurtureChecked,
+(handling.py) in its own transaction, and then flagged with the keyword $NurtureChecked,
 so the next pass skips it. A message that cannot be read is flagged $NurtureBroken and
 counted, and the pass goes on. A database error stops the pass before the message is
 flagged: the next pass tries it again, and the handled-once record makes that harmless.
@@ -26,8 +26,8 @@ from urllib.parse import unquote, urlsplit
 from nurture.context import current
 from nurture.db import transaction
 from nurture.errors import NurtureError
-from nurture.mail.classify import Kind, classify
-from nurture.mail.feedback import apply, digest, first_time
+from nurture.feedback.classify import Kind, classify
+from nurture.feedback.handling import apply, digest, first_time
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from nurture.delivery.dispatch import dispatch_once
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.delivery.sending import send_batch
 from nurture.errors import ConfigError
+from nurture.feedback.classify import Kind, Notice
+from nurture.feedback.handling import apply
 from nurture.mail import verp
 from nurture.mail.backends import backend_from_url
-from nurture.mail.classify import Kind, Notice
-from nurture.mail.feedback import apply
 from nurture.sequences.models import Sequence
 from nurture.sequences.services import get_sequence
 from nurture.subscribers.models import Enrollment, EnrollmentStatus

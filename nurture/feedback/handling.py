@@ -29,9 +29,9 @@ from nurture.clock import now
 from nurture.context import current
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.errors import NurtureError
+from nurture.feedback.classify import Kind, Notice
+from nurture.feedback.models import FeedbackSeen
 from nurture.mail import verp
-from nurture.mail.classify import Kind, Notice
-from nurture.mail.models import FeedbackSeen
 from nurture.subscribers.holding import pause_enrollment
 from nurture.subscribers.models import (
     ENDED,

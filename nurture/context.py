@@ -13,13 +13,14 @@ or below it, never above.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,6 +31,9 @@ from nurture.mail.interface import MailBackend
 
 if TYPE_CHECKING:
     from celery import Celery
+
+
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -50,6 +54,8 @@ class Runtime:
     open_mail: Callable[[], MailBackend]
     make_celery: Callable[[Runtime], Celery]
     closers: list[Callable[[], None]] = field(default_factory=list)
+    _kept: dict[str, Any] = field(default_factory=dict, repr=False)
+    _keeping: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @cached_property
     def _database(self) -> tuple[Engine, sessionmaker[Session]]:
@@ -84,6 +90,15 @@ class Runtime:
         the command line never import the workers."""
         self.celery.signature(task, args=args).delay()
 
+    def kept(self, name: str, build: Callable[[], T]) -> T:
+        """What `build` makes, made once for this runtime and kept for its life: things
+        worth keeping that follow from its settings (the send limiter and its poll state, the
+        DKIM key). A new runtime (new settings, a new test) builds its own."""
+        with self._keeping:
+            if name not in self._kept:
+                self._kept[name] = build()
+            return cast(T, self._kept[name])
+
     def close(self) -> None:
         """Give back connections (the end of a test, of a demo, of a forked child's copy)."""
         if "_database" in self.__dict__:
@@ -91,6 +106,7 @@ class Runtime:
             del self.__dict__["_database"]
         for closer in self.closers:
             closer()
+        self._kept.clear()
 
 
 _current: ContextVar[Runtime] = ContextVar("nurture_runtime")

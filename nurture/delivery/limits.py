@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -287,31 +285,15 @@ class DatabaseLimiter(_Base):
             row.floor, row.since = max(MIN_RATE, current / 2), t
 
 
-_lock = threading.Lock()
-
-
-@dataclass
-class _Cache:
-    key: tuple[str, str, str, float | None, int | None] | None = None
-    limiter: SendLimiter | None = None
-
-
-_cache = _Cache()
-
-
 def get_limiter(settings: Settings | None = None) -> SendLimiter:
-    """One limiter per process and configuration (its poll state is worth keeping)."""
-    settings = settings or current().settings
-    key = (
-        settings.broker_url,
-        settings.database_url,
-        settings.queue,
-        settings.send_rate,
-        settings.send_daily_limit,
-    )
-    with _lock:
-        if _cache.key != key or _cache.limiter is None:
-            redis_broker = settings.broker_url.startswith(("redis://", "rediss://"))
-            _cache.limiter = RedisLimiter(settings) if redis_broker else DatabaseLimiter(settings)
-            _cache.key = key
-        return _cache.limiter
+    """The current runtime's limiter (its poll state is worth keeping), or a new one for
+    other settings."""
+    if settings is not None:
+        return _limiter(settings)
+    runtime = current()
+    return runtime.kept("send limiter", lambda: _limiter(runtime.settings))
+
+
+def _limiter(settings: Settings) -> SendLimiter:
+    redis_broker = settings.broker_url.startswith(("redis://", "rediss://"))
+    return RedisLimiter(settings) if redis_broker else DatabaseLimiter(settings)

@@ -5,7 +5,6 @@ DMARC) and the key."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import dkim
@@ -29,7 +28,6 @@ SIGNED_HEADERS = (
 )
 
 
-@functools.cache
 def read_key(path: str) -> bytes:
     try:
         return Path(path).expanduser().read_bytes()

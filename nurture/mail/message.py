@@ -188,19 +188,22 @@ def build_message(
 def _maybe_dkim(msg: EmailMessage, from_email: str) -> None:
     from nurture.context import current
 
-    settings = current().settings
+    runtime = current()
+    settings = runtime.settings
     if not settings.dkim_enabled:
         return
     # Imported here: dkimpy takes a noticeable time to import and most setups never sign.
     from nurture.mail import dkim
 
     assert settings.dkim_selector and settings.dkim_private_key  # dkim_enabled says so
+    path = settings.dkim_private_key
     # Signed over the bytes SMTP will carry; the signing domain is the From domain (DMARC).
     msg["DKIM-Signature"] = dkim.signature(
         wire_bytes(msg),
         settings.dkim_selector,
         domain_of(from_email),
-        dkim.read_key(settings.dkim_private_key),
+        # Read once per runtime, not per message.
+        runtime.kept("dkim key", lambda: dkim.read_key(path)),
     )
 
 

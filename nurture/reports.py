@@ -19,6 +19,7 @@ from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.sequences.schedule import SendWindow, pushed_by_quiet_day, reader_zone, window_of
 from nurture.sequences.services import get_sequence
+from nurture.subscribers.attribution import ATTRIBUTED, last_sent_step
 from nurture.subscribers.models import (
     Enrollment,
     Event,
@@ -190,33 +191,6 @@ class SequenceStats:
         return asdict(self)
 
 
-def _last_sent_step(subscriber_id: Any, at: Any) -> Any:
-    return (
-        select(Delivery.step_id)
-        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
-        .where(
-            Enrollment.subscriber_id == subscriber_id,
-            Delivery.status == DeliveryStatus.SENT,
-            Delivery.sent_at <= at,
-        )
-        .order_by(Delivery.sent_at.desc(), Delivery.id.desc())
-        .limit(1)
-    )
-
-
-def attribute_step(s: Session, subscriber_id: int, at: datetime) -> tuple[int, int] | None:
-    """(sequence id, step id) of the last email sent to this person at or before `at`."""
-    step_id = s.scalar(_last_sent_step(subscriber_id, at))
-    if step_id is None:
-        return None
-    step = s.get_one(Step, step_id)
-    return step.sequence_id, step.id
-
-
-# Events counted per step: for the step they name, else the last one sent before them.
-ATTRIBUTED = ["unsubscribed", "booked", "bounced", "soft_bounced", "complained", "replied"]
-
-
 def stats(s: Session, slug: str | None = None) -> list[SequenceStats]:
     """Per-step funnel. An unsubscribe or booking counts for the last step sent before it;
     a bounce, complaint or reply for the email it was about."""
@@ -284,7 +258,7 @@ def _count_attributed(s: Session, per_step: dict[int, StepStats]) -> None:
             Event.kind.label("kind"),
             func.coalesce(
                 Event.step_id,
-                _last_sent_step(Event.subscriber_id, Event.created_at)
+                last_sent_step(Event.subscriber_id, Event.created_at)
                 .correlate(Event)
                 .scalar_subquery(),
             ).label("step_id"),

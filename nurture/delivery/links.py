@@ -19,16 +19,8 @@ from nurture.db import transaction
 from nurture.delivery.compose import LinkRewriter
 from nurture.delivery.models import Delivery, Link
 from nurture.errors import NotFound
-from nurture.sequences.models import Sequence
+from nurture.sequences.settings import clicks_tracked
 from nurture.subscribers.models import Event
-
-
-def clicks_tracked(seq: Sequence) -> bool:
-    """NURTURE_TRACK_CLICKS, unless the sequence says otherwise (`tracking: {clicks: ...}`)."""
-    override = seq.config.clicks_override
-    if override is not None:
-        return override
-    return current().settings.track_clicks
 
 
 def link_url(link_id: int) -> str:
@@ -38,7 +30,7 @@ def link_url(link_id: int) -> str:
 def rewriter_for(s: Session, delivery: Delivery) -> LinkRewriter | None:
     """The rewrite hook for one delivery, or None when its sequence tracks no clicks
     (then links go straight to their targets and nothing is stored)."""
-    if not clicks_tracked(delivery.enrollment.sequence):
+    if not clicks_tracked(delivery.enrollment.sequence.config):
         return None
     seen: dict[tuple[str, bool], str] = {}
 
@@ -72,7 +64,7 @@ def follow(token: str, *, count: bool = True) -> str:
         delivery = s.get(Delivery, link.delivery_id) if link.delivery_id else None
         if delivery is not None and count:
             enrollment = delivery.enrollment
-            if clicks_tracked(enrollment.sequence):
+            if clicks_tracked(enrollment.sequence.config):
                 s.add(
                     Event(
                         kind="clicked",

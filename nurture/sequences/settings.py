@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nurture.context import current
 from nurture.sequences.schedule import SendWindow
 from nurture.sequences.spec import ConsultSpec, DiscreetSpec, FromSpec, WindowSpec
 
@@ -81,3 +82,11 @@ class SequenceSettings(BaseModel):
             return slug
         digest = hashlib.sha256(f"{secret}:list:{slug}".encode()).hexdigest()[:12]
         return f"n{digest}"
+
+
+def clicks_tracked(config: SequenceSettings) -> bool:
+    """NURTURE_TRACK_CLICKS, unless the sequence says otherwise (`tracking: {clicks: ...}`)."""
+    override = config.clicks_override
+    if override is not None:
+        return override
+    return current().settings.track_clicks

@@ -20,8 +20,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from nurture.delivery.models import Delivery, DeliveryStatus
-from nurture.reports import ATTRIBUTED, attribute_step
 from nurture.sequences.models import Sequence, Step
+from nurture.subscribers.attribution import ATTRIBUTED, attribute_step
 from nurture.subscribers.models import Enrollment, Event, Subscriber, Suppression
 from nurture.subscribers.queries import person
 from nurture.subscribers.services import (

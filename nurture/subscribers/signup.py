@@ -114,8 +114,8 @@ class SignupPage:
 
 def signup_page(slug: str) -> SignupPage:
     """Raises NotFound for an unknown sequence."""
-    from nurture.delivery.links import clicks_tracked
     from nurture.sequences.services import live_steps
+    from nurture.sequences.settings import clicks_tracked
 
     with transaction() as s:
         seq = get_sequence(s, slug)
@@ -126,7 +126,7 @@ def signup_page(slug: str) -> SignupPage:
             practice=cfg.practice,
             emails=len(live_steps(s, seq.id)),
             consent=consent_text(seq),
-            clicks_tracked=clicks_tracked(seq),
+            clicks_tracked=clicks_tracked(seq.config),
             # Only a discreet sequence promises a discreet sender: the page must say what
             # the inbox will really show.
             discreet_from=cfg.inbox_from_name if cfg.is_discreet else None,

@@ -394,3 +394,33 @@ def test_send_test_never_touches_the_real_email(
     assert client.post(link, data={"List-Unsubscribe": "One-Click"}).status_code == 200
     with transaction() as s:
         assert set(s.scalars(select(Subscriber.status))) == {"confirmed"}
+
+
+# --- a confirmation email that could not be sent ----------------------------------------
+
+
+def test_adding_again_retries_a_confirmation_the_mail_server_refused(
+    quick_sequence: str, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`subscribers add` says "run this again to retry" when the confirmation could not go
+    out: running it again sends it, once."""
+    from nurture.context import current
+    from tests.conftest import reload_runtime
+
+    monkeypatch.setenv("NURTURE_MAIL_URL", f"smtp://127.0.0.1:{free_port()}")  # nobody there
+    reload_runtime()
+    first = run("subscribers", "add", "ann@example.com", "--sequence", "quick")
+    assert first.code == 1 and "run this again to retry" in first.err, first.err
+    assert "added to quick (pending)" in first.out
+
+    monkeypatch.setenv("NURTURE_MAIL_URL", "memory://")
+    reload_runtime()
+    outbox = current().mail().outbox  # type: ignore[attr-defined]
+    again = run("subscribers", "add", "ann@example.com", "--sequence", "quick")
+    assert again.code == 0, again.err
+    assert "confirmation email sent" in again.out
+    assert [m["To"] for m in outbox] == ["ann@example.com"]
+
+    third = run("subscribers", "add", "ann@example.com", "--sequence", "quick")
+    assert third.code == 0 and "nothing changed" in third.out
+    assert len(outbox) == 1

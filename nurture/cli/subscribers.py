@@ -70,10 +70,13 @@ def add(
     added = add_one(slug, email, first_name=first_name, timezone=timezone, confirmed=confirmed)
     if added.outcome == Outcome.SKIPPED:
         raise NurtureError(skipped_message(added.reason or ""))
-    if added.outcome == Outcome.ALREADY:
+    if added.outcome == Outcome.ALREADY and added.asked == Asked.NOT_NEEDED:
         click.echo(f"already enrolled in {slug} ({added.reason}): nothing changed")
         return
-    click.echo(f"added to {slug} ({added.status})")
+    if added.outcome == Outcome.ALREADY:
+        click.echo(f"already enrolled in {slug} ({added.reason}): asking them to confirm again")
+    else:
+        click.echo(f"added to {slug} ({added.status})")
     if added.asked == Asked.FAILED:
         raise NurtureError(
             f"added, but the confirmation email was not sent ({added.mail_error}); "

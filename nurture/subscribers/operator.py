@@ -25,7 +25,7 @@ from nurture.sequences.archive import require_open
 from nurture.sequences.models import Sequence
 from nurture.sequences.services import get_sequence
 from nurture.subscribers.confirmation import send_confirmation
-from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber
+from nurture.subscribers.models import Enrollment, EnrollmentStatus, Event, Subscriber
 from nurture.subscribers.rules import FORGOTTEN, left_reason
 from nurture.subscribers.services import (
     CLI_CONSENT,
@@ -59,7 +59,8 @@ class OperatorAdd:
     # status; ADDED: None.
     reason: str | None = None
     status: str | None = None  # the person's status after an ADDED
-    consent_id: int | None = None  # ADDED and waiting for confirmation: what to send
+    # Waiting for a confirmation email not sent yet (ADDED, or ALREADY after a failed send).
+    consent_id: int | None = None
     asked: Asked = Asked.NOT_NEEDED  # set by add_one only
     mail_error: str | None = None  # Asked.FAILED: why
 
@@ -89,18 +90,9 @@ def add_by_operator(
     reason = refusal(s, address, sub)
     if reason is not None:
         return OperatorAdd(Outcome.SKIPPED, reason)
-    if sub is not None:
-        enrollment = s.scalar(
-            select(Enrollment).where(
-                Enrollment.subscriber_id == sub.id, Enrollment.sequence_id == seq.id
-            )
-        )
-        # A pending enrollment may still be confirmed by an operator who holds the consent;
-        # anything else is a place already taken.
-        if enrollment is not None and not (
-            confirmed and enrollment.status == EnrollmentStatus.PENDING
-        ):
-            return OperatorAdd(Outcome.ALREADY, str(enrollment.status))
+    already = _already_enrolled(s, sub, seq, confirmed) if sub is not None else None
+    if already is not None:
+        return already
     sub = add_subscriber(
         s,
         address,
@@ -117,6 +109,39 @@ def add_by_operator(
     )
     consent_id = None if confirmed else latest_consent_id(s, sub, seq)
     return OperatorAdd(Outcome.ADDED, status=str(sub.status), consent_id=consent_id)
+
+
+def _already_enrolled(
+    s: Session, sub: Subscriber, seq: Sequence, confirmed: bool
+) -> OperatorAdd | None:
+    """ALREADY when this person has a place in the sequence, else None (add them)."""
+    enrollment = s.scalar(
+        select(Enrollment).where(
+            Enrollment.subscriber_id == sub.id, Enrollment.sequence_id == seq.id
+        )
+    )
+    if enrollment is None:
+        return None
+    pending = enrollment.status == EnrollmentStatus.PENDING
+    if pending and confirmed:
+        # A pending enrollment may still be confirmed by an operator who holds the consent.
+        return None
+    if pending and not _asked_to_confirm(s, sub, seq):
+        # The add before could not send the confirmation email (the mail server was down):
+        # adding again is the retry it promised, so this one sends it.
+        return OperatorAdd(
+            Outcome.ALREADY, str(enrollment.status), consent_id=latest_consent_id(s, sub, seq)
+        )
+    return OperatorAdd(Outcome.ALREADY, str(enrollment.status))
+
+
+def _asked_to_confirm(s: Session, sub: Subscriber, seq: Sequence) -> bool:
+    sent = select(Event.id).where(
+        Event.subscriber_id == sub.id,
+        Event.sequence_id == seq.id,
+        Event.kind == "confirmation_sent",
+    )
+    return s.scalar(sent.limit(1)) is not None
 
 
 def add_one(

@@ -1,4 +1,4 @@
-"""The one mail interface. A backend is picked by NURTURE_MAIL_URL:
+"""The mail backends, one per kind of NURTURE_MAIL_URL (the interface they share: interface.py):
 
     smtp://user:pass@host:587?starttls=true   smtps://host:465   file://./outbox   memory://
 

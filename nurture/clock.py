@@ -13,7 +13,8 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-from nurture.context import Clock, current
+from nurture.context import current
+from nurture.interfaces import Clock
 
 __all__ = ["Clock", "FrozenClock", "ScaledClock", "SystemClock", "clock_for", "now"]
 

@@ -7,8 +7,7 @@ with `current()`, the way Flask code reads `current_app`: nothing is built at im
 runtimes (two tests, two databases) never share an engine or an outbox, and a test replaces
 the clock or the mail of its own runtime without reaching into a module.
 
-This file is the bottom of the house: the interfaces it names (Clock, MailBackend) live here
-or below it, never above.
+The interfaces it names (Clock, MailBackend) live below it, in nurture/interfaces.py.
 """
 
 from __future__ import annotations
@@ -20,24 +19,20 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from nurture.config import Settings
 from nurture.errors import NurtureError
-from nurture.mail.interface import MailBackend
+from nurture.interfaces import Clock, MailBackend
 
 if TYPE_CHECKING:
     from celery import Celery
 
 
 T = TypeVar("T")
-
-
-class Clock(Protocol):
-    def now(self) -> datetime: ...
 
 
 @dataclass(eq=False)

@@ -14,8 +14,8 @@ from nurture.clock import Clock, clock_for
 from nurture.config import Settings
 from nurture.context import Runtime
 from nurture.db import open_database
+from nurture.interfaces import MailBackend
 from nurture.mail.backends import MemoryBackend, backend_from_url
-from nurture.mail.interface import MailBackend
 from nurture.subscribers.event_webhooks import capture
 
 

@@ -1,4 +1,4 @@
-"""The mail backends, one per kind of NURTURE_MAIL_URL (the interface they share: interface.py):
+"""The mail backends, one per kind of NURTURE_MAIL_URL (their interface: nurture/interfaces.py):
 
     smtp://user:pass@host:587?starttls=true   smtps://host:465   file://./outbox   memory://
 
@@ -22,7 +22,7 @@ from typing import Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from nurture.context import current
-from nurture.mail.interface import (
+from nurture.interfaces import (
     ConnectionLostError,
     MailBackend,
     MailError,

@@ -1,13 +1,17 @@
-"""The one mail interface: what every backend does, and the errors it may raise.
-
-It sits below everything that sends (nurture.context names it), and knows no backend.
-"""
+"""The interfaces a runtime is made of, below everything that uses them: the one clock and
+the one mail interface (what every mail backend does, and the errors it may raise). This
+file knows no implementation: those are nurture/clock.py and nurture/mail/backends.py."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from email.message import EmailMessage
 from types import TracebackType
 from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
 
 
 class MailError(Exception):

@@ -17,8 +17,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import Engine
@@ -48,20 +46,15 @@ class Runtime:
     # A new backend per batch: an SMTP backend holds one connection for its batch.
     open_mail: Callable[[], MailBackend]
     make_celery: Callable[[Runtime], Celery]
-    closers: list[Callable[[], None]] = field(default_factory=list)
     _kept: dict[str, Any] = field(default_factory=dict, repr=False)
-    _keeping: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @cached_property
-    def _database(self) -> tuple[Engine, sessionmaker[Session]]:
-        return self.open_database()
+    _keeping: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
     def engine(self) -> Engine:
-        return self._database[0]
+        return self._database()[0]
 
     def session(self) -> Session:
-        return self._database[1]()
+        return self._database()[1]()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -69,15 +62,12 @@ class Runtime:
         with self.session() as s, s.begin():
             yield s
 
-    def now(self) -> datetime:
-        return self.clock.now()
-
     def mail(self) -> MailBackend:
         return self.open_mail()
 
-    @cached_property
+    @property
     def celery(self) -> Celery:
-        return self.make_celery(self)
+        return self.kept("celery", lambda: self.make_celery(self))
 
     def enqueue(self, task: str, *args: Any) -> None:
         """Hand work to the workers by task name. A signature runs a task registered in this
@@ -86,22 +76,25 @@ class Runtime:
         self.celery.signature(task, args=args).delay()
 
     def kept(self, name: str, build: Callable[[], T]) -> T:
-        """What `build` makes, made once for this runtime and kept for its life: things
-        worth keeping that follow from its settings (the send limiter and its poll state, the
-        DKIM key). A new runtime (new settings, a new test) builds its own."""
+        """What `build` makes, made once for this runtime and kept for its life: the database,
+        the Celery app, and things worth keeping that follow from the settings (the send
+        limiter and its poll state, the DKIM key). Two threads asking first get one. A new
+        runtime (new settings, a new test) builds its own."""
         with self._keeping:
             if name not in self._kept:
                 self._kept[name] = build()
             return cast(T, self._kept[name])
 
     def close(self) -> None:
-        """Give back connections (the end of a test, of a demo, of a forked child's copy)."""
-        if "_database" in self.__dict__:
-            self.engine.dispose()
-            del self.__dict__["_database"]
-        for closer in self.closers:
-            closer()
-        self._kept.clear()
+        """Give back connections (the end of a test, of a demo, of a command)."""
+        with self._keeping:
+            database = self._kept.pop("database", None)
+            self._kept.clear()
+        if database is not None:
+            database[0].dispose()
+
+    def _database(self) -> tuple[Engine, sessionmaker[Session]]:
+        return self.kept("database", self.open_database)
 
 
 _current: ContextVar[Runtime] = ContextVar("nurture_runtime")

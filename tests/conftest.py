@@ -181,14 +181,14 @@ def reload_runtime() -> Runtime:
     changed, and its outbox while mail still goes to memory."""
     rt = current()
     fresh = create_runtime(load_settings())
-    rt.close()
+    eager = rt.celery.conf.task_always_eager  # eager_celery stays in force
+    rt.close()  # forgets the engine, the Celery app and what was kept for the old settings
     if fresh.settings.mail_url != rt.settings.mail_url:
         rt.open_mail = fresh.open_mail
     if fresh.settings.clock != rt.settings.clock:
         rt.clock = fresh.clock
     rt.settings, rt.open_database = fresh.settings, fresh.open_database
-    celery = rt.__dict__.pop("celery", None)
-    if celery is not None and celery.conf.task_always_eager:  # eager_celery stays in force
+    if eager:
         rt.celery.conf.task_always_eager = rt.celery.conf.task_eager_propagates = True
     return rt
 

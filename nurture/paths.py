@@ -9,13 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nurture.context import current
+
 PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 
 
 def templates_dir() -> Path:
-    from nurture.context import current
+    """The current runtime's templates folder."""
+    return find_templates(current().settings.templates_dir)
 
-    configured = current().settings.templates_dir
+
+def find_templates(configured: str | None) -> Path:
+    """The templates folder for a NURTURE_TEMPLATES_DIR value (None: look for it)."""
     if configured:
         return Path(configured).resolve()
     for candidate in (PACKAGE_PARENT / "templates", Path.cwd() / "templates"):

@@ -15,6 +15,8 @@ from sqlalchemy import Result, func, select
 from sqlalchemy.orm import Session
 
 from nurture.clock import now
+from nurture.context import current
+from nurture.delivery.limits import next_utc_day, sent_today
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.sequences.schedule import SendWindow, pushed_by_quiet_day, reader_zone, window_of
@@ -135,9 +137,6 @@ class _DailyQuota:
     back to midnight for the limit is shown as waiting too."""
 
     def __init__(self, s: Session, at: datetime) -> None:
-        from nurture.context import current
-        from nurture.delivery.limits import next_utc_day, sent_today
-
         self.limit = current().settings.send_daily_limit
         self.tomorrow = next_utc_day(at)
         self.left = max(0, self.limit - sent_today(s, at)) if self.limit else 0

@@ -7,6 +7,8 @@ from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
+from nurture.clock import now
+from nurture.context import current
 from nurture.errors import NurtureError
 
 CONFIRM = "confirm"
@@ -30,14 +32,10 @@ class ExpiredToken(BadToken):
 class _ClockSigner(TimestampSigner):
     # Token ages follow the one clock (nurture.clock), so tests and the demo can expire them.
     def get_timestamp(self) -> int:
-        from nurture.clock import now
-
         return int(now().timestamp())
 
 
 def _serializer(purpose: str) -> URLSafeTimedSerializer:
-    from nurture.context import current
-
     return URLSafeTimedSerializer(
         current().settings.secret, salt=f"nurture.{purpose}", signer=_ClockSigner
     )

@@ -11,6 +11,7 @@ from nurture.celery_app import enqueue_batch, enqueue_confirmation
 from nurture.context import current
 from nurture.delivery import dispatch as dispatch_service
 from nurture.delivery import sending
+from nurture.feedback.inbox import check_inbox
 from nurture.mail.backends import TransientMailError
 from nurture.subscribers import confirmation, event_webhooks, retention, signup
 
@@ -45,8 +46,6 @@ def send_confirmation(consent_id: int) -> bool:
 @shared_task(name="nurture.inbox_check", ignore_result=True, acks_late=False)
 def inbox_check() -> dict[str, int]:
     # Counts only: never an address. A second pass at once finds nothing new.
-    from nurture.feedback.inbox import check_inbox
-
     return check_inbox().as_dict()
 
 

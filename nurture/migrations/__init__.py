@@ -7,6 +7,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from nurture.db import make_engine
+
 HERE = Path(__file__).parent
 
 
@@ -19,8 +21,6 @@ def alembic_config() -> Config:
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Create or migrate the schema at `database_url`. Its own engine, made here: the
     migrations are the one place allowed to create a SQLite file that is not there yet."""
-    from nurture.db import make_engine
-
     engine = make_engine(database_url)
     try:
         with engine.connect() as connection:

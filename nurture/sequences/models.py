@@ -2,16 +2,14 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from nurture.clock import now
 from nurture.db import Base, StrEnumColumn
-
-if TYPE_CHECKING:
-    from nurture.sequences.settings import SequenceSettings
+from nurture.sequences.settings import SequenceSettings
 
 
 class SequenceStatus(enum.StrEnum):
@@ -39,8 +37,6 @@ class Sequence(Base):
     @property
     def config(self) -> SequenceSettings:
         """The settings, typed (nurture/sequences/settings.py); parsed once per loaded row."""
-        from nurture.sequences.settings import SequenceSettings
-
         raw = self.settings
         cached = self.__dict__.get("_config")
         if cached is None or cached[0] is not raw:

@@ -10,6 +10,7 @@ from nurture.clock import now
 from nurture.errors import NotFound
 from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.sequences.schedule import reader_zone, window_of
+from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber
 
 
 def get_sequence(s: Session, slug: str) -> Sequence:
@@ -46,8 +47,6 @@ def resume(s: Session, slug: str) -> int:
     """Resume a paused sequence. Sends that fell due while it was paused are spread back
     into each subscriber's next open window instead of going out in one burst; returns how
     many were re-timed."""
-    from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber
-
     seq = set_status(s, slug, SequenceStatus.ACTIVE)
     at = now()
     window = window_of(seq)

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from nurture.clock import now
+from nurture.context import current
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.errors import NotFound, NurtureError
 from nurture.sequences.models import Sequence
@@ -46,8 +47,6 @@ def normalize_email(raw: str) -> str:
 
 
 def email_hash(email: str) -> str:
-    from nurture.context import current
-
     key = current().settings.secret.encode()
     return hmac.new(key, email.encode(), hashlib.sha256).hexdigest()
 

@@ -29,7 +29,8 @@ from nurture.db import transaction
 from nurture.errors import NurtureError
 from nurture.sequences.models import Sequence
 from nurture.sequences.schedule import is_valid_timezone
-from nurture.sequences.services import get_sequence
+from nurture.sequences.services import get_sequence, live_steps
+from nurture.sequences.settings import clicks_tracked
 from nurture.subscribers.models import (
     Consent,
     Enrollment,
@@ -114,9 +115,6 @@ class SignupPage:
 
 def signup_page(slug: str) -> SignupPage:
     """Raises NotFound for an unknown sequence."""
-    from nurture.sequences.services import live_steps
-    from nurture.sequences.settings import clicks_tracked
-
     with transaction() as s:
         seq = get_sequence(s, slug)
         cfg = seq.config

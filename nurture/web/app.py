@@ -25,8 +25,10 @@ from nurture.config import Settings, load_settings
 from nurture.context import Runtime, current, use
 from nurture.db import get_engine
 from nurture.errors import NotFound
-from nurture.paths import templates_dir
+from nurture.paths import find_templates
 from nurture.runtime import create_runtime
+from nurture.web.ratelimit import SCHEME
+from nurture.web.views import bp
 
 # The only script on any page: fill the hidden time zone field. Allowed by its hash, so the
 # CSP needs no 'unsafe-inline' and no nonce.
@@ -86,8 +88,6 @@ def _limiter_storage(settings: Settings) -> str:
     # database (per-process memory would multiply the limit by the number of workers).
     if settings.broker_url.startswith(("redis://", "rediss://")):
         return settings.broker_url
-    from nurture.web.ratelimit import SCHEME
-
     return f"{SCHEME}://"
 
 
@@ -95,10 +95,9 @@ def create_app(runtime: Runtime | None = None, **overrides: Any) -> Flask:
     """The web app of `runtime` (by default one built from the environment, as gunicorn's
     `create_app()` does). Every request runs with that runtime current."""
     runtime = runtime or create_runtime(load_settings())
-    with use(runtime):
-        folder = templates_dir()
-    app = NurtureFlask(__name__, template_folder=str(folder), static_folder=None)
     settings = runtime.settings
+    folder = find_templates(settings.templates_dir)
+    app = NurtureFlask(__name__, template_folder=str(folder), static_folder=None)
     app.config.update(
         {
             "SECRET_KEY": settings.secret,
@@ -187,9 +186,6 @@ def _add_views(app: Flask, settings: Settings) -> None:
     )
     # The limits hold only a weak reference to their limiter: the app keeps it alive.
     app.extensions["nurture.limiter"] = limiter
-
-    from nurture.web.views import bp
-
     app.register_blueprint(bp)
     # Only sending the form counts against the limit (one budget for the page and the
     # embed); reading pages never does.

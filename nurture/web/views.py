@@ -23,11 +23,11 @@ from flask import (
 from werkzeug.exceptions import NotFound as HTTPNotFound
 from werkzeug.wrappers import Response
 
-from nurture import tokens
+from nurture import celery_app, tokens
 from nurture.booking.service import CAL_HEADER, CALENDLY_HEADER, handle_booking_webhook
 from nurture.context import Runtime, current, use
 from nurture.delivery.links import follow
-from nurture.feedback import webhooks as mail_webhooks
+from nurture.feedback import webhooks as feedback_webhooks
 from nurture.sequences.archive import form_closed
 from nurture.subscribers import confirmation, signup
 from nurture.subscribers import unsubscribe as unsubscribe_
@@ -97,26 +97,22 @@ def _record_later(answer: Response, slug: str, form: signup.SignupForm) -> None:
     if custom is not None:
         signup.sign_up(slug, form, custom)
         return
-    if current().settings.broker_url.startswith("sqla+"):
+    runtime = current()
+    if runtime.settings.broker_url.startswith("sqla+"):
         # After the answer the request (and the runtime it made current) is over: carry it.
-        runtime = current()
         answer.call_on_close(lambda: _sign_up_here(runtime, slug, form))
         return
-    from nurture.celery_app import enqueue_signup
-
     try:
-        enqueue_signup(slug, asdict(form))
+        celery_app.enqueue_signup(slug, asdict(form))
     except Exception:
         # The broker is down: the reader can send the form again. Never log the address.
         log.exception("could not queue a signup for %s", slug)
 
 
 def _sign_up_here(runtime: Runtime, slug: str, form: signup.SignupForm) -> None:
-    from nurture.celery_app import enqueue_confirmation
-
     try:
         with use(runtime):
-            signup.sign_up(slug, form, enqueue_confirmation)
+            signup.sign_up(slug, form, celery_app.enqueue_confirmation)
     except Exception as exc:
         log.error("could not record a signup for %s: %s", slug, type(exc).__name__)
 
@@ -230,11 +226,11 @@ def mail_webhook(provider: str) -> tuple[Response, int]:
     secret = current().settings.mail_webhook_secret
     if secret is None or provider not in MAIL_PROVIDERS:
         raise HTTPNotFound()
-    status, result = mail_webhooks.handle_feedback_webhook(
+    status, result = feedback_webhooks.handle_feedback_webhook(
         provider,
         secret.get_secret_value(),
         request.get_data(cache=False),
         authorization=request.headers.get("Authorization"),
-        fetch=current_app.config.get("SNS_FETCH") or mail_webhooks.fetch_https,
+        fetch=current_app.config.get("SNS_FETCH") or feedback_webhooks.fetch_https,
     )
     return jsonify({"result": result}), status

@@ -239,9 +239,9 @@ def quick_sequence(db: str) -> str:
     return "quick"
 
 
-# The five source articles are third-party text: they live beside the repository in the
-# shared folder (../shared/articles), not inside it. NURTURE_TEST_ARTICLES points elsewhere.
-ARTICLES_DIR = Path(os.environ.get("NURTURE_TEST_ARTICLES", ROOT.parent / "shared" / "articles"))
+# The five source articles the default sequence cites (templates/articles/README.md says
+# where each came from). NURTURE_TEST_ARTICLES points elsewhere.
+ARTICLES_DIR = Path(os.environ.get("NURTURE_TEST_ARTICLES", ROOT / "templates" / "articles"))
 DEFAULT_SEQUENCE = ROOT / "templates" / "sequences" / "partner-refuses-therapy"
 
 

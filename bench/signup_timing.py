@@ -44,7 +44,7 @@ def _setup(database_url: str) -> None:
     from nurture.sequences.editing import apply_spec
     from nurture.sequences.services import get_sequence
     from nurture.sequences.spec import load_folder
-    from nurture.subscribers.services import add_subscriber
+    from nurture.subscribers.enrolling import add_subscriber
 
     upgrade(runtime.settings.database_url)
     with transaction() as s:

@@ -44,7 +44,7 @@ def our_message() -> EmailMessage:
         return compose(
             e.sequence,
             step,
-            subscriber_id=e.subscriber.id,
+            public_id=e.subscriber.public_id,
             email=e.subscriber.email,
             first_name=e.subscriber.first_name,
         )
@@ -91,6 +91,7 @@ def seed(n: int, offset: int = 0) -> None:
     from nurture.sequences.editing import apply_spec
     from nurture.sequences.services import live_steps
     from nurture.sequences.spec import load_folder
+    from nurture.subscribers.addresses import person_columns
 
     with transaction() as s:
         result = apply_spec(s, load_folder(FIXTURE)) if not offset else None
@@ -102,8 +103,7 @@ def seed(n: int, offset: int = 0) -> None:
             insert(Subscriber),
             [
                 {
-                    "email": f"reader{i}@example.com",
-                    "first_name": f"Reader{i}",
+                    **person_columns(f"reader{i}@example.com", f"Reader{i}"),
                     "timezone": "UTC",
                     "status": SubscriberStatus.CONFIRMED,
                     "created_at": t,

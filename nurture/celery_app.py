@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery, Task
 from celery.schedules import crontab
 from celery.signals import setup_logging
+from sqlalchemy import create_engine, inspect, text
 
 from nurture.config import Settings
 from nurture.context import Runtime, current, use
@@ -66,6 +67,15 @@ def _config(settings: Settings) -> dict[str, Any]:
                 "schedule": settings.dispatch_interval,
                 "options": {"expires": settings.dispatch_interval * 4},
             },
+            # What has served goes: delivered broker messages, expired rate-limit counters.
+            "tidy": {"task": "nurture.tidy", "schedule": 60.0, "options": {"expires": 120}},
+            # Daily at a fixed hour, so restarting beat never skips (or doubles) a day: the
+            # retention limit (when set) and unconfirmed signups (always).
+            "purge": {
+                "task": "nurture.purge",
+                "schedule": crontab(minute=17, hour=3),
+                "options": {"expires": 3600},
+            },
             **_optional_schedule(settings),
         },
     )
@@ -87,13 +97,6 @@ def _optional_schedule(settings: Settings) -> dict[str, dict[str, object]]:
             "schedule": 60.0,
             "options": {"expires": 120},
         }
-    if settings.retention_days:
-        # Daily at a fixed hour, so restarting beat never skips (or doubles) a day.
-        entries["purge"] = {
-            "task": "nurture.purge",
-            "schedule": crontab(minute=17, hour=3),
-            "options": {"expires": 3600},
-        }
     return entries
 
 
@@ -108,8 +111,31 @@ def enqueue_confirmation(consent_id: int) -> None:
     current().enqueue("nurture.send_confirmation", consent_id)
 
 
-def enqueue_signup(slug: str, form: dict[str, Any]) -> None:
-    current().enqueue("nurture.sign_up", slug, form)
+def enqueue_signup(slug: str, sealed_form: str) -> None:
+    # Sealed (subscribers/signup.py seal_form): the broker never holds an address or a name.
+    current().enqueue("nurture.sign_up", slug, sealed_form)
+
+
+def delete_delivered_messages(broker_url: str) -> int:
+    """The embedded broker (Celery's SQLAlchemy transport) keeps every message it delivered,
+    marked invisible, forever: a row per dispatch every few seconds, and each task's
+    arguments. Those rows have served; they go (zeroed in the file, secure_delete), every
+    minute from beat and after every erasure. Redis deletes delivered messages itself."""
+    if not broker_url.startswith("sqla+"):
+        return 0
+    engine = create_engine(broker_url.removeprefix("sqla+"))
+    try:
+        with engine.begin() as conn:
+            if engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("PRAGMA secure_delete=ON")
+            if not inspect(conn).has_table("kombu_message"):
+                return 0  # nothing was ever sent through it
+            deleted = conn.execute(
+                text("DELETE FROM kombu_message WHERE visible = :no"), {"no": False}
+            )
+            return int(deleted.rowcount)
+    finally:
+        engine.dispose()
 
 
 @setup_logging.connect

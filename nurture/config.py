@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import logging
 import math
 import os
+import secrets
 from collections import Counter
 from typing import Literal
 from urllib.parse import urlsplit
@@ -29,6 +31,14 @@ MIN_SECRET_LENGTH = 16
 # `openssl rand -hex 16` carries 128 bits; a key that looks like fewer than this many is a
 # word, a repeated pattern or a placeholder.
 MIN_SECRET_BITS = 64
+# The data key (NURTURE_DATA_KEY): 32 random bytes, urlsafe base64 (`nurture keys new`). The
+# development key below is published here: without a key set, development seals with it
+# (and says so); production refuses it, as it refuses the development secret key.
+KEY_BYTES = 32
+DEV_DATA_KEY = base64.urlsafe_b64encode(
+    hashlib.sha256(b"nurture development data key").digest()
+).decode()
+PUBLISHED_DATA_KEYS = {DEV_DATA_KEY, "replace-me-with-the-output-of-nurture-keys-="}
 MAIL_SCHEMES = {"smtp", "smtps", "file", "memory"}
 BROKER_SCHEMES = {"redis", "rediss", "amqp", "pyamqp", "sqla+sqlite", "sqla+postgresql", "memory"}
 
@@ -85,6 +95,11 @@ class Settings(BaseSettings):
     events_url: str | None = None
     events_secret: SecretStr | None = None
     retention_days: int | None = Field(default=None, ge=1, le=36_500)
+
+    # Personal data at rest (nurture/encryption.py) and how long an unconfirmed signup stays.
+    data_key: SecretStr | None = None
+    data_key_previous: SecretStr | None = None  # comma-separated older keys, while rotating
+    pending_days: int = Field(default=30, ge=1, le=3650)
 
     @field_validator("database_url")
     @classmethod
@@ -183,6 +198,13 @@ class Settings(BaseSettings):
             )
         return v
 
+    @field_validator("data_key", "data_key_previous")
+    @classmethod
+    def _data_keys(cls, v: SecretStr | None) -> SecretStr | None:
+        for text in _split_keys(v):
+            key_bytes(text)  # raises ValueError with what is wrong, never the key itself
+        return v
+
     @model_validator(mode="after")
     def _events_need_secret(self) -> Settings:
         if self.events_url and self.events_secret is None:
@@ -200,6 +222,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"NURTURE_SECRET_KEY is {problem} for production: use `openssl rand -hex 32`"
             )
+        if self.data_key is None:
+            raise ValueError("NURTURE_DATA_KEY is required when NURTURE_ENV=production")
+        problem = weak_data_key(self.data_key.get_secret_value())
+        if problem:
+            raise ValueError(f"NURTURE_DATA_KEY is {problem}: use `nurture keys new`")
         return self
 
     @property
@@ -208,6 +235,10 @@ class Settings(BaseSettings):
             warn_dev_key()
             return DEV_SECRET_KEY
         return self.secret_key.get_secret_value()
+
+    @property
+    def previous_data_keys(self) -> list[str]:
+        return _split_keys(self.data_key_previous)
 
     @property
     def is_embedded_broker(self) -> bool:
@@ -223,6 +254,43 @@ class Settings(BaseSettings):
     @property
     def dkim_enabled(self) -> bool:
         return bool(self.dkim_selector and self.dkim_private_key)
+
+
+def _split_keys(value: SecretStr | None) -> list[str]:
+    if value is None:
+        return []
+    return [part.strip() for part in value.get_secret_value().split(",") if part.strip()]
+
+
+def new_data_key() -> str:
+    """A fresh data key, as NURTURE_DATA_KEY takes it (`nurture keys new`)."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(KEY_BYTES)).decode()
+
+
+def key_bytes(text: str) -> bytes:
+    """The 32 bytes of a data key in its text form; ValueError saying what is wrong."""
+    try:
+        raw = base64.urlsafe_b64decode(text.strip().encode("ascii"))
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise ValueError("must be urlsafe base64 (make one with `nurture keys new`)") from None
+    if len(raw) != KEY_BYTES:
+        raise ValueError(f"must be {KEY_BYTES} random bytes in urlsafe base64 (`nurture keys new`)")
+    return raw
+
+
+def weak_data_key(text: str) -> str | None:
+    """Why `text` may not guard production data, or None. Never says what the key is."""
+    if text.strip() in PUBLISHED_DATA_KEYS or "replace-me" in text:
+        return "a published example key"
+    try:
+        raw = key_bytes(text)
+    except ValueError as exc:
+        return str(exc)
+    # 32 random bytes almost always hold more than 25 different values; a repeated pattern
+    # or a short word padded out does not.
+    if len(set(raw)) < 16:
+        return "too predictable (not random bytes)"
+    return None
 
 
 def weak_secret(key: str) -> str | None:
@@ -259,18 +327,24 @@ def load_settings(**overrides: object) -> Settings:
     return settings
 
 
-# Set once the warning below has been shown: the processes `nurture run` starts (web,
-# worker, beat) inherit it and stay quiet, so the operator reads it once, not five times.
+# Set once the warning below has been shown (see warn_once).
 WARNED_ENV = "NURTURE_DEV_KEY_WARNED"
 
 
 def warn_dev_key() -> None:
-    """Warn, once per process tree, when something signs with the development key. Only
-    when a key is used: `db upgrade` or `sequences list` sign nothing and need not say it."""
-    if os.environ.get(WARNED_ENV):
-        return
-    os.environ[WARNED_ENV] = "1"
-    log.warning(
+    """Warn when something signs with the development key. Only when a key is used:
+    `db upgrade` or `sequences list` sign nothing and need not say it."""
+    warn_once(
+        WARNED_ENV,
         "NURTURE_SECRET_KEY is not set: using the development key. "
-        "Tokens in emails are forgeable until you set one."
+        "Tokens in emails are forgeable until you set one.",
     )
+
+
+def warn_once(flag: str, message: str) -> None:
+    """Log a warning once per process tree: the processes `nurture run` starts inherit the
+    flag in their environment, so the operator reads it once, not five times."""
+    if os.environ.get(flag):
+        return
+    os.environ[flag] = "1"
+    log.warning("%s", message)

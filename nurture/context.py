@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from nurture.config import Settings
+from nurture.encryption import DataKeys
 from nurture.errors import NurtureError
 from nurture.interfaces import Clock, MailBackend
 
@@ -42,7 +43,9 @@ class Runtime:
     # The database opens on first use: `nurture sequences --help` or a web page that never
     # reads a row need no database, a missing SQLite file is reported only when needed, and
     # each prefork worker child opens its own connections rather than inheriting its parent's.
-    open_database: Callable[[], tuple[Engine, sessionmaker[Session]]]
+    # Opening it also opens the data keys (nurture/encryption.py): before any transaction,
+    # so reading a sealed value never needs a second connection inside one.
+    open_database: Callable[[], tuple[Engine, sessionmaker[Session], DataKeys]]
     # A new backend per batch: an SMTP backend holds one connection for its batch.
     open_mail: Callable[[], MailBackend]
     make_celery: Callable[[Runtime], Celery]
@@ -55,6 +58,11 @@ class Runtime:
 
     def session(self) -> Session:
         return self._database()[1]()
+
+    @property
+    def data_keys(self) -> DataKeys:
+        """The keys that seal and open personal data in this runtime's database."""
+        return self._database()[2]
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -93,7 +101,7 @@ class Runtime:
         if database is not None:
             database[0].dispose()
 
-    def _database(self) -> tuple[Engine, sessionmaker[Session]]:
+    def _database(self) -> tuple[Engine, sessionmaker[Session], DataKeys]:
         return self.kept("database", self.open_database)
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, Engine, MetaData, String, create_engine, event, make_url
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -68,6 +70,9 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            # Deleted rows are overwritten with zeros, not left in free pages: what `forget`
+            # erases must not stay readable in the file (some builds default it off).
+            cur.execute("PRAGMA secure_delete=ON")
             cur.close()
             # Take the write lock at BEGIN, so two writers queue instead of failing on upgrade.
             dbapi_conn.isolation_level = None
@@ -87,6 +92,26 @@ def make_engine(url: str) -> Engine:
         connect_args={"connect_timeout": 10},
         hide_parameters=True,
     )
+
+
+def insert_ignoring_conflict(conn: Any, model: type[Base]) -> Any:
+    """INSERT that does nothing when the row's key already exists (two first uses racing)."""
+    if conn.dialect.name == "postgresql":
+        return pg_insert(model).on_conflict_do_nothing()
+    return sqlite_insert(model).on_conflict_do_nothing()
+
+
+def checkpoint(engine: Engine) -> None:
+    """After erasing on SQLite: copy the write-ahead log into the database file and empty
+    it, so the erased rows' old pages leave the -wal file too. Waits for readers (the busy
+    timeout); outside any transaction, which a checkpoint cannot run inside."""
+    if engine.dialect.name != "sqlite":
+        return
+    raw = engine.raw_connection()
+    try:
+        raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        raw.close()
 
 
 def missing_sqlite_file(url: str) -> str | None:

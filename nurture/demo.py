@@ -152,8 +152,8 @@ def _reader_replies(sent: SentEmail, workdir: Path) -> None:
 
 
 def _practice_resumes() -> None:
+    from nurture.subscribers.addresses import get_subscriber
     from nurture.subscribers.holding import resume
-    from nurture.subscribers.services import get_subscriber
 
     with transaction() as s:
         resume(s, get_subscriber(s, READER), by="demo")

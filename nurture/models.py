@@ -2,16 +2,15 @@
 
 from nurture.articles.models import Article
 from nurture.delivery.models import Delivery, DeliveryStatus, Link
+from nurture.events.models import Event, EventKind, OutboxEvent, OutboxStatus
 from nurture.feedback.models import FeedbackSeen
+from nurture.keyring import Keyring
 from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.subscribers.models import (
     ENDED,
     Consent,
     Enrollment,
     EnrollmentStatus,
-    Event,
-    OutboxEvent,
-    OutboxStatus,
     Subscriber,
     SubscriberStatus,
     Suppression,
@@ -27,7 +26,9 @@ __all__ = [
     "Enrollment",
     "EnrollmentStatus",
     "Event",
+    "EventKind",
     "FeedbackSeen",
+    "Keyring",
     "Link",
     "OutboxEvent",
     "OutboxStatus",

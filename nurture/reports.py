@@ -18,13 +18,13 @@ from nurture.clock import now
 from nurture.context import current
 from nurture.delivery.limits import next_utc_day, sent_today
 from nurture.delivery.models import Delivery, DeliveryStatus
+from nurture.events.models import Event
 from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.sequences.schedule import SendWindow, pushed_by_quiet_day, reader_zone, window_of
 from nurture.sequences.services import get_sequence
 from nurture.subscribers.attribution import ATTRIBUTED, last_sent_step
 from nurture.subscribers.models import (
     Enrollment,
-    Event,
     Subscriber,
 )
 from nurture.subscribers.rules import mailable
@@ -288,7 +288,7 @@ def _sequence_stats(
 
 def list_deliveries(s: Session, status: str | None, limit: int) -> list[dict[str, Any]]:
     q = (
-        select(Delivery, Sequence.slug, Step.key, Subscriber.email)
+        select(Delivery, Sequence.slug, Step.key, Subscriber)
         .join(Step, Step.id == Delivery.step_id)
         .join(Sequence, Sequence.id == Step.sequence_id)
         .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
@@ -303,7 +303,7 @@ def list_deliveries(s: Session, status: str | None, limit: int) -> list[dict[str
             "id": d.id,
             "sequence": slug,
             "step": key,
-            "email": email,
+            "email": sub.email,
             "status": d.status,
             "attempts": d.attempts,
             "due_at": d.due_at.isoformat(),
@@ -311,7 +311,7 @@ def list_deliveries(s: Session, status: str | None, limit: int) -> list[dict[str
             "next_try": _next_try(d),
             "error": d.error,
         }
-        for d, slug, key, email in s.execute(q)
+        for d, slug, key, sub in s.execute(q)
     ]
 
 

@@ -14,19 +14,34 @@ from nurture.clock import Clock, clock_for
 from nurture.config import Settings
 from nurture.context import Runtime
 from nurture.db import open_database
+from nurture.encryption import DataKeys, configured_keys, warn_dev_key
+from nurture.events.outbox import capture
 from nurture.interfaces import MailBackend
+from nurture.keyring import load_keys
 from nurture.mail.backends import MemoryBackend, backend_from_url
-from nurture.subscribers.event_webhooks import capture
 
 
 def create_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     """A runtime for `settings`. Nothing connects yet: the database opens on first use."""
 
-    def database() -> tuple[Engine, sessionmaker[Session]]:
+    def database() -> tuple[Engine, sessionmaker[Session], DataKeys]:
         engine, sessions = open_database(settings.database_url)
         # Event webhooks are written to their outbox in the flush that records the event.
         event.listen(sessions, "before_flush", capture)
-        return engine, sessions
+        keys = configured_keys(
+            settings.data_key.get_secret_value() if settings.data_key else None,
+            settings.previous_data_keys,
+            production=settings.env == "production",
+        )
+        try:
+            with engine.begin() as conn:
+                opened = load_keys(conn, keys)
+        except BaseException:
+            engine.dispose()
+            raise
+        if settings.data_key is None:
+            warn_dev_key()
+        return engine, sessions, opened
 
     return Runtime(
         settings=settings,

@@ -1,8 +1,18 @@
 """Signed tokens for links in emails and pages. One salt per purpose, so a token made for
-one thing (say, unsubscribing) can never be replayed as another (confirming)."""
+one thing (say, unsubscribing) can never be replayed as another (confirming).
+
+A token names the row it acts on (a consent, a link) and the person it was made for, by
+their public id: a random id of that person alone (Subscriber.public_id), so a number that
+another row gets later matches nobody. Links in emails sent before tokens carried it name a
+bare number; such a token acts only on a row that already existed when it was signed
+(`Claims.names`), which no later row can have. Reading a token is one function, `read`.
+"""
 
 from __future__ import annotations
 
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
@@ -19,6 +29,11 @@ FORM = "form"  # the stateless CSRF token of the signup form (works inside a cro
 # A confirmation link should not work forever; unsubscribe links must keep working for
 # as long as the email might be read (RFC 8058 asks for no expiry in practice).
 MAX_AGE = {CONFIRM: 7 * 86400, UNSUBSCRIBE: None, LINK: None, FORM: 12 * 3600}
+# Timestamps are whole seconds; a row made in the second a token was signed still counts.
+_SLACK = timedelta(seconds=1)
+# The key of the row id each purpose's token names ("p" is the person's public id).
+_REF = {CONFIRM: "c", UNSUBSCRIBE: "s", LINK: "l"}
+NO_ONE = "0" * 32  # the public id in a test email's links: it names nobody
 
 
 class BadToken(NurtureError):
@@ -41,14 +56,61 @@ def _serializer(purpose: str) -> URLSafeTimedSerializer:
     )
 
 
-def make(purpose: str, payload: Any) -> str:
+def make(purpose: str, payload: dict[str, Any]) -> str:
     return _serializer(purpose).dumps(payload)
 
 
-def read(purpose: str, token: str) -> Any:
+def confirm_token(consent_id: int, public_id: str) -> str:
+    return make(CONFIRM, {"c": consent_id, "p": public_id})
+
+
+def unsubscribe_token(public_id: str) -> str:
+    return make(UNSUBSCRIBE, {"p": public_id})
+
+
+def link_token(link_id: int, public_id: str) -> str:
+    return make(LINK, {"l": link_id, "p": public_id})
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What a token says: the row it names, the person it was made for, when it was signed."""
+
+    ref: int | None
+    person: str | None
+    signed_at: datetime
+    payload: dict[str, Any]
+
+    def names(self, public_id: str, created_at: datetime) -> bool:
+        """Whether this token was made for the row of this person (public id) made then."""
+        if self.person is not None:
+            return hmac.compare_digest(self.person, public_id)
+        return created_at <= self.signed_at + _SLACK
+
+
+def read(purpose: str, token: str) -> Claims:
+    """The claims of a token signed for `purpose`. Raises BadToken (ExpiredToken) when it is
+    tampered, expired, or does not name what a token of its purpose names."""
     try:
-        return _serializer(purpose).loads(token, max_age=MAX_AGE[purpose])
+        data, signed = _serializer(purpose).loads(
+            token, max_age=MAX_AGE[purpose], return_timestamp=True
+        )
     except SignatureExpired:
         raise ExpiredToken("this link has expired") from None
     except BadSignature:
         raise BadToken("this link is not valid") from None
+    data = data if isinstance(data, dict) else {}
+    ref, person = data.get(_REF.get(purpose, "")), data.get("p")
+    ref = ref if isinstance(ref, int) and not isinstance(ref, bool) else None
+    person = person if isinstance(person, str) else None
+    # A confirmation and a link name their row; an unsubscribe names the person (or, in
+    # emails sent before tokens named people, their row); a form names its sequence.
+    complete = {
+        CONFIRM: ref is not None,
+        LINK: ref is not None,
+        UNSUBSCRIBE: ref is not None or person is not None,
+        FORM: isinstance(data.get("q"), str),
+    }
+    if not complete[purpose]:
+        raise BadToken("this link is not valid")
+    return Claims(ref, person, signed.astimezone(UTC), data)

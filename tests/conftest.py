@@ -47,6 +47,8 @@ PG_ADMIN_URL = os.environ.get(
     "NURTURE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("NURTURE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# The tests' data key (nurture keys new); tests of keys themselves make their own.
+TEST_DATA_KEY = "kdBWw5f1y2G9oXn3tqD1F0CwV9tYh6Jc3mXzq8Rr4uE="
 
 
 def missing_service(what: str) -> None:
@@ -139,6 +141,7 @@ def nurture_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, st
         "NURTURE_MAIL_URL": "memory://",
         "NURTURE_BROKER_URL": "memory://",
         "NURTURE_SECRET_KEY": "test-secret-key-0123456789",
+        "NURTURE_DATA_KEY": TEST_DATA_KEY,
         "NURTURE_BASE_URL": "https://nurture.test",
         "NURTURE_ENV": "development",
     }

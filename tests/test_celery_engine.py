@@ -20,8 +20,8 @@ from nurture.db import transaction
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.sequences.editing import apply_spec
 from nurture.sequences.spec import load_folder
+from nurture.subscribers.enrolling import add_subscriber
 from nurture.subscribers.models import Enrollment, EnrollmentStatus
-from nurture.subscribers.services import add_subscriber
 from tests.conftest import FIXTURES
 from tests.support import SMTPServer, Worker, new_queue, wait_until
 

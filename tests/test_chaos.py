@@ -36,8 +36,9 @@ from nurture.db import transaction
 from nurture.sequences.editing import apply_spec
 from nurture.sequences.services import get_sequence
 from nurture.sequences.spec import load_folder
+from nurture.subscribers.addresses import get_subscriber
+from nurture.subscribers.enrolling import add_subscriber
 from nurture.subscribers.models import Subscriber, SubscriberStatus
-from nurture.subscribers.services import add_subscriber, get_subscriber
 from nurture.subscribers.unsubscribe import unsubscribe
 from tests.conftest import FIXTURES, missing_service, reload_runtime
 from tests.support import Worker, free_port, wait_until
@@ -292,5 +293,5 @@ def test_chaos_everything_arrives_once_and_nothing_after_unsubscribe(
     assert not [a for _, a, _ in got if a in bouncing]
     assert not [(t, a) for t, a, _ in got if a in leaving and t > left_at]
     with transaction() as s:
-        statuses = {a: st for a, st in s.execute(select(Subscriber.email, Subscriber.status))}
+        statuses = {sub.email: sub.status for sub in s.scalars(select(Subscriber))}
     assert {statuses[a] for a in bouncing} == {SubscriberStatus.BOUNCED}

@@ -11,9 +11,9 @@ from nurture.db import transaction
 from nurture.delivery.dispatch import dispatch_once
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.delivery.sending import send_batch
+from nurture.events.models import Event
 from nurture.mail.backends import MemoryBackend, PermanentMailError
 from nurture.sequences.models import Step
-from nurture.subscribers.models import Event
 from tests.cli_helpers import drain, run
 
 

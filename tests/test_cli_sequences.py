@@ -16,8 +16,9 @@ from nurture.delivery.dispatch import dispatch_once
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.sequences.models import Step
 from nurture.sequences.services import get_sequence
+from nurture.subscribers.addresses import get_subscriber
+from nurture.subscribers.enrolling import add_subscriber
 from nurture.subscribers.models import Enrollment
-from nurture.subscribers.services import add_subscriber, get_subscriber
 from tests.cli_helpers import FIXTURES, drain, dump, run, sequence_copy
 
 QUICK_STEPS = """steps:

@@ -13,7 +13,7 @@ from nurture.errors import NurtureError
 from nurture.sequences.editing import apply_spec
 from nurture.sequences.services import get_sequence
 from nurture.sequences.spec import load_folder
-from nurture.subscribers.services import add_subscriber
+from nurture.subscribers.enrolling import add_subscriber
 from tests.conftest import DEFAULT_SEQUENCE
 
 

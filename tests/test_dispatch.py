@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from nurture.booking.booked import mark_booked
 from nurture.clock import FrozenClock
 from nurture.context import current, use
 from nurture.db import transaction
@@ -17,8 +18,9 @@ from nurture.delivery.sending import send_batch
 from nurture.mail.backends import backend_from_url
 from nurture.sequences.models import SequenceStatus
 from nurture.sequences.services import get_sequence, set_status
+from nurture.subscribers.addresses import get_subscriber
+from nurture.subscribers.enrolling import add_subscriber
 from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
-from nurture.subscribers.services import add_subscriber, get_subscriber, mark_booked
 from nurture.subscribers.unsubscribe import unsubscribe
 from tests.support import SMTPServer
 

@@ -46,6 +46,10 @@ CONTRACT_SETTINGS = frozenset(
         # The relay's limits (issue 10).
         "NURTURE_SEND_RATE",
         "NURTURE_SEND_DAILY_LIMIT",
+        # Personal data at rest, and how long an unconfirmed signup is kept (issue 18).
+        "NURTURE_DATA_KEY",
+        "NURTURE_DATA_KEY_PREVIOUS",
+        "NURTURE_PENDING_DAYS",
     }
 )
 NURTURE_ROLES = ("migrate", "web", "worker", "beat")
@@ -186,6 +190,9 @@ def test_env_example_is_valid_for_nurture() -> None:
     with pytest.raises(ConfigError, match="NURTURE_SECRET_KEY"):
         load_settings(**values)
     values["secret_key"] = "9c1f4e7a2b8d3f6a0e5c7b9d1f3a5c7e"
+    with pytest.raises(ConfigError, match="NURTURE_DATA_KEY is a published example key"):
+        load_settings(**values)
+    values["data_key"] = "kdBWw5f1y2G9oXn3tqD1F0CwV9tYh6Jc3mXzq8Rr4uE="
     settings = load_settings(**values)
     assert settings.env == "production"
     assert not settings.dkim_enabled

@@ -23,8 +23,9 @@ from nurture.mail import verp
 from nurture.mail.backends import backend_from_url
 from nurture.sequences.models import Sequence
 from nurture.sequences.services import get_sequence
+from nurture.subscribers.addresses import email_index
+from nurture.subscribers.enrolling import add_subscriber
 from nurture.subscribers.models import Enrollment, EnrollmentStatus
-from nurture.subscribers.services import add_subscriber
 from tests.cli_helpers import run
 from tests.conftest import reload_runtime
 from tests.support import SMTPServer
@@ -58,7 +59,7 @@ def _delivery(email: str) -> Delivery:
             select(Delivery)
             .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
             .where(Delivery.status == DeliveryStatus.SENT)
-            .where(Enrollment.subscriber.has(email=email))
+            .where(Enrollment.subscriber.has(email_index=email_index(email)))
             .order_by(Delivery.id.desc())
         )
         assert d is not None
@@ -67,7 +68,9 @@ def _delivery(email: str) -> Delivery:
 
 def _enrollment_status(email: str) -> str:
     with transaction() as s:
-        e = s.scalar(select(Enrollment).where(Enrollment.subscriber.has(email=email)))
+        e = s.scalar(
+            select(Enrollment).where(Enrollment.subscriber.has(email_index=email_index(email)))
+        )
         assert e is not None
         return e.status
 
@@ -94,12 +97,18 @@ def test_each_message_carries_its_own_signed_return_path(
         tag = local.removeprefix("bounces+")
         assert tag.replace("-", "").isalnum() and tag == tag.lower() and len(local) < 40
         d = _delivery(rcpts[0])
-        assert verp.delivery_of(tag, secret) == d.id
+        assert verp.delivery_named(tag) == d.id
+        with transaction() as s:
+            person = s.get_one(Delivery, d.id).enrollment.subscriber.public_id
+        assert verp.is_ours(tag, secret, d.id, person)
         assert msg["From"].addresses[0].addr_spec == "hello@example.org"  # header untouched
-    # Tags are keyed: another id with this signature, or another key, names nothing.
-    tag = verp.tag(secret, 7)
-    assert verp.delivery_of(tag.replace("7-", "8-"), secret) is None
-    assert verp.delivery_of(tag, "another-secret") is None
+    # Tags are keyed: another id with this signature, another key, or another person,
+    # names nothing.
+    tag = verp.tag(secret, 7, "a" * 32)
+    assert verp.is_ours(tag, secret, 7, "a" * 32)
+    assert not verp.is_ours(tag.replace("7-", "8-"), secret, 8, "a" * 32)
+    assert not verp.is_ours(tag, "another-secret", 7, "a" * 32)
+    assert not verp.is_ours(tag, secret, 7, "b" * 32)
 
 
 def test_without_a_bounce_address_the_return_path_is_the_from_address(

@@ -21,10 +21,12 @@ from nurture.db import transaction
 from nurture.delivery.dispatch import dispatch_once
 from nurture.delivery.models import Delivery
 from nurture.delivery.sending import send_batch
+from nurture.events.models import Event
 from nurture.mail import verp
 from nurture.sequences.services import get_sequence
-from nurture.subscribers.models import Enrollment, Event, Subscriber
-from nurture.subscribers.services import add_subscriber
+from nurture.subscribers.addresses import email_index
+from nurture.subscribers.enrolling import add_subscriber
+from nurture.subscribers.models import Enrollment, Subscriber
 from tests.cli_helpers import run
 from tests.conftest import missing_service
 from tests.imap_support import Dovecot, available
@@ -101,11 +103,11 @@ def _send_first_steps(names: list[str]) -> dict[str, Delivery]:
     assert len(send_batch(ids).sent) == len(names)
     with transaction() as s:
         rows = s.execute(
-            select(Subscriber.email, Delivery)
+            select(Subscriber, Delivery)
             .join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
             .join(Delivery, Delivery.enrollment_id == Enrollment.id)
         ).all()
-        return {email.split("@")[0]: d for email, d in rows}
+        return {sub.email.split("@")[0]: d for sub, d in rows}
 
 
 def _as_sent_to(fixture: str, d: Delivery) -> bytes:
@@ -113,14 +115,16 @@ def _as_sent_to(fixture: str, d: Delivery) -> bytes:
     from nurture.context import current
 
     raw = (INBOX / f"{fixture}.eml").read_bytes()
-    tag = verp.tag(current().settings.secret, d.id)
+    with transaction() as s:
+        person = s.get_one(Delivery, d.id).enrollment.subscriber.public_id
+    tag = verp.tag(current().settings.secret, d.id, person)
     raw = raw.replace(PLACEHOLDER_TAG.encode(), tag.encode())
     return raw.replace(PLACEHOLDER_ID.encode(), (d.message_id or "").encode())
 
 
 def _state(email: str) -> tuple[str, str, list[str]]:
     with transaction() as s:
-        sub = s.scalar(select(Subscriber).where(Subscriber.email == email))
+        sub = s.scalar(select(Subscriber).where(Subscriber.email_index == email_index(email)))
         assert sub is not None
         kinds = list(
             s.scalars(

@@ -14,8 +14,8 @@ from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.delivery.sending import send_batch
 from nurture.mail.backends import backend_from_url
 from nurture.sequences.services import get_sequence
+from nurture.subscribers.enrolling import add_subscriber
 from nurture.subscribers.models import Enrollment, Subscriber
-from nurture.subscribers.services import add_subscriber
 from tests.support import SMTPServer, Worker, wait_until
 
 JOSE = "josé@example.com"
@@ -36,11 +36,11 @@ def _enrol_all(names: bool = True) -> None:
 def _statuses() -> dict[str, tuple[str, str, str | None]]:
     with transaction() as s:
         rows = s.execute(
-            select(Subscriber.email, Subscriber.status, Delivery.status, Delivery.error)
+            select(Subscriber, Subscriber.status, Delivery.status, Delivery.error)
             .join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
             .join(Delivery, Delivery.enrollment_id == Enrollment.id)
         )
-        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+        return {r[0].email: (r[1], r[2], r[3]) for r in rows}
 
 
 def test_everyone_is_delivered_where_the_server_offers_smtputf8(

@@ -10,8 +10,9 @@ from sqlalchemy import select
 
 from nurture.clock import FrozenClock
 from nurture.db import transaction
+from nurture.subscribers.addresses import find_subscriber
+from nurture.subscribers.leaving import mark_bounced
 from nurture.subscribers.models import Consent, Subscriber
-from nurture.subscribers.services import find_subscriber, mark_bounced
 from tests.cli_helpers import drain, run
 
 

@@ -18,8 +18,9 @@ from nurture.db import transaction
 from nurture.sequences.schedule import QuietDays, SendWindow, due_at
 from nurture.sequences.services import get_sequence
 from nurture.sequences.spec import SpecError, load_folder
+from nurture.subscribers.addresses import get_subscriber
+from nurture.subscribers.enrolling import add_subscriber
 from nurture.subscribers.models import Enrollment
-from nurture.subscribers.services import add_subscriber, get_subscriber
 from tests.cli_helpers import drain, run, sequence_copy
 from tests.test_schedule import ZONES, instants, windows
 

@@ -24,7 +24,7 @@ from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.sequences.editing import apply_spec
 from nurture.sequences.services import get_sequence
 from nurture.sequences.spec import load_folder
-from nurture.subscribers.services import add_subscriber
+from nurture.subscribers.enrolling import add_subscriber
 from tests.conftest import FIXTURES, reload_runtime
 from tests.support import Worker, free_port, wait_until
 

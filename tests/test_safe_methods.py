@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 
 from nurture.context import current
-from nurture.subscribers.models import Event
+from nurture.events.models import Event
 from tests.cli_helpers import dump
 from tests.conftest import reload_runtime
 from tests.web_support import confirm_signup, count, drain, link_in, post_signup, unsubscribe_path

@@ -29,8 +29,8 @@ from nurture.delivery.sending import send_batch
 from nurture.mail.backends import MemoryBackend, TransientMailError, _by_code
 from nurture.reports import schedule
 from nurture.sequences.services import get_sequence
+from nurture.subscribers.enrolling import add_subscriber
 from nurture.subscribers.models import Enrollment
-from nurture.subscribers.services import add_subscriber
 from tests.cli_helpers import run
 from tests.conftest import REDIS_URL, missing_service, reload_runtime
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 from nurture.clock import FrozenClock
 from nurture.db import transaction
 from nurture.sequences.services import get_sequence
-from nurture.subscribers.services import add_subscriber
+from nurture.subscribers.enrolling import add_subscriber
 from tests.cli_helpers import drain
 
 

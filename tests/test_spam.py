@@ -44,7 +44,7 @@ def full_messages(spec: SequenceSpec) -> list[tuple[str, EmailMessage]]:
             body=st.body_text,
             sources=st.sources,
         )
-        msg = compose(seq, step, subscriber_id=42, email="anna@example.com", first_name="Anna")
+        msg = compose(seq, step, public_id="a" * 32, email="anna@example.com", first_name="Anna")
         out.append((st.key, msg))
     return out
 

@@ -31,7 +31,7 @@ def test_rows_come_back_as_members(runtime: Runtime) -> None:
     engine = create_engine("sqlite://")
     Subscriber.__table__.create(engine)
     with Session(engine) as s:
-        s.add(Subscriber(email="a@example.com"))
+        s.add(Subscriber(public_id="p", email_index="i", canonical_index="c", email_sealed="x"))
         s.commit()
         status = s.scalar(select(Subscriber.status))
         raw = s.connection().exec_driver_sql("SELECT status FROM subscribers").scalar()

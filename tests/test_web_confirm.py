@@ -10,9 +10,10 @@ from sqlalchemy import select
 from nurture import tokens
 from nurture.clock import FrozenClock
 from nurture.db import transaction
+from nurture.events.models import Event
 from nurture.sequences.editing import apply_spec
 from nurture.sequences.spec import load_folder
-from nurture.subscribers.models import Consent, Enrollment, EnrollmentStatus, Event
+from nurture.subscribers.models import Consent, Enrollment, EnrollmentStatus
 from tests.web_support import count, drain, link_in, post_signup, subscriber, unsubscribe_path
 
 

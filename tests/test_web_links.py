@@ -14,9 +14,9 @@ from nurture import tokens
 from nurture.context import current
 from nurture.db import transaction
 from nurture.delivery.models import Delivery, Link
+from nurture.events.models import Event
 from nurture.sequences.editing import apply_spec
 from nurture.sequences.spec import load_folder
-from nurture.subscribers.models import Event
 from tests.conftest import reload_runtime
 from tests.web_support import confirm_signup, count, drain
 

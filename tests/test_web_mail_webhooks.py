@@ -29,10 +29,11 @@ from nurture.db import transaction
 from nurture.delivery.dispatch import dispatch_once
 from nurture.delivery.models import Delivery
 from nurture.delivery.sending import send_batch
+from nurture.events.models import Event
 from nurture.feedback.webhooks import sns_string_to_sign
 from nurture.sequences.services import get_sequence
-from nurture.subscribers.models import Event, Subscriber
-from nurture.subscribers.services import add_subscriber
+from nurture.subscribers.addresses import find_subscriber
+from nurture.subscribers.enrolling import add_subscriber
 from tests.conftest import FIXTURES, reload_runtime
 
 SECRET = "mail-webhook-secret-0123456789"
@@ -109,7 +110,7 @@ def sent(hooked: FlaskClient) -> Delivery:
 
 def _person() -> tuple[str, list[str]]:
     with transaction() as s:
-        sub = s.scalar(select(Subscriber).where(Subscriber.email == "ann@example.com"))
+        sub = find_subscriber(s, "ann@example.com")
         assert sub is not None
         kinds = s.scalars(
             select(Event.kind).where(Event.subscriber_id == sub.id, Event.kind != "confirmed")

@@ -13,7 +13,7 @@ from nurture.db import transaction
 from nurture.delivery.dispatch import dispatch_once
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.delivery.sending import send_batch
-from nurture.subscribers.models import Event
+from nurture.events.models import Event
 from tests.web_support import confirm_signup, count, drain, subscriber, unsubscribe_path
 
 

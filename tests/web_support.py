@@ -16,6 +16,7 @@ from nurture.context import Runtime, current
 from nurture.db import transaction
 from nurture.delivery.dispatch import dispatch_once
 from nurture.delivery.sending import send_batch
+from nurture.subscribers.addresses import email_index
 from nurture.subscribers.models import Subscriber
 
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -88,7 +89,7 @@ def count(model: Any, *where: Any) -> int:
 
 def subscriber(email: str) -> Subscriber | None:
     with transaction() as s:
-        sub = s.scalar(select(Subscriber).where(Subscriber.email == email))
+        sub = s.scalar(select(Subscriber).where(Subscriber.email_index == email_index(email)))
         if sub is not None:
             s.expunge(sub)
         return sub

@@ -7,13 +7,15 @@ from typing import Any
 from celery import shared_task
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from nurture import upkeep
 from nurture.celery_app import enqueue_batch, enqueue_confirmation
 from nurture.context import current
 from nurture.delivery import dispatch as dispatch_service
 from nurture.delivery import sending
+from nurture.events import webhooks as event_webhooks
 from nurture.feedback.inbox import check_inbox
 from nurture.mail.backends import TransientMailError
-from nurture.subscribers import confirmation, event_webhooks, retention, signup
+from nurture.subscribers import confirmation, retention, signup
 
 
 @shared_task(name="nurture.dispatch", ignore_result=True, acks_late=False)
@@ -50,14 +52,14 @@ def inbox_check() -> dict[str, int]:
 
 
 @shared_task(name="nurture.sign_up", ignore_result=True)
-def sign_up(slug: str, form: dict[str, Any]) -> None:
+def sign_up(slug: str, sealed_form: str) -> None:
     # The web view answered already (the same page, in the same time, for every address);
     # here the address is looked up and recorded, and its confirmation queued after commit.
     # Two signups for one new address may race to insert it: the second then finds the row.
     # Any database error is re-raised by type only: its message can quote the address.
     for attempt in (1, 2):
         try:
-            signup.sign_up(slug, signup.SignupForm(**form), enqueue_confirmation)
+            signup.sign_up(slug, signup.open_form(sealed_form), enqueue_confirmation)
             return
         except IntegrityError:
             if attempt == 2:
@@ -89,4 +91,9 @@ def deliver_events(outbox_ids: list[int]) -> dict[str, int]:
 @shared_task(name="nurture.purge", ignore_result=True, acks_late=False)
 def purge() -> dict[str, int]:
     r = retention.purge()
-    return {"erased": r.erased}
+    return {"erased": r.erased, "unconfirmed": r.pending_erased}
+
+
+@shared_task(name="nurture.tidy", ignore_result=True, acks_late=False)
+def tidy() -> dict[str, int]:
+    return upkeep.tidy()

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from nurture.booking.booked import mark_booked
 from nurture.clock import now
 from nurture.db import transaction
 from nurture.errors import NurtureError
-from nurture.subscribers.services import find_subscriber, mark_booked
+from nurture.subscribers.addresses import find_subscriber
 
 log = logging.getLogger(__name__)
 

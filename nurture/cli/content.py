@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 from sqlalchemy.orm import Session
 
+from nurture import tokens
 from nurture.cli.output import clean, say
 from nurture.db import transaction
 from nurture.delivery.compose import compose
@@ -20,7 +21,7 @@ from nurture.errors import NotFound, NurtureError
 from nurture.mail.backends import MailError, get_backend
 from nurture.sequences.models import Sequence, Step
 from nurture.sequences.services import get_sequence, live_steps
-from nurture.subscribers.services import find_subscriber, normalize_email
+from nurture.subscribers.addresses import find_subscriber, normalize_email
 
 # Shown when no subscriber is named; the greeting then takes its no-name form.
 SAMPLE_ADDRESS = "reader@example.com"
@@ -54,9 +55,9 @@ def _message_for(slug: str, step_name: str, address: str | None, *, test: bool) 
         return compose(
             seq,
             step,
-            # A test's unsubscribe link names subscriber 0, which is no one: pressing it in
-            # a test email must not unsubscribe the real reader it was rendered for.
-            subscriber_id=sub.id if sub and not test else 0,
+            # A test's unsubscribe link names no one: pressing it in a test email must not
+            # unsubscribe the real reader it was rendered for.
+            public_id=sub.public_id if sub and not test else tokens.NO_ONE,
             email=sub.email if sub else normalize_email(address or SAMPLE_ADDRESS),
             first_name=sub.first_name if sub else None,
             test=test,

@@ -39,8 +39,14 @@ def db_upgrade() -> None:
     """
     from nurture.migrations import upgrade
 
-    upgrade(current().settings.database_url)
+    upgrade(current().settings.database_url, settings=current().settings)
     click.echo("database is up to date")
+
+
+def _open_keys() -> None:
+    """Open the database's data keys before starting anything: a key that opens nothing
+    stops here with one line naming it, not in a page or a task later."""
+    current().data_keys  # noqa: B018 (opening is the check)
 
 
 def _celery(*args: str) -> list[str]:
@@ -68,6 +74,7 @@ def worker(concurrency: int | None) -> None:
 
     Example: NURTURE_BROKER_URL=redis://localhost:6379/0 nurture worker --concurrency 4
     """
+    _open_keys()
     os.execv(sys.executable, _celery(*_worker_args(concurrency)))
 
 
@@ -117,6 +124,7 @@ def web(host: str, port: int) -> None:
 
     Example: nurture web --host 0.0.0.0 --port 8000
     """
+    _open_keys()
     cmd = _web_command(host, port)
     os.execv(cmd[0], cmd)
 
@@ -133,7 +141,8 @@ def run(host: str, port: int, concurrency: int | None) -> None:
     """
     from nurture.migrations import upgrade
 
-    upgrade(current().settings.database_url)
+    upgrade(current().settings.database_url, settings=current().settings)
+    _open_keys()
     _prepare_embedded_broker()
     current().settings.secret  # noqa: B018  (warns here, once, if it is the development key)
     worker_cmd = _celery(*_worker_args(concurrency), "--beat", "--schedule", _beat_file())

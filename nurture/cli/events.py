@@ -6,8 +6,8 @@ import click
 
 from nurture.cli.output import emit, json_option
 from nurture.db import transaction
-from nurture.subscribers.event_webhooks import list_events
-from nurture.subscribers.models import OutboxStatus
+from nurture.events.models import OutboxStatus
+from nurture.events.webhooks import list_events
 
 
 def register(cli: click.Group) -> None:

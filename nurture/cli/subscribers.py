@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
+from nurture.booking.booked import mark_booked
 from nurture.cli.output import (
     clean,
     console,
@@ -29,11 +30,11 @@ from nurture.errors import NurtureError
 from nurture.sequences.archive import require_open
 from nurture.sequences.services import get_sequence
 from nurture.subscribers import holding, importing
+from nurture.subscribers.addresses import get_subscriber
 from nurture.subscribers.operator import Asked, Outcome, add_one, skipped_message
-from nurture.subscribers.privacy import EXPORT_FIELDS, export_rows, forget, spreadsheet_safe
+from nurture.subscribers.privacy import EXPORT_FIELDS, export_rows, forget_person, spreadsheet_safe
 from nurture.subscribers.queries import STATUSES, list_subscribers, subscriber_history
 from nurture.subscribers.retention import purge
-from nurture.subscribers.services import get_subscriber, mark_booked
 from nurture.subscribers.unsubscribe import unsubscribe_by_email
 
 
@@ -86,7 +87,7 @@ def add(
         click.echo("confirmation email sent: the sequence starts when they confirm")
 
 
-def _progress() -> Progress:
+def progress_bar() -> Progress:
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -117,7 +118,7 @@ def import_(csv_path: Path, slug: str, confirmed: bool, skip_invalid: bool) -> N
     with transaction() as s:
         require_open(get_sequence(s, slug))  # unknown or archived: fail before reading
     size = csv_path.stat().st_size if csv_path.exists() else 0
-    with _progress() as bar:
+    with progress_bar() as bar:
         checking = bar.add_task("checking", total=size)
         checked = importing.check_csv(csv_path, lambda n: bar.advance(checking, n))
         bar.remove_task(checking)
@@ -313,30 +314,43 @@ def forget_(email: str, yes: bool) -> None:
         if not sys.stdin.isatty():
             raise NurtureError("forget erases for good: confirm with --yes (no terminal to ask)")
         click.confirm("Erase this person's data for good?", abort=True)
-    with transaction() as s:
-        result = forget(s, email)
+    result = forget_person(email)
     if result.found:
         click.echo("forgotten: personal data erased, address suppressed")
     else:
         click.echo("no data held for that address; it is now suppressed")
+    if result.copies.removed:
+        click.echo(f"{result.copies.removed} copies of their emails deleted from the outbox")
+    for where in result.copies.left:
+        say(f"could not delete a copy of their email: {where}", err=True)
 
 
 @subscribers.command("purge")
 @click.option("--dry-run", is_flag=True, help="Only count who would be erased.")
 @json_option
 def purge_(dry_run: bool, as_json: bool) -> None:
-    """Apply NURTURE_RETENTION_DAYS now: erase, as `forget` does, everyone whose sequences
-    all ended at least that many days ago. Prints counts, never addresses. Beat runs this
-    daily when the setting is on.
+    """Apply the limits now: erase, as `forget` does, everyone whose sequences all ended at
+    least NURTURE_RETENTION_DAYS ago, and signups nobody confirmed within
+    NURTURE_PENDING_DAYS (30). Prints counts, never addresses. Beat runs this daily.
 
     Example: nurture subscribers purge --dry-run
     """
     result = purge(dry_run=dry_run)
     if as_json:
-        click.echo(json.dumps({**asdict(result), "cutoff": result.cutoff.isoformat()}))
+        data = asdict(result)
+        for key in ("cutoff", "pending_cutoff"):
+            data[key] = data[key].isoformat() if data[key] else None
+        click.echo(json.dumps(data))
         return
-    ended = f"sequences all ended before {human(result.cutoff)}"
+    pending = f"signups not confirmed since {human(result.pending_cutoff)}"
+    if result.cutoff is None:
+        ended = "NURTURE_RETENTION_DAYS is not set: finished readers are kept"
+    else:
+        ended = f"sequences all ended before {human(result.cutoff)}"
     if dry_run:
-        click.echo(f"{result.due} people would be erased ({ended}); dry run: nothing changed")
+        click.echo(f"{result.due} people would be erased ({ended})")
+        click.echo(f"{result.pending_due} unconfirmed signups would be erased ({pending})")
+        click.echo("dry run: nothing changed")
     else:
         click.echo(f"{result.erased} people erased ({ended}); only address hashes remain")
+        click.echo(f"{result.pending_erased} unconfirmed signups erased ({pending})")

@@ -35,9 +35,8 @@ LinkRewriter = Callable[[str, bool], str]
 WEB_FORM, OPERATOR, IMPORT = "web-form", "cli", "import"
 
 
-def unsubscribe_url(subscriber_id: int) -> str:
-    token = tokens.make(tokens.UNSUBSCRIBE, {"s": subscriber_id})
-    return f"{current().settings.base_url}/unsubscribe/{token}"
+def unsubscribe_url(public_id: str) -> str:
+    return f"{current().settings.base_url}/unsubscribe/{tokens.unsubscribe_token(public_id)}"
 
 
 def test_message_id(slug: str, step_key: str, domain: str) -> str:
@@ -47,9 +46,8 @@ def test_message_id(slug: str, step_key: str, domain: str) -> str:
     return f"<test.{slug}.{step_key}.{uuid.uuid4().hex}@{domain}>"
 
 
-def confirm_url(consent_id: int) -> str:
-    token = tokens.make(tokens.CONFIRM, {"c": consent_id})
-    return f"{current().settings.base_url}/confirm/{token}"
+def confirm_url(consent_id: int, public_id: str) -> str:
+    return f"{current().settings.base_url}/confirm/{tokens.confirm_token(consent_id, public_id)}"
 
 
 def reason_line(seq: Sequence, came_by: str | None = WEB_FORM) -> str:
@@ -76,7 +74,7 @@ def build_email(
     seq: Sequence,
     rendered: RenderedEmail,
     *,
-    subscriber_id: int,
+    public_id: str,
     email: str,
     to_name: str | None,
     key: str,
@@ -95,13 +93,13 @@ def build_email(
         to_name=to_name,
         reply_to=cfg.reply_to,
         list_id=f"{label}.{domain}",
-        unsubscribe_url=unsubscribe_url(subscriber_id),
+        unsubscribe_url=unsubscribe_url(public_id),
         unsubscribe_mailto=None,
         message_id=(
             test_message_id(label, key, domain)
             if test
             else stable_message_id(
-                settings.secret, subscriber_id, label, key, domain, opaque=cfg.is_discreet
+                settings.secret, public_id, label, key, domain, opaque=cfg.is_discreet
             )
         ),
     )
@@ -115,7 +113,7 @@ def render_step(
     seq: Sequence,
     step: Step,
     *,
-    subscriber_id: int,
+    public_id: str,
     first_name: str | None,
     rewrite: LinkRewriter | None = None,
     came_by: str | None = WEB_FORM,
@@ -130,7 +128,7 @@ def render_step(
         consult_url=consult_url,
         consult_text=cfg.consult.text or "Book a free consult",
         consult_note=cfg.consult.note or "",
-        unsubscribe_url=unsubscribe_url(subscriber_id),
+        unsubscribe_url=unsubscribe_url(public_id),
         postal_address=cfg.postal_address,
         practice_name=cfg.practice,
         reason=reason_line(seq, came_by),
@@ -146,7 +144,7 @@ def compose(
     seq: Sequence,
     step: Step,
     *,
-    subscriber_id: int,
+    public_id: str,
     email: str,
     first_name: str | None,
     rewrite: LinkRewriter | None = None,
@@ -157,17 +155,19 @@ def compose(
 ) -> EmailMessage:
     """`delivery_id` tags the envelope sender (VERP) when NURTURE_BOUNCE_ADDRESS is set."""
     rendered = render_step(
-        seq, step, subscriber_id=subscriber_id, first_name=first_name, rewrite=rewrite,
+        seq, step, public_id=public_id, first_name=first_name, rewrite=rewrite,
         came_by=came_by,
     )  # fmt: skip
     msg = build_email(
-        seq, rendered, subscriber_id=subscriber_id, email=email, to_name=first_name,
+        seq, rendered, public_id=public_id, email=email, to_name=first_name,
         key=step.key, test=test, date=date,
     )  # fmt: skip
     settings = current().settings
     if settings.bounce_address and isinstance(msg, OutgoingMessage):
         # The envelope only: the From header stays the practice's address.
-        msg.envelope_from = verp.return_path(settings.bounce_address, settings.secret, delivery_id)
+        msg.envelope_from = verp.return_path(
+            settings.bounce_address, settings.secret, delivery_id, public_id
+        )
     return msg
 
 
@@ -183,7 +183,7 @@ def _confirm_env() -> Environment:
     )
 
 
-def render_confirmation(seq: Sequence, consent_id: int) -> RenderedEmail:
+def render_confirmation(seq: Sequence, consent_id: int, public_id: str) -> RenderedEmail:
     """The confirmation greets nobody by name: the name was typed by whoever filled in the
     form, perhaps not the address's owner, and must not carry their words into an inbox.
     In discreet mode it does not name the series either."""
@@ -194,7 +194,7 @@ def render_confirmation(seq: Sequence, consent_id: int) -> RenderedEmail:
         "sequence_name": None if cfg.is_discreet else seq.name,
         "sender_name": cfg.inbox_from_name,
         "postal_address": cfg.postal_address,
-        "confirm_url": confirm_url(consent_id),
+        "confirm_url": confirm_url(consent_id, public_id),
         "valid_days": max_age // 86400,
     }
     return RenderedEmail(
@@ -205,12 +205,12 @@ def render_confirmation(seq: Sequence, consent_id: int) -> RenderedEmail:
 
 
 def confirmation_email(
-    seq: Sequence, *, subscriber_id: int, email: str, consent_id: int
+    seq: Sequence, *, public_id: str, email: str, consent_id: int
 ) -> EmailMessage:
     return build_email(
         seq,
-        render_confirmation(seq, consent_id),
-        subscriber_id=subscriber_id,
+        render_confirmation(seq, consent_id, public_id),
+        public_id=public_id,
         email=email,
         to_name=None,  # not the typed name: see render_confirmation
         key=f"confirm-{consent_id}",

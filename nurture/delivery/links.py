@@ -1,7 +1,8 @@
 """Tracked links: the `rewrite` hook of compose() and the /l/<token> redirect behind it.
 
-A tracked link's token names a row in `links`, and the redirect goes only to the URL stored
-there: no URL ever travels in the token, so /l/ cannot be used as an open redirect. Once
+A tracked link's token names a row in `links` and the person the email was for, and the
+redirect goes only to the URL stored there: no URL ever travels in the token, so /l/ cannot
+be used as an open redirect. Once
 stored, a link keeps working whatever happens later (tracking switched off, the person
 unsubscribed): the consult link in an old email must always reach the booking page. Clicks
 are counted only while tracking is on for the link's sequence.
@@ -19,12 +20,13 @@ from nurture.db import transaction
 from nurture.delivery.compose import LinkRewriter
 from nurture.delivery.models import Delivery, Link
 from nurture.errors import NotFound
+from nurture.events.models import EventKind
+from nurture.events.recording import record_event
 from nurture.sequences.settings import clicks_tracked
-from nurture.subscribers.models import Event
 
 
-def link_url(link_id: int) -> str:
-    return f"{current().settings.base_url}/l/{tokens.make(tokens.LINK, {'l': link_id})}"
+def link_url(link_id: int, public_id: str) -> str:
+    return f"{current().settings.base_url}/l/{tokens.link_token(link_id, public_id)}"
 
 
 def rewriter_for(s: Session, delivery: Delivery) -> LinkRewriter | None:
@@ -33,6 +35,7 @@ def rewriter_for(s: Session, delivery: Delivery) -> LinkRewriter | None:
     if not clicks_tracked(delivery.enrollment.sequence.config):
         return None
     seen: dict[tuple[str, bool], str] = {}
+    person = delivery.enrollment.subscriber.public_id
 
     def rewrite(url: str, is_consult: bool) -> str:
         if urlsplit(url).scheme not in {"http", "https"}:
@@ -42,7 +45,7 @@ def rewriter_for(s: Session, delivery: Delivery) -> LinkRewriter | None:
             link = Link(delivery_id=delivery.id, url=url, is_consult=is_consult)
             s.add(link)
             s.flush()
-            seen[key] = link_url(link.id)
+            seen[key] = link_url(link.id, person)
         return seen[key]
 
     return rewrite
@@ -53,26 +56,29 @@ def follow(token: str, *, count: bool = True) -> str:
 
     Raises tokens.BadToken (tampered) or NotFound (no such link).
     """
-    data = tokens.read(tokens.LINK, token)
-    link_id = data.get("l") if isinstance(data, dict) else None
-    if not isinstance(link_id, int):
-        raise tokens.BadToken("this link is not valid")
+    claims = tokens.read(tokens.LINK, token)
     with transaction() as s:
-        link = s.get(Link, link_id)
-        if link is None or urlsplit(link.url).scheme not in {"http", "https"}:
+        link = s.get(Link, claims.ref)
+        delivery = s.get(Delivery, link.delivery_id) if link and link.delivery_id else None
+        person = delivery.enrollment.subscriber.public_id if delivery else None
+        if (
+            link is None
+            or delivery is None
+            or person is None
+            or not claims.names(person, link.created_at)
+            or urlsplit(link.url).scheme not in {"http", "https"}
+        ):
+            # Also a link whose number now belongs to another person's email.
             raise NotFound("no such link")
-        delivery = s.get(Delivery, link.delivery_id) if link.delivery_id else None
-        if delivery is not None and count:
+        if count and clicks_tracked(delivery.enrollment.sequence.config):
             enrollment = delivery.enrollment
-            if clicks_tracked(enrollment.sequence.config):
-                s.add(
-                    Event(
-                        kind="clicked",
-                        subscriber_id=enrollment.subscriber_id,
-                        sequence_id=enrollment.sequence_id,
-                        step_id=delivery.step_id,
-                        delivery_id=delivery.id,
-                        data={"consult": link.is_consult},
-                    )
-                )
+            record_event(
+                s,
+                EventKind.CLICKED,
+                enrollment.subscriber,
+                data={"consult": link.is_consult},
+                sequence_id=enrollment.sequence_id,
+                step_id=delivery.step_id,
+                delivery_id=delivery.id,
+            )
         return link.url

@@ -29,6 +29,9 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("enrollment_id", "step_id"),
         Index("ix_deliveries_lease", "status", "lease_until"),
+        # Ids are never given out twice (SQLite would reuse the highest after a delete):
+        # bounces, replies and stored links name deliveries by id.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -55,6 +58,7 @@ class Link(Base):
     """A URL stored for one email; /l/<token> may redirect only to these."""
 
     __tablename__ = "links"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     delivery_id: Mapped[int | None] = mapped_column(

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from nurture.clock import now
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.errors import NotFound, NurtureError
-from nurture.subscribers.models import Event
+from nurture.events.models import Event, EventKind
 from nurture.subscribers.rules import why_not_mail
 
 
@@ -62,4 +62,4 @@ def _requeue(s: Session, d: Delivery) -> None:
     d.lease_until = now() - timedelta(seconds=1)
     d.attempts = 0
     d.error = None
-    s.add(Event(kind="retried", subscriber_id=d.enrollment.subscriber_id, delivery_id=d.id))
+    s.add(Event(kind=EventKind.RETRIED, subscriber_id=d.enrollment.subscriber_id, delivery_id=d.id))

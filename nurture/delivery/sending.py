@@ -55,9 +55,9 @@ from nurture.mail.backends import (
 from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.sequences.schedule import due_for, is_immediate_first, reader_zone, window_of
 from nurture.sequences.services import live_steps, step_after
+from nurture.subscribers.leaving import mark_bounced
 from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber
 from nurture.subscribers.rules import why_not_mail
-from nurture.subscribers.services import mark_bounced
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ def send_one(
     msg = compose(
         seq,
         d.step,
-        subscriber_id=e.subscriber.id,
+        public_id=e.subscriber.public_id,
         email=e.subscriber.email,
         first_name=e.subscriber.first_name,
         rewrite=rewriter_for(s, d),

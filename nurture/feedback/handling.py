@@ -10,7 +10,7 @@
   until `subscribers resume`), stop, or continue. The reply's content is never stored.
 
 Every outcome is an Event (kinds "bounced", "soft_bounced", "complained", "replied") with
-ids and codes only, written through subscribers.services.record_event. A notice handled once is
+ids and codes only, written through events.recording.record_event. A notice handled once is
 remembered by a hash (mail_feedback_seen), so a second delivery of it changes nothing.
 """
 
@@ -29,23 +29,20 @@ from nurture.clock import now
 from nurture.context import current
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.errors import NurtureError
+from nurture.events.models import Event, EventKind
+from nurture.events.recording import record_event
 from nurture.feedback.classify import Kind, Notice
 from nurture.feedback.models import FeedbackSeen
 from nurture.mail import verp
+from nurture.subscribers.addresses import find_subscriber
 from nurture.subscribers.holding import pause_enrollment
+from nurture.subscribers.leaving import mark_bounced, mark_complained
 from nurture.subscribers.models import (
     ENDED,
     Enrollment,
     EnrollmentStatus,
-    Event,
     Subscriber,
     SubscriberStatus,
-)
-from nurture.subscribers.services import (
-    find_subscriber,
-    mark_bounced,
-    mark_complained,
-    record_event,
 )
 
 log = logging.getLogger(__name__)
@@ -77,8 +74,9 @@ def find_delivery(s: Session, notice: Notice) -> Delivery | None:
     """The delivery a notice is about, by its signed VERP tag or our keyed Message-ID."""
     secret = current().settings.secret
     for tag in notice.tags:
-        delivery_id = verp.delivery_of(tag, secret)
-        if delivery_id is not None and (d := s.get(Delivery, delivery_id)) is not None:
+        delivery_id = verp.delivery_named(tag)
+        d = s.get(Delivery, delivery_id) if delivery_id is not None else None
+        if d is not None and verp.is_ours(tag, secret, d.id, d.enrollment.subscriber.public_id):
             return d
     for message_id in notice.message_ids:
         d = s.scalar(
@@ -99,7 +97,7 @@ def _ids(d: Delivery | None) -> dict[str, int | None]:
 
 
 def _soft(s: Session, sub: Subscriber, d: Delivery | None, data: dict[str, Any]) -> None:
-    record_event(s, "soft_bounced", sub, data=data, **_ids(d))
+    record_event(s, EventKind.SOFT_BOUNCED, sub, data=data, **_ids(d))
     s.flush()
     at = now()
     count, first = s.execute(
@@ -135,7 +133,7 @@ def _reply(s: Session, sub: Subscriber, d: Delivery, source: str) -> None:
         outcome = "stopped"
     elif wanted == "continue":
         outcome = "continued"
-    record_event(s, "replied", sub, data={"source": source, "action": outcome}, **_ids(d))
+    record_event(s, EventKind.REPLIED, sub, data={"source": source, "action": outcome}, **_ids(d))
     if outcome == "paused":
         pause_enrollment(s, e, by="reply")
     elif outcome == "stopped":

@@ -16,7 +16,9 @@ import smtplib
 import socket
 import ssl
 import threading
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Self
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -29,7 +31,7 @@ from nurture.interfaces import (
     PermanentMailError,
     TransientMailError,
 )
-from nurture.mail.message import envelope_of, wire_bytes
+from nurture.mail.message import ascii_domain, envelope_of, wire_bytes
 
 
 class _NoConnection:
@@ -38,6 +40,12 @@ class _NoConnection:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def _is_to(msg: Message, address: str) -> bool:
+    # The To header carries the domain IDNA-encoded (mail/message.py).
+    wanted = {address.lower(), ascii_domain(address).lower()}
+    return any(a.lower() in wanted for _, a in getaddresses(msg.get_all("To", [])))
 
 
 class MemoryBackend(_NoConnection):
@@ -51,6 +59,9 @@ class MemoryBackend(_NoConnection):
     def send(self, msg: EmailMessage) -> None:
         with self._lock:
             self.outbox.append(msg)
+
+    def forget(self, address: str) -> list[str]:
+        return []  # what was handed to "the server", as a relay's own log: not kept by us
 
 
 class FileBackend(_NoConnection):
@@ -72,6 +83,21 @@ class FileBackend(_NoConnection):
                 html.get_content(),
                 encoding="utf-8",
             )
+
+    def forget(self, address: str) -> list[str]:
+        """Every .eml to `address` and the .html beside it, deleted. OSError when a file
+        cannot be (the caller names what is left)."""
+        removed: list[str] = []
+        for eml in sorted(self.directory.glob("*.eml")) if self.directory.is_dir() else []:
+            with eml.open("rb") as f:
+                headers = BytesHeaderParser().parse(f)
+            if not _is_to(headers, address):
+                continue
+            for path in (eml, eml.with_suffix(".html")):
+                if path.exists():
+                    path.unlink()
+                    removed.append(str(path))
+        return removed
 
 
 class SMTPBackend:
@@ -147,6 +173,9 @@ class SMTPBackend:
             except (OSError, smtplib.SMTPException):
                 self._conn.close()
             self._conn = None
+
+    def forget(self, address: str) -> list[str]:
+        return []  # a relay's copies are the relay's; nothing is kept here
 
     def send(self, msg: EmailMessage) -> None:
         if self._conn is None:

@@ -36,13 +36,14 @@ class Envelope:
 
 
 def stable_message_id(
-    secret: str, subscriber_id: int, sequence: str, step: str, domain: str, *, opaque: bool = False
+    secret: str, public_id: str, sequence: str, step: str, domain: str, *, opaque: bool = False
 ) -> str:
     # Stable per subscriber and step, so a retried send is recognisably the same message,
-    # yet keyed so the ID reveals nothing about the subscriber. `opaque` (discreet mode)
-    # leaves out the sequence and step names too: mail clients show Message-IDs.
+    # yet keyed so the ID reveals nothing about the subscriber. It names the person by their
+    # public id, never a row number that another person could get later. `opaque` (discreet
+    # mode) leaves out the sequence and step names too: mail clients show Message-IDs.
     digest = hmac.new(
-        secret.encode(), f"{subscriber_id}:{sequence}:{step}".encode(), hashlib.sha256
+        secret.encode(), f"{public_id}:{sequence}:{step}".encode(), hashlib.sha256
     ).hexdigest()[:32]
     return f"<{digest}@{domain}>" if opaque else f"<{sequence}.{step}.{digest}@{domain}>"
 

@@ -1,12 +1,14 @@
-"""Double opt-in: the confirmation email, and confirming from its link.
+"""Double opt-in: the confirmation email, confirming from its link, and what a yes starts.
 
 A signup (web form, or an operator adding someone without --confirmed) records a pending
-consent. Its confirmation email carries a link naming that consent (/confirm/<token>). The
-link's GET only shows a button, because mail scanners fetch every link; the POST confirms.
-Confirming an unconfirmed address confirms it and starts every sequence waiting for it
-(services.confirm); a person already confirmed for another sequence confirms this one
-sequence only. Someone who left after signing up is never brought back by an old link:
-only a new signup sends a new one.
+consent. Its confirmation email carries a link naming that consent and its person
+(/confirm/<token>). The link's GET only shows a button, because mail scanners fetch every
+link; the POST confirms. Confirming an unconfirmed address confirms it and starts every
+sequence waiting for it; a person already confirmed for another sequence confirms this one
+sequence only (`enrolling.confirm`, the one rule, also what an operator's --confirmed does,
+beside the enrollments it starts). Someone
+who left after signing up is never brought back by an old link: only a new signup sends a
+new one.
 """
 
 from __future__ import annotations
@@ -16,19 +18,16 @@ from enum import StrEnum
 from sqlalchemy.orm import Session
 
 from nurture import tokens
-from nurture.clock import now
 from nurture.db import transaction
 from nurture.delivery.compose import confirmation_email
+from nurture.events.models import EventKind
+from nurture.events.recording import record_event
 from nurture.mail.backends import MailBackend, get_backend
 from nurture.sequences.models import Sequence
-from nurture.subscribers.models import Consent, EnrollmentStatus, SubscriberStatus
+from nurture.subscribers.enrolling import confirm
+from nurture.subscribers.models import Consent, SubscriberStatus
 from nurture.subscribers.rules import left_reason, may_ask_to_confirm
-from nurture.subscribers.services import (
-    confirm,
-    is_suppressed,
-    record_event,
-    start_enrollment,
-)
+from nurture.subscribers.suppression import is_suppressed
 
 
 class ConfirmState(StrEnum):
@@ -56,22 +55,26 @@ def send_confirmation(consent_id: int, backend: MailBackend | None = None) -> bo
             sub.status, suppressed=is_suppressed(s, sub.email)
         ):
             return False
-        msg = confirmation_email(seq, subscriber_id=sub.id, email=sub.email, consent_id=consent.id)
+        msg = confirmation_email(
+            seq, public_id=sub.public_id, email=sub.email, consent_id=consent.id
+        )
         with backend or get_backend() as b:
             b.send(msg)
-        record_event(s, "confirmation_sent", sub, sequence_id=seq.id)
+        record_event(s, EventKind.CONFIRMATION_SENT, sub, sequence_id=seq.id)
     return True
 
 
 # --- confirming by token ----------------------------------------------------------------
 
 
-def _consent_for(s: Session, token: str) -> Consent:
-    data = tokens.read(tokens.CONFIRM, token)
-    consent_id = data.get("c") if isinstance(data, dict) else None
-    consent = s.get(Consent, consent_id) if isinstance(consent_id, int) else None
-    if consent is None:
-        # Signed by us, but its signup is gone (forgotten): as good as invalid.
+def consent_for(s: Session, token: str) -> Consent:
+    """The consent a confirmation token names, made for the person it names.
+    Raises tokens.BadToken."""
+    claims = tokens.read(tokens.CONFIRM, token)
+    consent = s.get(Consent, claims.ref)
+    if consent is None or not claims.names(consent.subscriber.public_id, consent.created_at):
+        # Signed by us, but its signup is gone (forgotten), or the number now belongs to
+        # someone else's signup: as good as invalid.
         raise tokens.BadToken("this link is not valid")
     return consent
 
@@ -92,7 +95,7 @@ def _state(s: Session, consent: Consent) -> ConfirmState:
 def confirmation_state(token: str) -> tuple[ConfirmState, str]:
     """For GET: what the page should say. Changes nothing. Raises tokens.BadToken."""
     with transaction() as s:
-        consent = _consent_for(s, token)
+        consent = consent_for(s, token)
         seq = s.get(Sequence, consent.sequence_id) if consent.sequence_id else None
         return _state(s, consent), seq.name if seq else ""
 
@@ -100,28 +103,10 @@ def confirmation_state(token: str) -> tuple[ConfirmState, str]:
 def confirm_by_token(token: str) -> tuple[ConfirmState, str]:
     """For POST: confirm and enrol. A second press is harmless. Raises tokens.BadToken."""
     with transaction() as s:
-        consent = _consent_for(s, token)
+        consent = consent_for(s, token)
         seq = s.get(Sequence, consent.sequence_id) if consent.sequence_id else None
         state = _state(s, consent)
         if state != ConfirmState.PENDING:
             return state, seq.name if seq else ""
-        confirm_consent(s, consent)
+        confirm(s, consent.subscriber, consent.sequence_id)
         return ConfirmState.CONFIRMED, seq.name if seq else ""
-
-
-def confirm_consent(s: Session, consent: Consent) -> None:
-    """The person said yes to this consent's sequence: start it."""
-    sub = consent.subscriber
-    if sub.status != SubscriberStatus.CONFIRMED:
-        # Confirms the address and starts every enrollment waiting for it.
-        confirm(s, sub)
-        return
-    # Already confirmed for another sequence: this yes starts this one.
-    consent.confirmed_at = now()
-    for enrollment in sub.enrollments:
-        if (
-            enrollment.sequence_id == consent.sequence_id
-            and enrollment.status == EnrollmentStatus.PENDING
-        ):
-            start_enrollment(s, enrollment)
-    record_event(s, "confirmed", sub, sequence_id=consent.sequence_id)

@@ -15,10 +15,11 @@ from sqlalchemy.orm import Session
 from nurture.clock import now
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.errors import NurtureError
+from nurture.events.models import EventKind
+from nurture.events.recording import record_event
 from nurture.sequences.schedule import reader_zone, window_of
 from nurture.sequences.services import get_sequence, live_steps, step_after
 from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber
-from nurture.subscribers.services import record_event
 
 
 def _enrollments(s: Session, sub: Subscriber, slug: str | None) -> list[Enrollment]:
@@ -46,7 +47,7 @@ def pause_enrollment(s: Session, e: Enrollment, *, by: str) -> bool:
         e.next_step_id, e.next_due_at = in_flight.step_id, in_flight.due_at
         s.execute(delete(Delivery).where(Delivery.id == in_flight.id))
     e.status = EnrollmentStatus.PAUSED
-    record_event(s, "paused", e.subscriber, data={"by": by}, sequence_id=e.sequence_id)
+    record_event(s, EventKind.PAUSED, e.subscriber, data={"by": by}, sequence_id=e.sequence_id)
     return True
 
 
@@ -60,7 +61,9 @@ def resume_enrollment(s: Session, e: Enrollment, *, by: str) -> bool:
         nxt = step_after(live_steps(s, e.sequence_id), e.last_step)
         if nxt is None:
             e.status, e.ended_at, e.next_due_at = EnrollmentStatus.COMPLETED, at, None
-            record_event(s, "resumed", e.subscriber, data={"by": by}, sequence_id=e.sequence_id)
+            record_event(
+                s, EventKind.RESUMED, e.subscriber, data={"by": by}, sequence_id=e.sequence_id
+            )
             return True
         e.next_step_id = nxt.id
     due = e.next_due_at or at
@@ -68,7 +71,7 @@ def resume_enrollment(s: Session, e: Enrollment, *, by: str) -> bool:
         tz = reader_zone(e.subscriber.timezone, e.sequence.config.timezone)
         due = window_of(e.sequence).next_open(at, tz)
     e.status, e.next_due_at = EnrollmentStatus.ACTIVE, due
-    record_event(s, "resumed", e.subscriber, data={"by": by}, sequence_id=e.sequence_id)
+    record_event(s, EventKind.RESUMED, e.subscriber, data={"by": by}, sequence_id=e.sequence_id)
     return True
 
 

@@ -20,23 +20,24 @@ from sqlalchemy.orm import Session
 from nurture.clock import now
 from nurture.db import transaction
 from nurture.errors import NurtureError
+from nurture.events.models import Event, EventKind
+from nurture.events.outbox import queue_many
 from nurture.sequences.models import Sequence
 from nurture.sequences.schedule import first_due, is_valid_timezone
 from nurture.sequences.services import get_sequence, live_steps
+from nurture.subscribers.addresses import email_index, normalize_email, person_columns
 from nurture.subscribers.cleaning import clean, clean_name
-from nurture.subscribers.event_webhooks import queue_many
 from nurture.subscribers.models import (
     Consent,
     Enrollment,
     EnrollmentStatus,
-    Event,
     Subscriber,
     SubscriberStatus,
     Suppression,
 )
 from nurture.subscribers.operator import Outcome, add_by_operator
 from nurture.subscribers.rules import FORGOTTEN
-from nurture.subscribers.services import email_hash, normalize_email
+from nurture.subscribers.suppression import left_elsewhere, suppression_keys
 
 COLUMNS = ("email", "first_name", "timezone")
 IMPORT_CONSENT = "Imported by the operator, who holds this person's consent."
@@ -210,17 +211,13 @@ def _import_chunk(
     # The sequence object is fetched again per chunk: expunge_all() below detaches it.
     seq = s.get_one(Sequence, seq_id)
     latest = {r.email: r for r in rows}  # a repeated address: its last row wins
-    hashes = {email_hash(e): e for e in latest}
-    suppressed = {
-        hashes[h]
-        for h in s.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes)))
-    }
-    known = set(s.scalars(select(Subscriber.email).where(Subscriber.email.in_(latest))))
-    fresh = [r for e, r in latest.items() if e not in known and e not in suppressed]
+    # Known, forgotten, or the same mailbox left under another spelling: the one-by-one
+    # path keeps every consent rule for these (subscribers/operator.py).
+    careful = _known(s, latest) | _suppressed(s, latest) | set(left_elsewhere(s, latest))
+    fresh = [r for e, r in latest.items() if e not in careful]
     result.repeated += len(rows) - len(latest)
     for email, row in latest.items():
-        if email in known or email in suppressed:
-            # Someone we know, or knew: the one-by-one path keeps every consent rule.
+        if email in careful:
             _import_known(s, seq, row, confirmed, result)
     if fresh:
         _insert_new(s, seq, fresh, confirmed)
@@ -230,6 +227,18 @@ def _import_chunk(
     s.expunge_all()
     if progress:
         progress(len(rows))
+
+
+def _known(s: Session, addresses: dict[str, Row]) -> set[str]:
+    by_index = {email_index(e): e for e in addresses}
+    q = select(Subscriber.email_index).where(Subscriber.email_index.in_(list(by_index)))
+    return {by_index[i] for i in s.scalars(q)}
+
+
+def _suppressed(s: Session, addresses: dict[str, Row]) -> set[str]:
+    by_key = {k: e for e in addresses for k in suppression_keys(e)}
+    q = select(Suppression.email_hash).where(Suppression.email_hash.in_(list(by_key)))
+    return {by_key[k] for k in s.scalars(q)}
 
 
 def _import_known(
@@ -263,8 +272,7 @@ def _insert_new(s: Session, seq: Sequence, rows: list[Row], confirmed: bool) -> 
             insert(Subscriber).returning(Subscriber.id, sort_by_parameter_order=True),
             [
                 {
-                    "email": r.email,
-                    "first_name": r.first_name,
+                    **person_columns(r.email, r.first_name),
                     "timezone": r.timezone,
                     "status": SubscriberStatus.CONFIRMED if confirmed else SubscriberStatus.PENDING,
                     "created_at": t,
@@ -292,7 +300,8 @@ def _insert_new(s: Session, seq: Sequence, rows: list[Row], confirmed: bool) -> 
     s.execute(insert(Enrollment), _new_enrollments(s, seq, ids, rows, confirmed, t))
     if confirmed:
         s.execute(
-            insert(Event), [{"kind": "confirmed", "subscriber_id": i, "created_at": t} for i in ids]
+            insert(Event),
+            [{"kind": EventKind.CONFIRMED, "subscriber_id": i, "created_at": t} for i in ids],
         )
         # Core inserts skip the session's flush hook: announce these in bulk too.
         queue_many(s, "confirmed", [(r.email, seq.slug) for r in rows])

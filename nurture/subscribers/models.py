@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from nurture.clock import now
+from nurture.context import current
 from nurture.db import Base, StrEnumColumn
 
 if TYPE_CHECKING:
@@ -44,12 +45,31 @@ ENDED = {
 }
 
 
+def sealed_place(public_id: str, column: str) -> str:
+    """What a sealed value of a subscriber row is bound to: it opens there and nowhere else."""
+    return f"subscribers.{column}:{public_id}"
+
+
 class Subscriber(Base):
+    """A reader. Their address and name are sealed (nurture/encryption.py) and written only
+    through nurture/subscribers/addresses.py; `email` and `first_name` open them."""
+
     __tablename__ = "subscribers"
+    # Ids are never given out twice: on SQLite, without AUTOINCREMENT, the next row would
+    # take the id of the person just forgotten (and every table naming people does the same).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    email: Mapped[str] = mapped_column(String(320), unique=True)  # normalised, lower-case
-    first_name: Mapped[str | None] = mapped_column(String(100))
+    # Random and this person's alone: every link, Message-ID and VERP tag names it, so a
+    # number that another person gets later can never act on this one.
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    # Blind indexes (keyed HMACs): of the normalised address, unique as the address was, and
+    # of its canonical form (no +tag, no Gmail dots), to know a person who left under
+    # another spelling of their address.
+    email_index: Mapped[str] = mapped_column(String(64), unique=True)
+    canonical_index: Mapped[str] = mapped_column(String(64), index=True)
+    email_sealed: Mapped[str] = mapped_column(Text)
+    first_name_sealed: Mapped[str | None] = mapped_column(Text)
     timezone: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[SubscriberStatus] = mapped_column(
         StrEnumColumn(SubscriberStatus, 20), default=SubscriberStatus.PENDING
@@ -69,6 +89,18 @@ class Subscriber(Base):
     )
 
     @property
+    def email(self) -> str:
+        return current().data_keys.unseal(self.email_sealed, self.place("email"))
+
+    @property
+    def first_name(self) -> str | None:
+        sealed = self.first_name_sealed
+        return current().data_keys.unseal(sealed, self.place("first_name")) if sealed else None
+
+    def place(self, column: str) -> str:
+        return sealed_place(self.public_id, column)
+
+    @property
     def can_receive(self) -> bool:
         return self.status == SubscriberStatus.CONFIRMED
 
@@ -80,6 +112,7 @@ class Enrollment(Base):
     __table_args__ = (
         UniqueConstraint("subscriber_id", "sequence_id"),
         Index("ix_enrollments_due", "status", "next_due_at"),
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -110,6 +143,7 @@ class Consent(Base):
     """What the person agreed to, when, and where: kept as evidence, with no raw IP address."""
 
     __tablename__ = "consents"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
@@ -126,59 +160,12 @@ class Consent(Base):
 
 
 class Suppression(Base):
-    """Addresses that must never be mailed again, kept only as a keyed hash (after `forget`)."""
+    """Addresses that must never be mailed or added again, kept only as the blind index of
+    their canonical form (after `forget`; subscribers/suppression.py). Rows written before
+    addresses were sealed hold an HMAC of the exact address under the secret key."""
 
     __tablename__ = "suppressions"
 
     email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     reason: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(default=now)
-
-
-class Event(Base):
-    """What happened, for stats and a person's history. Holds ids, never addresses."""
-
-    __tablename__ = "events"
-    __table_args__ = (Index("ix_events_kind_sequence", "kind", "sequence_id"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(40))
-    subscriber_id: Mapped[int | None] = mapped_column(
-        ForeignKey("subscribers.id", ondelete="SET NULL"), index=True
-    )
-    sequence_id: Mapped[int | None] = mapped_column(ForeignKey("sequences.id", ondelete="SET NULL"))
-    step_id: Mapped[int | None] = mapped_column(ForeignKey("steps.id", ondelete="SET NULL"))
-    delivery_id: Mapped[int | None] = mapped_column(
-        ForeignKey("deliveries.id", ondelete="SET NULL")
-    )
-    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(default=now)
-
-
-class OutboxStatus(enum.StrEnum):
-    PENDING = "pending"  # waiting for its next attempt
-    DELIVERED = "delivered"  # the practice's endpoint answered 2xx
-    FAILED = "failed"  # refused for more than a day: given up
-
-
-class OutboxEvent(Base):
-    """An event webhook to deliver (NURTURE_EVENTS_URL), written in the same transaction as
-    the change it reports, so a rolled-back change never announces itself and a committed one
-    always does. The body (it names the person) is erased once delivered or given up on."""
-
-    __tablename__ = "event_outbox"
-    __table_args__ = (Index("ix_event_outbox_due", "status", "next_attempt_at"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    # The Standard Webhooks `webhook-id`: the same on every retry, so receivers can dedupe.
-    msg_id: Mapped[str] = mapped_column(String(40), unique=True)
-    type: Mapped[str] = mapped_column(String(60))
-    body: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[OutboxStatus] = mapped_column(
-        StrEnumColumn(OutboxStatus, 20), default=OutboxStatus.PENDING
-    )
-    attempts: Mapped[int] = mapped_column(default=0)
-    next_attempt_at: Mapped[datetime | None]
-    created_at: Mapped[datetime] = mapped_column(default=now)
-    delivered_at: Mapped[datetime | None]
-    last_error: Mapped[str | None] = mapped_column(String(200))

@@ -2,7 +2,8 @@
 
 An operator may add someone who holds no place yet, or re-enrol someone confirmed for
 another sequence. They may never put back a person who left (unsubscribed, bounced,
-complained) or was forgotten: such a row is skipped with its reason and nothing is sent.
+complained) or was forgotten, under any spelling of their address (subscribers/
+suppression.py): such a row is skipped with its reason and nothing is sent.
 Only the person can come back, through the signup form and its confirmation. Adding
 someone already enrolled changes nothing and records no second consent.
 
@@ -20,21 +21,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture.db import transaction
+from nurture.events.models import Event, EventKind
 from nurture.mail.backends import MailError
 from nurture.sequences.archive import require_open
 from nurture.sequences.models import Sequence
 from nurture.sequences.services import get_sequence
+from nurture.subscribers.addresses import email_index, normalize_email
 from nurture.subscribers.confirmation import send_confirmation
-from nurture.subscribers.models import Enrollment, EnrollmentStatus, Event, Subscriber
-from nurture.subscribers.rules import FORGOTTEN, left_reason
-from nurture.subscribers.services import (
+from nurture.subscribers.enrolling import (
     CLI_CONSENT,
     CLI_CONSENT_VERSION,
     add_subscriber,
-    is_suppressed,
     latest_consent_id,
-    normalize_email,
 )
+from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber
+from nurture.subscribers.rules import FORGOTTEN
+from nurture.subscribers.suppression import refusal
 
 
 class Outcome(StrEnum):
@@ -65,13 +67,6 @@ class OperatorAdd:
     mail_error: str | None = None  # Asked.FAILED: why
 
 
-def refusal(s: Session, address: str, sub: Subscriber | None) -> str | None:
-    """Why no operator may add this (normalised) address, or None."""
-    if is_suppressed(s, address):
-        return FORGOTTEN
-    return left_reason(sub.status) if sub is not None else None
-
-
 def add_by_operator(
     s: Session,
     email: str,
@@ -86,7 +81,7 @@ def add_by_operator(
 ) -> OperatorAdd:
     """Add one person as the consent rules allow. Raises NurtureError for a bad address."""
     address = normalize_email(email)
-    sub = s.scalar(select(Subscriber).where(Subscriber.email == address))
+    sub = s.scalar(select(Subscriber).where(Subscriber.email_index == email_index(address)))
     reason = refusal(s, address, sub)
     if reason is not None:
         return OperatorAdd(Outcome.SKIPPED, reason)
@@ -139,7 +134,7 @@ def _asked_to_confirm(s: Session, sub: Subscriber, seq: Sequence) -> bool:
     sent = select(Event.id).where(
         Event.subscriber_id == sub.id,
         Event.sequence_id == seq.id,
-        Event.kind == "confirmation_sent",
+        Event.kind == EventKind.CONFIRMATION_SENT,
     )
     return s.scalar(sent.limit(1)) is not None
 

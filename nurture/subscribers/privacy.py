@@ -2,34 +2,42 @@
 
 `forget` removes the subscriber row and everything hanging off it (consents, enrollments,
 deliveries, stored links); events stay for the statistics but lose every link to the
-person and any free text that could hold an address. What remains is a keyed hash of the
-address in `suppressions`, so the address is never mailed or re-added by mistake.
+person and any free text that could hold an address. What remains is the blind index of
+the address in `suppressions` (subscribers/suppression.py), so it is never mailed or
+re-added by mistake.
+
+Then nothing may be left elsewhere (`leave_nothing`, after the commit): the file outbox's
+copies of their emails are deleted (or named, when they cannot be), SQLite's write-ahead
+log is checkpointed and emptied (deleted rows are zeroed in the file: secure_delete), and
+the embedded broker's delivered messages are deleted.
 
 The statistics keep their counts: each sent or failed delivery leaves an anonymous event
 (`sent_erased`, `failed_erased`: step and sequence, nobody's id) that `stats` adds back.
-The retention limit (retention.py) erases people through this same function.
+The retention limits (retention.py) erase people through the same functions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from nurture.celery_app import delete_delivered_messages
+from nurture.context import current
+from nurture.db import checkpoint, get_engine, transaction
 from nurture.delivery.models import Delivery, DeliveryStatus
+from nurture.events.models import Event, EventKind
+from nurture.events.recording import record_event
+from nurture.mail.backends import get_backend
 from nurture.sequences.models import Sequence, Step
+from nurture.subscribers.addresses import find_subscriber, normalize_email
 from nurture.subscribers.attribution import ATTRIBUTED, attribute_step
-from nurture.subscribers.models import Enrollment, Event, Subscriber, Suppression
+from nurture.subscribers.models import Enrollment, Subscriber
 from nurture.subscribers.queries import person
-from nurture.subscribers.services import (
-    email_hash,
-    find_subscriber,
-    normalize_email,
-    record_event,
-)
+from nurture.subscribers.suppression import suppress
 
 EXPORT_FIELDS = (
     "email",
@@ -88,14 +96,23 @@ def export_rows(s: Session, chunk: int = 1000) -> Iterator[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
+class Copies:
+    """What `leave_nothing` found outside the tables."""
+
+    removed: int = 0  # files of the file outbox (and the like) deleted
+    left: list[str] = field(default_factory=list)  # what could not be deleted, and where
+
+
+@dataclass(frozen=True)
 class ForgetResult:
     found: bool
     events_kept: int  # anonymous events left for the statistics
+    copies: Copies = field(default_factory=Copies)
 
 
 ERASED_KINDS: dict[str, str] = {
-    DeliveryStatus.SENT: "sent_erased",
-    DeliveryStatus.FAILED: "failed_erased",
+    DeliveryStatus.SENT: EventKind.SENT_ERASED,
+    DeliveryStatus.FAILED: EventKind.FAILED_ERASED,
 }
 
 
@@ -103,16 +120,20 @@ def forget(s: Session, email: str, reason: str = "forgotten") -> ForgetResult:
     """Erase the person and suppress the address. Safe to repeat; also suppresses an address
     we never held, since "never write to me" should hold either way."""
     address = normalize_email(email)
-    digest = email_hash(address)
-    if s.get(Suppression, digest) is None:
-        s.add(Suppression(email_hash=digest, reason=reason))
+    suppress(s, address, reason)
     sub = find_subscriber(s, address)
     if sub is None:
         return ForgetResult(found=False, events_kept=0)
-    events = list(s.scalars(select(Event).where(Event.subscriber_id == sub.id)))
     # Recorded while the person still exists, so the event webhook (if on) can tell the
     # practice's own systems whom to erase; the link to them goes below with the others.
-    record_event(s, "forgotten", sub)
+    record_event(s, EventKind.FORGOTTEN, sub)
+    return ForgetResult(found=True, events_kept=erase(s, sub))
+
+
+def erase(s: Session, sub: Subscriber) -> int:
+    """Delete the person's rows, keeping their events for the statistics without any link
+    to them or free text. Returns how many events were kept."""
+    events = list(s.scalars(select(Event).where(Event.subscriber_id == sub.id)))
     _keep_delivery_counts(s, sub.id)
     for ev in events:
         # Stats attribute an unsubscribe, booking, bounce, complaint or reply to the last
@@ -131,7 +152,28 @@ def forget(s: Session, email: str, reason: str = "forgotten") -> ForgetResult:
     )
     s.delete(sub)  # enrollments and consents by cascade; deliveries and links by foreign key
     s.flush()
-    return ForgetResult(found=True, events_kept=len(events))
+    return len([ev for ev in events if ev.kind != EventKind.FORGOTTEN])
+
+
+def forget_person(email: str) -> ForgetResult:
+    """`subscribers forget`: erase one person, then whatever copies are left elsewhere."""
+    with transaction() as s:
+        result = forget(s, email)
+    return replace(result, copies=leave_nothing([normalize_email(email)]))
+
+
+def leave_nothing(addresses: Iterable[str]) -> Copies:
+    """After erasing (committed): the copies outside the tables go too. See the module."""
+    backend = get_backend()
+    removed, left = 0, []
+    for address in addresses:
+        try:
+            removed += len(backend.forget(address))
+        except OSError as exc:
+            left.append(f"{exc.filename}: {exc.strerror}")
+    checkpoint(get_engine())
+    delete_delivered_messages(current().settings.broker_url)
+    return Copies(removed, left)
 
 
 def _keep_delivery_counts(s: Session, subscriber_id: int) -> None:

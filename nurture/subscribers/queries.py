@@ -9,17 +9,17 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, aliased
 
 from nurture.delivery.models import Delivery
+from nurture.events.models import Event
 from nurture.sequences.models import Sequence, Step
 from nurture.sequences.services import get_sequence
+from nurture.subscribers.addresses import get_subscriber
 from nurture.subscribers.models import (
     Consent,
     Enrollment,
     EnrollmentStatus,
-    Event,
     Subscriber,
     SubscriberStatus,
 )
-from nurture.subscribers.services import get_subscriber
 
 STATUSES = sorted({s.value for s in (*SubscriberStatus, *EnrollmentStatus)})
 

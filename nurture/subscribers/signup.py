@@ -15,9 +15,10 @@ The client address is stored as a keyed hash only (client_hash), never raw.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -25,12 +26,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture.clock import now
+from nurture.context import current
 from nurture.db import transaction
 from nurture.errors import NurtureError
+from nurture.events.models import EventKind
+from nurture.events.recording import record_event
 from nurture.sequences.models import Sequence
 from nurture.sequences.schedule import is_valid_timezone
 from nurture.sequences.services import get_sequence, live_steps
 from nurture.sequences.settings import clicks_tracked
+from nurture.subscribers.addresses import email_index, normalize_email
+from nurture.subscribers.enrolling import add_subscriber, latest_consent_id
 from nurture.subscribers.models import (
     Consent,
     Enrollment,
@@ -38,14 +44,7 @@ from nurture.subscribers.models import (
     Subscriber,
     SubscriberStatus,
 )
-from nurture.subscribers.services import (
-    add_subscriber,
-    email_hash,
-    is_suppressed,
-    latest_consent_id,
-    normalize_email,
-    record_event,
-)
+from nurture.subscribers.suppression import is_suppressed
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ def consent_text(seq: Sequence) -> str:
 
 def client_hash(address: str | None) -> str | None:
     # Keyed, so the stored value proves "same client as" without revealing the address.
-    return email_hash(f"client:{address}") if address else None
+    return current().data_keys.index(address, "client") if address else None
 
 
 def clean_article(raw: str | None) -> str | None:
@@ -131,15 +130,23 @@ def signup_page(slug: str) -> SignupPage:
         )
 
 
-def accept(slug: str, form: SignupForm) -> SignupForm | None:
-    """What the web view does before answering: check the form alone, never the people.
+# A signup handed to a worker travels sealed: the broker (Redis keys, the embedded broker's
+# rows, `celery inspect`, Flower) sees ciphertext, never the address or the name.
+_TASK_PLACE = "task.sign_up"
 
-    Returns the form to record later (address normalised, client address reduced to its
-    hash), or None when the honeypot was filled. Raises InvalidSignup for a malformed
-    address and NotFound for an unknown sequence. It reads no subscriber, so the answer
-    takes the same time for a known address as for a new one; the lookup and the insert
-    happen in sign_up(), in a task, after the answer is on its way.
-    """
+
+def seal_form(form: SignupForm) -> str:
+    return current().data_keys.seal(json.dumps(asdict(form)), _TASK_PLACE)
+
+
+def open_form(sealed: str) -> SignupForm:
+    return SignupForm(**json.loads(current().data_keys.unseal(sealed, _TASK_PLACE)))
+
+
+def _checked(slug: str, form: SignupForm) -> SignupForm | None:
+    """The form with its address normalised and its client reduced to a keyed hash, or None
+    when the honeypot was filled. Raises InvalidSignup for a malformed address and NotFound
+    for an unknown sequence. Reads no subscriber."""
     try:
         address = normalize_email(form.email)
     except NurtureError:
@@ -157,6 +164,16 @@ def accept(slug: str, form: SignupForm) -> SignupForm | None:
     )
 
 
+def accept(slug: str, form: SignupForm) -> SignupForm | None:
+    """What the web view does before answering: check the form alone, never the people.
+
+    Returns the form to record later, or None when the honeypot was filled. It reads no
+    subscriber, so the answer takes the same time for a known address as for a new one;
+    the lookup and the insert happen in sign_up(), after the answer is on its way.
+    """
+    return _checked(slug, form)
+
+
 def sign_up(slug: str, form: SignupForm, enqueue: Callable[[int], None]) -> None:
     """Record the signup and, after commit, hand its confirmation email to `enqueue`.
 
@@ -164,16 +181,11 @@ def sign_up(slug: str, form: SignupForm, enqueue: Callable[[int], None]) -> None
     every other outcome (new, pending, confirmed, unsubscribed, forgotten, honeypot) is
     silent on purpose.
     """
-    try:
-        address = normalize_email(form.email)
-    except NurtureError:
-        raise InvalidSignup("Please check the email address: it does not look complete.") from None
+    checked = _checked(slug, form)
+    if checked is None:
+        return
     with transaction() as s:
-        seq = get_sequence(s, slug)
-        if form.honeypot:
-            log.info("signup for %s dropped: honeypot filled", slug)
-            return
-        consent_id = _sign_up(s, seq, address, form)
+        consent_id = _sign_up(s, get_sequence(s, slug), checked.email, checked)
     if consent_id is not None:
         try:
             enqueue(consent_id)
@@ -185,7 +197,7 @@ def sign_up(slug: str, form: SignupForm, enqueue: Callable[[int], None]) -> None
 def _sign_up(s: Session, seq: Sequence, address: str, form: SignupForm) -> int | None:
     if is_suppressed(s, address):
         return None
-    sub = s.scalar(select(Subscriber).where(Subscriber.email == address))
+    sub = s.scalar(select(Subscriber).where(Subscriber.email_index == email_index(address)))
     timezone = form.timezone if form.timezone and is_valid_timezone(form.timezone) else None
     first_name = form.first_name
     if sub is not None:
@@ -204,11 +216,11 @@ def _sign_up(s: Session, seq: Sequence, address: str, form: SignupForm) -> int |
         consent_text=consent_text(seq),
         consent_version=CONSENT_VERSION,
         article=clean_article(form.article),
-        client_hash=form.client_digest or client_hash(form.client_address),
+        client_hash=form.client_digest,
         await_confirmation=True,
     )
     consent_id = latest_consent_id(s, sub, seq)
-    record_event(s, "signed_up", sub, sequence_id=seq.id)
+    record_event(s, EventKind.SIGNED_UP, sub, sequence_id=seq.id)
     return consent_id
 
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
 from flask_limiter import Limiter, RateLimitExceeded
-from flask_limiter.util import get_remote_address
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -27,7 +26,7 @@ from nurture.db import get_engine
 from nurture.errors import NotFound
 from nurture.paths import find_templates
 from nurture.runtime import create_runtime
-from nurture.web.ratelimit import SCHEME
+from nurture.web.ratelimit import SCHEME, client_key
 from nurture.web.views import bp
 
 # The only script on any page: fill the hidden time zone field. Allowed by its hash, so the
@@ -178,7 +177,7 @@ def _add_proxy_hint(app: Flask, settings: Settings) -> None:
 
 def _add_views(app: Flask, settings: Settings) -> None:
     limiter = Limiter(
-        get_remote_address,
+        client_key,
         app=app,
         storage_uri=_limiter_storage(settings),
         strategy="fixed-window",

@@ -24,10 +24,10 @@ def check_form_token(slug: str, token: str | None) -> bool:
     if not token:
         return False
     try:
-        data = tokens.read(tokens.FORM, token)
+        claims = tokens.read(tokens.FORM, token)
     except tokens.BadToken:
         return False
-    return isinstance(data, dict) and data.get("q") == slug
+    return claims.payload.get("q") == slug
 
 
 def same_origin(origin: str | None, *ours: str) -> bool:

@@ -15,7 +15,9 @@ from sqlalchemy import select
 from nurture import tokens
 from nurture.db import transaction
 from nurture.sequences.models import Sequence
-from nurture.subscribers.models import Consent, Enrollment
+from nurture.subscribers.confirmation import consent_for
+from nurture.subscribers.models import Enrollment
+from nurture.subscribers.unsubscribe import subscriber_for
 
 
 @dataclass(frozen=True)
@@ -37,30 +39,27 @@ def for_slug(slug: str) -> Practice | None:
 
 
 def for_confirm_token(token: str) -> Practice | None:
-    try:
-        data = tokens.read(tokens.CONFIRM, token)
-    except tokens.BadToken:
-        return None
-    consent_id = data.get("c") if isinstance(data, dict) else None
-    if not isinstance(consent_id, int):
-        return None
     with transaction() as s:
-        seq = s.scalar(
-            select(Sequence)
-            .join(Consent, Consent.sequence_id == Sequence.id)
-            .where(Consent.id == consent_id)
-        )
+        try:
+            consent = consent_for(s, token)
+        except tokens.BadToken:
+            return None
+        seq = s.get(Sequence, consent.sequence_id) if consent.sequence_id else None
         return of_sequence(seq) if seq else None
 
 
-def for_subscriber(subscriber_id: int) -> Practice | None:
+def for_unsubscribe_token(token: str) -> Practice | None:
     """The practice of the person's latest sequence (an unsubscribe link names a person,
-    not a sequence)."""
+    not a sequence). Raises tokens.BadToken for a token that is not one of ours."""
+    claims = tokens.read(tokens.UNSUBSCRIBE, token)
     with transaction() as s:
+        sub = subscriber_for(s, claims)
+        if sub is None:
+            return None
         seq = s.scalar(
             select(Sequence)
             .join(Enrollment, Enrollment.sequence_id == Sequence.id)
-            .where(Enrollment.subscriber_id == subscriber_id)
+            .where(Enrollment.subscriber_id == sub.id)
             .order_by(Enrollment.created_at.desc(), Enrollment.id.desc())
             .limit(1)
         )

@@ -1,4 +1,9 @@
-"""Signup rate-limit counters in the database, shared by every web worker of the install.
+"""Signup rate limits: who a limit counts, and the counters without Redis.
+
+Who: the client's address, an IPv6 one by its /64 (a household, a phone or a rented server
+is given a whole /64, and could otherwise sign up from a new address for every request),
+and only as a keyed hash, so the counters (in Redis or in the database) never hold a raw
+address. Counters end with their window and are deleted every minute (`purge_expired`).
 
 Flask-Limiter keeps counters in Redis when there is one. Without Redis (the embedded setup
 of `nurture run`), its in-memory storage would count per gunicorn worker, so the limit would
@@ -8,16 +13,48 @@ instead. Registered with the `limits` library under the scheme nurture+db://.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 import time
 
+from flask import request
 from limits.storage import Storage
 from sqlalchemy import Float, Integer, String, delete, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from nurture.context import current
 from nurture.db import Base, transaction
 
 SCHEME = "nurture+db"
+
+
+def client_group(address: str) -> str:
+    """The address a limit counts: IPv4 as it is, IPv6 by its /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def client_key() -> str:
+    """Flask-Limiter's key for this request's client: a keyed hash of its group."""
+    group = client_group(request.remote_addr or "")
+    key = current().settings.secret.encode()
+    return hmac.new(key, f"nurture.limit:{group}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def purge_expired() -> int:
+    """Counters whose window has ended: they count nothing any more."""
+    with transaction() as s:
+        result = s.execute(delete(RateLimit).where(RateLimit.expires_at <= time.time()))
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 class RateLimit(Base):

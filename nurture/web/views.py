@@ -8,7 +8,6 @@ nothing but the token in the link. GET never changes state: mail scanners fetch 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from typing import Any
 
 from flask import (
@@ -103,7 +102,7 @@ def _record_later(answer: Response, slug: str, form: signup.SignupForm) -> None:
         answer.call_on_close(lambda: _sign_up_here(runtime, slug, form))
         return
     try:
-        celery_app.enqueue_signup(slug, asdict(form))
+        celery_app.enqueue_signup(slug, signup.seal_form(form))
     except Exception:
         # The broker is down: the reader can send the form again. Never log the address.
         log.exception("could not queue a signup for %s", slug)
@@ -180,7 +179,7 @@ def unsubscribe(token: str) -> Any:
     # Anything but POST only shows the button: Flask routes HEAD through this view too, and
     # mail scanners send HEAD to every link.
     try:
-        whose = practice.for_subscriber(unsubscribe_.check_unsubscribe_token(token))
+        whose = practice.for_unsubscribe_token(token)
         if request.method != "POST":
             return render_template("pages/unsubscribe.html", token=token, practice=whose)
         one_click = request.form.get("List-Unsubscribe") == "One-Click"

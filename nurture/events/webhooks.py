@@ -1,25 +1,16 @@
-"""Event webhooks for the practice's own systems (NURTURE_EVENTS_URL, NURTURE_EVENTS_SECRET).
+"""Delivering event webhooks (NURTURE_EVENTS_URL, NURTURE_EVENTS_SECRET); recording them:
+events/outbox.py.
 
-How an event gets out:
-
-1. Recording. Every change worth announcing already records an `Event` row (confirmed,
-   unsubscribed, booked, bounced, complained, replied, forgotten). A `before_flush` hook on
-   every session (`capture`, installed by nurture.db) turns each new such row into an
-   `event_outbox` row in the same flush, so in the same transaction: a rolled-back change
-   announces nothing, a committed one is never lost. New code that records one of these
-   kinds, through `record_event()` or a plain `Event(...)`, is announced without extra wiring.
-2. Sweeping. Beat starts `sweep` every dispatch interval: it claims due outbox rows the way
+1. Sweeping. Beat starts `sweep` every dispatch interval: it claims due outbox rows the way
    dispatch claims due sends (SKIP LOCKED on PostgreSQL, a conditional UPDATE on SQLite) and
    hands their ids to workers after the commit.
-3. Delivering. A worker POSTs each body signed as the Standard Webhooks spec says
+2. Delivering. A worker POSTs each body signed as the Standard Webhooks spec says
    (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of
    "id.timestamp.body">`). A 2xx answer delivers it; anything else (3xx included, a timeout,
    a refused connection) is retried on the spec's schedule: 5 s, 5 min, 30 min, 2 h, 5 h,
    10 h, 10 h, then it is marked failed, 27.6 hours after the first attempt.
 
-The body names the person (that is its purpose: the practice's CRM must be told who left).
-It lives in the outbox only until it is delivered or given up on, then it is erased. Logs
-carry outbox ids and event types, never addresses.
+Logs carry outbox ids and event types, never addresses.
 """
 
 from __future__ import annotations
@@ -28,102 +19,32 @@ import base64
 import hashlib
 import hmac
 import http.client
-import json
 import logging
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from nurture.clock import now
 from nurture.context import current
 from nurture.db import transaction
-from nurture.sequences.models import Sequence
-from nurture.subscribers.models import Event, OutboxEvent, OutboxStatus, Subscriber
+from nurture.events.models import OutboxEvent, OutboxStatus
+from nurture.events.outbox import open_body
 
 log = logging.getLogger(__name__)
 
-# Event kinds (as recorded in `events`) announced to the practice, as contract types.
-KINDS = ("confirmed", "unsubscribed", "booked", "bounced", "complained", "replied", "forgotten")
 # After the first attempt; the Standard Webhooks spec's suggested schedule (27.6 h in all).
 RETRY_AFTER = tuple(timedelta(seconds=n) for n in (5, 300, 1800, 7200, 18000, 36000, 36000))
 TIMEOUT_SECONDS = 10
 BATCH = 20
 
 
-def event_type(kind: str) -> str:
-    return f"subscriber.{kind}"
-
-
-def body_for(kind: str, email: str, sequence: str | None, at: datetime) -> str:
-    payload = {
-        "type": event_type(kind),
-        "timestamp": at.isoformat(),
-        "data": {"email": email, "sequence": sequence},
-    }
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-
-
-def new_row(kind: str, body: str, at: datetime) -> dict[str, Any]:
-    return {
-        "msg_id": f"msg_{uuid.uuid4().hex}",
-        "type": event_type(kind),
-        "body": body,
-        "status": OutboxStatus.PENDING,
-        "attempts": 0,
-        "next_attempt_at": at,
-        "created_at": at,
-    }
-
-
-# --- 1. recording -----------------------------------------------------------------------
-
-
-def capture(session: Session, _flush_context: object, _instances: object) -> None:
-    """before_flush: an outbox row for every new Event of an announced kind."""
-    new = [o for o in session.new if isinstance(o, Event) and o.kind in KINDS]
-    if not new or not current().settings.events_url:
-        return
-    at = now()
-    for ev in new:  # in the order they were added to the session
-        sub = session.get(Subscriber, ev.subscriber_id) if ev.subscriber_id else None
-        if sub is None:
-            # Nobody to name (e.g. an event recorded after the person was erased).
-            log.warning("event %s has no subscriber; not announced", ev.kind)
-            continue
-        body = body_for(ev.kind, sub.email, _sequence_slug(session, ev, sub), at)
-        session.add(OutboxEvent(**new_row(ev.kind, body, at)))
-
-
-def _sequence_slug(session: Session, ev: Event, sub: Subscriber) -> str | None:
-    """The event's own sequence, else the person's latest one (an unsubscribe or a booking
-    belongs to the person, who is usually in one sequence)."""
-    if ev.sequence_id is not None:
-        seq = session.get(Sequence, ev.sequence_id)
-        return seq.slug if seq else None
-    latest = max(sub.enrollments, key=lambda e: e.id or 0, default=None)
-    return latest.sequence.slug if latest is not None else None
-
-
-def queue_many(s: Session, kind: str, people: Iterable[tuple[str, str | None]]) -> int:
-    """Outbox rows for events written in bulk (Core inserts skip the flush hook): each of
-    `people` is (email, sequence slug)."""
-    if not current().settings.events_url:
-        return 0
-    at = now()
-    rows = [new_row(kind, body_for(kind, email, slug, at), at) for email, slug in people]
-    for i in range(0, len(rows), 1000):
-        s.execute(insert(OutboxEvent), rows[i : i + 1000])
-    return len(rows)
-
-
-# --- 2. sweeping ------------------------------------------------------------------------
+# --- sweeping ------------------------------------------------------------------------
 
 
 def claim_due(s: Session, at: datetime, limit: int, lease: timedelta) -> list[int]:
@@ -166,7 +87,7 @@ def sweep(enqueue: Callable[[list[int]], None], *, limit: int = 1000) -> int:
     return len(ids)
 
 
-# --- 3. delivering ----------------------------------------------------------------------
+# --- delivering ----------------------------------------------------------------------
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: str) -> str:
@@ -220,9 +141,10 @@ def deliver(ids: list[int]) -> dict[str, int]:
     for outbox_id in ids:
         with transaction() as s:
             row = s.get(OutboxEvent, outbox_id)
-            if row is None or row.status != OutboxStatus.PENDING or row.body is None:
+            body = open_body(row) if row is not None else None
+            if row is None or row.status != OutboxStatus.PENDING or body is None:
                 continue
-            msg_id, body = row.msg_id, row.body
+            msg_id = row.msg_id
         error = post(url, key, msg_id, body)
         with transaction() as s:
             outcome = _record_attempt(s, outbox_id, error)

@@ -1,82 +1,37 @@
-"""Subscribers: adding, enrolling, confirming, booking, bouncing, complaining, and the
-events that record them. Every state change that stops mail also ends enrollments and
-cancels queued deliveries in the same transaction (unsubscribing: subscribers/unsubscribe.py)."""
+"""Adding a person and enrolling them: the consent recorded with every enrollment, what a yes
+starts (`confirm`: the one rule for confirming, by link or by an operator who holds the
+consent) and how an enrollment starts (its first step's due time). The confirmation email
+and its link: confirmation.py; the operator's rules on top: operator.py; the form's:
+signup.py."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from typing import Any
-
-from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture.clock import now
-from nurture.context import current
-from nurture.delivery.models import Delivery, DeliveryStatus
-from nurture.errors import NotFound, NurtureError
+from nurture.delivery.models import Delivery
+from nurture.errors import NurtureError
+from nurture.events.models import EventKind
+from nurture.events.recording import record_event
 from nurture.sequences.models import Sequence
 from nurture.sequences.schedule import first_due, is_valid_timezone
 from nurture.sequences.services import live_steps
+from nurture.subscribers.addresses import email_index, new_subscriber, normalize_email, rename
 from nurture.subscribers.cleaning import clean, clean_name
 from nurture.subscribers.models import (
     ENDED,
     Consent,
     Enrollment,
     EnrollmentStatus,
-    Event,
     Subscriber,
     SubscriberStatus,
-    Suppression,
 )
 from nurture.subscribers.rules import left_reason
+from nurture.subscribers.suppression import is_suppressed
 
 CLI_CONSENT = "Added by the operator, who holds this person's consent."
 CLI_CONSENT_VERSION = "cli-1"
-
-
-def normalize_email(raw: str) -> str:
-    try:
-        result = validate_email(clean(raw).strip(), check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise NurtureError(f"not a valid email address: {exc}") from None
-    # The local part is case-sensitive in theory, in practice nobody relies on it; folding
-    # it keeps one person from being two subscribers.
-    return result.normalized.lower()
-
-
-def email_hash(email: str) -> str:
-    key = current().settings.secret.encode()
-    return hmac.new(key, email.encode(), hashlib.sha256).hexdigest()
-
-
-def is_suppressed(s: Session, email: str) -> bool:
-    return s.get(Suppression, email_hash(email)) is not None
-
-
-def find_subscriber(s: Session, email: str) -> Subscriber | None:
-    return s.scalar(select(Subscriber).where(Subscriber.email == normalize_email(email)))
-
-
-def get_subscriber(s: Session, email: str) -> Subscriber:
-    sub = find_subscriber(s, email)
-    if sub is None:
-        raise NotFound("no subscriber with that address")
-    return sub
-
-
-def record_event(
-    s: Session,
-    kind: str,
-    sub: Subscriber | None = None,
-    *,
-    data: dict[str, Any] | None = None,
-    **ids: int | None,
-) -> Event:
-    event = Event(kind=kind, subscriber_id=sub.id if sub else None, data=data or {}, **ids)
-    s.add(event)
-    return event
 
 
 def add_subscriber(
@@ -94,7 +49,8 @@ def add_subscriber(
     client_hash: str | None = None,
     await_confirmation: bool = False,
 ) -> Subscriber:
-    """Create (or find) the subscriber and enrol them; confirmed=True starts the sequence.
+    """Create (or find) the subscriber and enrol them; confirmed=True (a consent the operator
+    holds) confirms them and starts the sequence.
 
     await_confirmation=True (web signups) leaves the enrollment pending even when the address
     is already confirmed for another sequence: each sequence needs its own yes.
@@ -133,13 +89,14 @@ def _upsert_person(
     s: Session, address: str, first_name: str | None, timezone: str | None, *, confirmed: bool
 ) -> Subscriber:
     """The subscriber row for a (normalised) address: new, or known with its details updated."""
-    sub = s.scalar(select(Subscriber).where(Subscriber.email == address))
+    sub = s.scalar(select(Subscriber).where(Subscriber.email_index == email_index(address)))
     if sub is None:
-        sub = Subscriber(email=address, first_name=first_name, timezone=timezone)
+        sub = new_subscriber(address, first_name, timezone)
         s.add(sub)
         s.flush()
         return sub
-    sub.first_name = first_name or sub.first_name
+    if first_name:
+        rename(sub, first_name)
     sub.timezone = timezone or sub.timezone
     if left_reason(sub.status) is not None and not confirmed:
         # Coming back after leaving needs a fresh confirmation.
@@ -212,75 +169,23 @@ def start_enrollment(s: Session, enrollment: Enrollment) -> None:
     )
 
 
-def confirm(s: Session, sub: Subscriber) -> bool:
-    """Confirm the address and start its pending enrollments. Returns False if it already was."""
-    if sub.status == SubscriberStatus.CONFIRMED:
+def confirm(s: Session, sub: Subscriber, sequence_id: int | None = None) -> bool:
+    """The person said yes. An unconfirmed address is confirmed, and every sequence waiting
+    for it starts; an address confirmed before says yes to `sequence_id` alone (each sequence
+    needs its own yes). Returns False when there was nothing to confirm."""
+    first = sub.status != SubscriberStatus.CONFIRMED
+    if not first and sequence_id is None:
         return False
-    sub.status = SubscriberStatus.CONFIRMED
-    sub.confirmed_at = now()
+    at = now()
+    if first:
+        sub.status, sub.confirmed_at = SubscriberStatus.CONFIRMED, at
     for consent in sub.consents:
-        consent.confirmed_at = consent.confirmed_at or sub.confirmed_at
+        if first or consent.sequence_id == sequence_id:
+            consent.confirmed_at = consent.confirmed_at or at
     for enrollment in sub.enrollments:
-        if enrollment.status == EnrollmentStatus.PENDING:
+        if enrollment.status == EnrollmentStatus.PENDING and (
+            first or enrollment.sequence_id == sequence_id
+        ):
             start_enrollment(s, enrollment)
-    record_event(s, "confirmed", sub)
-    return True
-
-
-def end_enrollments(s: Session, sub: Subscriber, status: EnrollmentStatus) -> int:
-    ended = 0
-    t = now()
-    for enrollment in sub.enrollments:
-        if enrollment.status in ENDED:
-            continue
-        enrollment.status = status
-        enrollment.next_due_at = None
-        enrollment.ended_at = t
-        ended += 1
-    ids = [e.id for e in sub.enrollments]
-    if ids:
-        # Claimed but unsent mail dies here; a worker re-checks status before each send too.
-        s.execute(
-            update(Delivery)
-            .where(Delivery.enrollment_id.in_(ids), Delivery.status == DeliveryStatus.QUEUED)
-            .values(status=DeliveryStatus.CANCELLED, error=f"subscriber {status.value}")
-        )
-    return ended
-
-
-def mark_booked(s: Session, sub: Subscriber, source: str = "cli") -> bool:
-    if sub.booked_at is not None:
-        return False
-    sub.booked_at = now()
-    end_enrollments(s, sub, EnrollmentStatus.BOOKED)
-    s.add(Event(kind="booked", subscriber_id=sub.id, data={"source": source}))
-    return True
-
-
-def mark_bounced(
-    s: Session,
-    sub: Subscriber,
-    reason: str,
-    *,
-    data: dict[str, Any] | None = None,
-    **ids: int | None,
-) -> None:
-    sub.status = SubscriberStatus.BOUNCED
-    sub.bounced_at = now()
-    end_enrollments(s, sub, EnrollmentStatus.BOUNCED)
-    record_event(s, "bounced", sub, data={"reason": reason[:200], **(data or {})}, **ids)
-
-
-def mark_complained(
-    s: Session, sub: Subscriber, *, data: dict[str, Any] | None = None, **ids: int | None
-) -> bool:
-    """They marked our mail as spam: every sequence ends and they are never mailed again
-    (only a fresh signup through the form and its confirmation brings them back).
-    Returns False if they already had."""
-    if sub.status == SubscriberStatus.COMPLAINED:
-        return False
-    sub.status = SubscriberStatus.COMPLAINED
-    sub.complained_at = now()
-    end_enrollments(s, sub, EnrollmentStatus.COMPLAINED)
-    record_event(s, "complained", sub, data=data, **ids)
+    record_event(s, EventKind.CONFIRMED, sub, sequence_id=None if first else sequence_id)
     return True

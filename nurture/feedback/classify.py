@@ -5,10 +5,11 @@ none of these. Pure: bytes in, a Notice out; nothing here reads the database.
   whose Feedback-Type says abuse, fraud, virus or other. DMARC failure reports travel in
   the same format (auth-failure) and are not complaints.
 - A bounce is an RFC 3464 report, or a non-standard notice of one of the many forms real
-  mail systems send, which GNU Mailman's flufl.bounce recognises. It is hard when the
-  address itself is bad (5.1.x, 5.2.1 disabled, 5.4.4 no such domain) and soft otherwise
-  (mailbox full, greylisting, our message refused for policy or reputation): one soft
-  bounce says little about the address.
+  mail systems send: one that GNU Mailman's flufl.bounce recognises, or a notice from a
+  mail daemon (null return path, MAILER-DAEMON, postmaster) that says a message failed.
+  Plain-text notices without a DSN part (qmail, Yahoo, Exchange and Office 365 text NDRs,
+  old Gmail, Notes, OpenSMTPD) are judged by their own words. It is hard when the address
+  itself is bad and soft otherwise: reasons.py has the reason classes and decides.
 - A reply names one of our Message-IDs in In-Reply-To or References and is not automatic:
   no Auto-Submitted (RFC 3834), no vacation or out-of-office marks (X-Autoreply,
   X-Autorespond, Precedence: auto_reply/bulk/junk/list, Exchange's OOF headers, an
@@ -31,7 +32,10 @@ from email.utils import getaddresses, parseaddr
 
 from flufl.bounce import all_failures
 
+from nurture.feedback.reasons import ENHANCED, enhanced, judge, server_words
 from nurture.mail import verp
+
+__all__ = ["ENHANCED", "BrokenMessage", "Kind", "Notice", "classify", "hard_or_soft", "parse"]
 
 
 class Kind(enum.StrEnum):
@@ -60,16 +64,24 @@ class Notice:
 OUR_MESSAGE_ID = re.compile(
     r"<[a-z0-9][a-z0-9-]*\.[a-z0-9][a-z0-9_-]*\.[0-9a-f]{32}@[^<>\s]+>", re.IGNORECASE
 )
-# An enhanced status code (RFC 3463), not part of an IP address or version number.
-ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
-HARD_STATUS = re.compile(r"^5\.(1\.\d+|2\.1|4\.4)$")
-# When a server gave no useful code (5.0.0), its words have to do.
-HARD_TEXT = re.compile(
-    r"user unknown|unknown user|unknown recipient|no such (user|mailbox|recipient|address)"
-    r"|does ?n[o']t exist|mailbox not found|invalid (recipient|mailbox|address)"
-    r"|recipient address rejected: user|no mailbox here|not a valid mailbox"
-    r"|account (has been |is )?disabled|host or domain name not found|domain not found"
-    r"|unrouteable address|does ?n[o']t have an? [\w.-]+ account",
+# Where a notice's own words end and the message it returns begins.
+RETURNED = re.compile(
+    r"^[\s-]*(below this line is a copy of the message|-* ?returned message|original message"
+    r"( headers| follows)?\b|below is a copy of the original message|this is a copy of the "
+    r"message|original message headers)",
+    re.IGNORECASE | re.MULTILINE,
+)
+# What a notice says when a message failed, or is only delayed (a warning).
+FAILED = re.compile(
+    r"(could ?n[o']t|could not|cannot|can't|unable to) (be )?deliver|undeliver|not (been )?"
+    r"delivered|delivery (has )?failed|failed permanently|permanent (fatal )?error|failure "
+    r"(notice|reasons)|delivery (status notification|failure|problems)|returned mail|did not "
+    r"reach|an error (has )?occurred while",
+    re.IGNORECASE,
+)
+WARNING = re.compile(
+    r"warning message only|has been delayed|will (be )?retr(y|ied)|delivery attempts will "
+    r"continue|temporary failure report|not yet been delivered|still undelivered|keep trying",
     re.IGNORECASE,
 )
 DAEMONS = {"mailer-daemon", "postmaster", "mail-daemon", "maildaemon", "mdaemon"}
@@ -146,23 +158,54 @@ def _dsn_blocks(msg: Message) -> list[Message]:
     return blocks
 
 
+def _decoded(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    try:
+        return payload.decode(part.get_content_charset() or "utf-8", "replace")
+    except LookupError:  # a charset Python does not know (Hotmail's unicode-1-1-utf-7)
+        return payload.decode("utf-8", "replace")
+
+
+def notice_words(msg: Message) -> str:
+    """What a notice itself says, for people: its text parts (HTML only when there is no
+    text), never the message it returns, whose words are ours and could say anything."""
+    plain: list[str] = []
+    html: list[str] = []
+    parts = [msg]
+    while parts:
+        part = parts.pop(0)
+        if part.get_content_maintype() == "message":
+            continue  # the returned message, its headers, the DSN fields
+        if part.is_multipart():
+            parts[:0] = [p for p in part.get_payload() if isinstance(p, Message)]
+        elif part.get_content_type() == "text/plain":
+            plain.append(_decoded(part))
+        elif part.get_content_type() == "text/html":
+            html.append(re.sub(r"<[^>]*>", " ", _decoded(part)))
+    words = "\n".join(plain or html)
+    cut = RETURNED.search(words)
+    return words[: cut.start()] if cut else words
+
+
 def _best_status(status: str, diagnostic: str) -> str:
-    # "Status: 5.0.0" with "Diagnostic-Code: smtp; 550 5.1.1 ..." says more in the latter.
-    found = ENHANCED.search(diagnostic)
-    detail = ".".join(found.groups()) if found else ""
-    if detail and (not status or (status.endswith(".0.0") and detail[0] == status[0])):
+    # "Status: 5.0.0" says less than "Diagnostic-Code: smtp; 550 5.1.1 ...", and Exim's
+    # 5.0.0 over "450 4.2.0 Greylisted ... retry timeout exceeded" says the wrong thing.
+    detail = enhanced(diagnostic)
+    if detail and (not status or status.endswith(".0.0")):
         return detail
     return status
 
 
 def _dsn_notice(msg: Message) -> tuple[Kind, str] | None:
-    """Hard, soft or delayed from the per-recipient blocks of an RFC 3464 report."""
+    """Hard, soft or delayed from the per-recipient blocks of an RFC 3464 report; their
+    diagnostic first, and the notice's words where the diagnostic says nothing useful."""
     failed: list[tuple[str, str]] = []
     delayed = False
     for block in _dsn_blocks(msg):
         action = str(block.get("Action", "")).strip().lower()
-        status = ENHANCED.search(str(block.get("Status", "")))
-        code = ".".join(status.groups()) if status else ""
+        code = enhanced(str(block.get("Status", "")))
         diagnostic = str(block.get("Diagnostic-Code", ""))
         if action.startswith(("failed", "error")):
             failed.append((_best_status(code, diagnostic), diagnostic))
@@ -170,25 +213,24 @@ def _dsn_notice(msg: Message) -> tuple[Kind, str] | None:
             delayed = True
     if failed:
         code, diagnostic = failed[0]
-        return hard_or_soft(code, diagnostic), code
+        words = notice_words(msg)
+        return hard_or_soft(code, diagnostic, server_words(words), words), code
     if delayed:
         return Kind.DELAYED, ""
     return None
 
 
-def hard_or_soft(code: str, text: str) -> Kind:
-    if HARD_STATUS.match(code):
-        return Kind.HARD_BOUNCE
-    generic = not code or code.endswith(".0.0") or code == "5.5.0"
-    if generic and not code.startswith("4") and HARD_TEXT.search(text):
-        return Kind.HARD_BOUNCE
-    return Kind.SOFT_BOUNCE
+def hard_or_soft(code: str, *texts: str) -> Kind:
+    """A failure with this enhanced status code (maybe empty) and these texts, the server's
+    own words first: the reason classes in reasons.py decide."""
+    _, hard = judge(code, *texts)
+    return Kind.HARD_BOUNCE if hard else Kind.SOFT_BOUNCE
 
 
 def _from_daemon(msg: Message) -> bool:
     name, address = parseaddr(str(msg.get("From", "")))
     local = address.rpartition("@")[0].lower()
-    return local in DAEMONS or "mail delivery" in name.lower()
+    return local in DAEMONS or name.lower() in DAEMONS or "mail delivery" in name.lower()
 
 
 def _null_sender(msg: Message) -> bool:
@@ -203,17 +245,31 @@ def _to_our_bounce_address(msg: Message, bounce_address: str | None) -> bool:
     return bool(verp.find_tags(" ".join(a for _, a in addresses), bounce_address))
 
 
-def _heuristic_bounce(msg: Message, text: str) -> tuple[Kind, str] | None:
-    """Non-standard notices (qmail, old Exim, Exchange, webmail providers...): flufl.bounce
-    says whether it is one; the codes and words in it say hard or soft."""
+def _vacation(msg: Message) -> bool:
+    """Marked as an automatic reply by a person's mail program (a notice has none of these)."""
+    if any(msg.get(h) is not None for h in AUTO_HEADERS):
+        return True
+    if str(msg.get("Precedence", "")).strip().lower() == "auto_reply":
+        return True
+    return bool(AUTO_SUBJECT.match(str(msg.get("Subject", ""))))
+
+
+def _plain_notice(msg: Message, from_daemon: bool) -> tuple[Kind, str] | None:
+    """A notice without a DSN part (qmail, Yahoo, Exchange and Office 365 text NDRs, old
+    Gmail, Notes, OpenSMTPD...): flufl.bounce or, from a mail daemon, its own words say that
+    it is one; those words say hard, soft or only delayed."""
     temporary, permanent = all_failures(msg)
+    words = notice_words(msg)
+    failed = bool(permanent)
     if not temporary and not permanent:
-        return None
-    found = ENHANCED.search(text)
-    code = ".".join(found.groups()) if found else ""
-    if permanent:
-        return hard_or_soft(code, text), code
-    return Kind.DELAYED, code
+        if not from_daemon or _vacation(msg) or not FAILED.search(words):
+            return None
+        failed = not WARNING.search(words)
+    said = server_words(words)
+    code = enhanced(said)
+    if not failed:
+        return Kind.DELAYED, code
+    return hard_or_soft(code, said, words), code
 
 
 def is_automatic(msg: Message) -> bool:
@@ -240,6 +296,17 @@ def _referenced_ids(msg: Message) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
+def _bounce(msg: Message, bounce_address: str | None) -> tuple[Kind, str] | None:
+    if _report_type(msg) == "delivery-status" or _dsn_blocks(msg):
+        found = _dsn_notice(msg)
+        if found is not None:
+            return found
+    from_daemon = _null_sender(msg) or _from_daemon(msg)
+    if from_daemon or _to_our_bounce_address(msg, bounce_address):
+        return _plain_notice(msg, from_daemon)
+    return None
+
+
 def classify(raw: bytes, bounce_address: str | None = None) -> Notice:
     msg = parse(raw)
     text = _text_of(msg)
@@ -249,14 +316,9 @@ def classify(raw: bytes, bounce_address: str | None = None) -> Notice:
     if feedback is not None:
         kind = Kind.COMPLAINT if feedback in COMPLAINT_TYPES else Kind.OTHER
         return Notice(kind, message_ids=ours, tags=tags)
-    if _report_type(msg) == "delivery-status" or _dsn_blocks(msg):
-        found = _dsn_notice(msg)
-        if found is not None:
-            return Notice(found[0], found[1], ours, tags)
-    if _null_sender(msg) or _from_daemon(msg) or _to_our_bounce_address(msg, bounce_address):
-        found = _heuristic_bounce(msg, text)
-        if found is not None:
-            return Notice(found[0], found[1], ours, tags)
+    found = _bounce(msg, bounce_address)
+    if found is not None:
+        return Notice(found[0], found[1], ours, tags)
     replied_to = _referenced_ids(msg)
     if not replied_to:
         return Notice(Kind.OTHER)

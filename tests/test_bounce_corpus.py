@@ -27,8 +27,8 @@ from nurture.feedback.classify import Kind, Notice, classify
 from nurture.feedback.handling import apply
 from nurture.mail import verp
 from nurture.sequences.services import get_sequence
+from nurture.subscribers.enrolling import add_subscriber
 from nurture.subscribers.models import Enrollment, Subscriber
-from nurture.subscribers.services import add_subscriber
 
 CORPUS = Path(__file__).parent / "fixtures" / "inbox" / "bounces"
 LABELS: dict[str, dict[str, str]] = yaml.safe_load((CORPUS / "labels.yaml").read_text())
@@ -111,7 +111,7 @@ def _sample() -> list[str]:
     return picked
 
 
-def _readers(names: list[str]) -> dict[str, Delivery]:
+def _readers(names: list[str]) -> dict[str, tuple[Delivery, str]]:
     """One confirmed reader per notice, each sent step one for real: their deliveries."""
     emails = {name: f"r{i}@example.net" for i, name in enumerate(names)}
     with transaction() as s:
@@ -123,17 +123,19 @@ def _readers(names: list[str]) -> dict[str, Delivery]:
     assert len(send_batch(ids).sent) == len(names)
     with transaction() as s:
         rows = s.execute(
-            select(Subscriber.email, Delivery)
+            select(Subscriber, Delivery)
             .join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
             .join(Delivery, Delivery.enrollment_id == Enrollment.id)
         ).all()
-    by_email = dict(rows)
+        by_email = {sub.email: (d, sub.public_id) for sub, d in rows}
     return {name: by_email[email] for name, email in emails.items()}
 
 
-def _as_sent_to(name: str, d: Delivery) -> bytes:
+def _as_sent_to(name: str, sent: tuple[Delivery, str]) -> bytes:
+    d, person = sent
     raw = (CORPUS / name).read_bytes()
-    raw = raw.replace(PLACEHOLDER_TAG.encode(), verp.tag(current().settings.secret, d.id).encode())
+    tag = verp.tag(current().settings.secret, d.id, person)
+    raw = raw.replace(PLACEHOLDER_TAG.encode(), tag.encode())
     return raw.replace(PLACEHOLDER_ID.encode(), (d.message_id or "").encode())
 
 
@@ -148,7 +150,7 @@ def test_a_sample_of_each_system_ends_or_keeps_the_reader_it_names(
             notice = classify(_as_sent_to(name, deliveries[name]), BOUNCES)
             assert apply(s, notice, "imap"), name  # found by its tag or Message-ID alone
     with transaction() as s:
-        for name, d in deliveries.items():
+        for name, (d, _) in deliveries.items():
             status = s.get(Delivery, d.id).enrollment.subscriber.status  # type: ignore[union-attr]
             expected = "bounced" if LABELS[name]["kind"] == "hard" else "confirmed"
             assert status == expected, name

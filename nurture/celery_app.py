@@ -9,7 +9,7 @@ runs a short dispatch pass instead.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 from celery.schedules import crontab
@@ -17,7 +17,10 @@ from celery.signals import setup_logging
 from sqlalchemy import create_engine, inspect, text
 
 from nurture.config import Settings
-from nurture.context import Runtime, current, use
+
+if TYPE_CHECKING:
+    from nurture.runtime import Runtime
+from nurture.context import current, use
 
 
 def make_celery(runtime: Runtime) -> Celery:

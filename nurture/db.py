@@ -1,5 +1,13 @@
 """The database: its declarative base, how an engine is made, and the current runtime's
-sessions (nurture.context holds the engine; this module holds no state)."""
+sessions (the runtime holds the engine; this module holds no state).
+
+Two kinds of transaction. `transaction()` may write: on SQLite it takes the single write lock
+at BEGIN (IMMEDIATE), so two writers queue behind each other instead of one failing when it
+upgrades a read lock. `reading()` only reads: on SQLite it begins DEFERRED and, in WAL mode,
+reads a snapshot while a writer works, so a page, a report or the health check never waits
+for an import or a send. Every writer keeps its transactions short (about a second at most:
+imports, edits, purges and key rotation go in batches), so a writer waits little.
+"""
 
 from __future__ import annotations
 
@@ -52,13 +60,19 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime}
 
 
+# The execution option that picks how a SQLite transaction begins (see the module).
+BEGIN = "nurture_sqlite_begin"
+# How long a SQLite writer waits for the lock: far longer than any writer holds it.
+BUSY_TIMEOUT_SECONDS = 30
+
+
 def make_engine(url: str) -> Engine:
     # hide_parameters: a database error's message (logged with its traceback) would otherwise
     # carry the statement's parameters: addresses, names, tokens.
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
-            connect_args={"timeout": 30, "check_same_thread": False},
+            connect_args={"timeout": BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
             hide_parameters=True,
         )
 
@@ -69,17 +83,17 @@ def make_engine(url: str) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_SECONDS * 1000}")
             # Deleted rows are overwritten with zeros, not left in free pages: what `forget`
             # erases must not stay readable in the file (some builds default it off).
             cur.execute("PRAGMA secure_delete=ON")
             cur.close()
-            # Take the write lock at BEGIN, so two writers queue instead of failing on upgrade.
+            # We say how each transaction begins (below), not the driver.
             dbapi_conn.isolation_level = None
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get(BEGIN, 'IMMEDIATE')}")
 
         return engine
     # A server that does not answer (a firewall dropping packets) fails in seconds with one
@@ -123,10 +137,11 @@ def missing_sqlite_file(url: str) -> str | None:
     return None if Path(name).exists() else name
 
 
-def open_database(url: str) -> tuple[Engine, sessionmaker[Session]]:
-    """An engine and its sessions, for a runtime. Not for the migrations: SQLite would make an
-    empty file on first connect, and a command that only reads (run in the wrong folder)
-    would leave a stray nurture.db behind instead of saying what is wrong."""
+def open_database(url: str) -> tuple[Engine, sessionmaker[Session], sessionmaker[Session]]:
+    """An engine, its writing sessions and its reading sessions, for a runtime. Not for the
+    migrations: SQLite would make an empty file on first connect, and a command that only
+    reads (run in the wrong folder) would leave a stray nurture.db behind instead of saying
+    what is wrong."""
     missing = missing_sqlite_file(url)
     if missing:
         raise NurtureError(
@@ -134,11 +149,16 @@ def open_database(url: str) -> tuple[Engine, sessionmaker[Session]]:
             "or set NURTURE_DATABASE_URL"
         )
     engine = make_engine(url)
-    return engine, sessionmaker(engine, expire_on_commit=False)
+    readers = engine.execution_options(**{BEGIN: "DEFERRED"})
+    return (
+        engine,
+        sessionmaker(engine, expire_on_commit=False),
+        sessionmaker(readers, expire_on_commit=False),
+    )
 
 
 def get_engine() -> Engine:
-    """The current runtime's engine (see nurture.context)."""
+    """The current runtime's engine (nurture.runtime)."""
     return current().engine
 
 
@@ -149,6 +169,11 @@ def session() -> Session:
 def transaction() -> AbstractContextManager[Session]:
     """A session whose work commits at the end of the block, or rolls back on error."""
     return current().transaction()
+
+
+def reading() -> AbstractContextManager[Session]:
+    """A transaction that only reads: it never waits for a writer (see the module)."""
+    return current().reading()
 
 
 E = TypeVar("E", bound=StrEnum)

@@ -26,8 +26,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from nurture.clock import ScaledClock, now
-from nurture.context import Runtime, use
+from nurture.context import use
 from nurture.db import transaction
+from nurture.runtime import Runtime
 
 DEFAULT_SLUG = "partner-refuses-therapy"
 READER = "sam.demo@example.com"

@@ -17,9 +17,10 @@ from sqlalchemy import create_engine, text
 from nurture.cli import cli, exit_code
 from nurture.cli.output import FORCE_TTY_ENV
 from nurture.clock import FrozenClock
-from nurture.context import Runtime, current
+from nurture.context import current
 from nurture.db import Base
 from nurture.errors import NurtureError
+from nurture.runtime import Runtime
 from tests.web_support import drain as sent_in_one_pass
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -32,9 +32,9 @@ from sqlalchemy.engine import make_url
 from nurture.clock import FrozenClock
 from nurture.config import load_settings
 from nurture.content.render import EmailContext
-from nurture.context import Runtime, current, use
+from nurture.context import current, use
 from nurture.mail.backends import MemoryBackend
-from nurture.runtime import create_runtime
+from nurture.runtime import Runtime, create_runtime
 from nurture.sequences.spec import SequenceSpec, StepSpec, load_folder
 
 # Fixtures of the subscriber's pages (app, client, eager_celery): tests/web_support.py.
@@ -183,14 +183,15 @@ def reload_runtime() -> Runtime:
     settings (a new engine, mail and task queue), keeping its clock unless NURTURE_CLOCK
     changed, and its outbox while mail still goes to memory."""
     rt = current()
-    fresh = create_runtime(load_settings())
+    fresh = load_settings()
     eager = rt.celery.conf.task_always_eager  # eager_celery stays in force
+    outbox = rt.mail() if fresh.mail_url == rt.settings.mail_url else None
     rt.close()  # forgets the engine, the Celery app and what was kept for the old settings
-    if fresh.settings.mail_url != rt.settings.mail_url:
-        rt.open_mail = fresh.open_mail
-    if fresh.settings.clock != rt.settings.clock:
-        rt.clock = fresh.clock
-    rt.settings, rt.open_database = fresh.settings, fresh.open_database
+    if fresh.clock != rt.settings.clock:
+        rt.clock = create_runtime(fresh).clock
+    rt.settings = fresh
+    if isinstance(outbox, MemoryBackend):
+        rt.kept("mail", lambda: outbox)
     if eager:
         rt.celery.conf.task_always_eager = rt.celery.conf.task_eager_propagates = True
     return rt

@@ -31,8 +31,9 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, select, text
 
 from nurture.clock import SystemClock
-from nurture.context import Runtime, current
+from nurture.context import current
 from nurture.db import transaction
+from nurture.runtime import Runtime
 from nurture.sequences.editing import apply_spec
 from nurture.sequences.services import get_sequence
 from nurture.sequences.spec import load_folder

@@ -22,10 +22,25 @@ def _modules() -> dict[str, Path]:
     return found
 
 
-def _imports(tree: ast.AST, known: dict[str, Path]) -> set[str]:
-    """Every module of ours this file imports, at the top or inside a function."""
-    names: set[str] = set()
+def _type_only(tree: ast.AST) -> set[ast.AST]:
+    """Imports under `if TYPE_CHECKING:`: annotations only, never run (the way Flask's
+    globals.py names the Flask class for current_app), so they cannot make a cycle."""
+    found: set[ast.AST] = set()
     for node in ast.walk(tree):
+        test = node.test if isinstance(node, ast.If) else None
+        if isinstance(test, ast.Name) and test.id == "TYPE_CHECKING":
+            found.update(n for stmt in node.body for n in ast.walk(stmt))
+    return found
+
+
+def _imports(tree: ast.AST, known: dict[str, Path]) -> set[str]:
+    """Every module of ours this file imports, at the top or inside a function (not for
+    type annotations only)."""
+    names: set[str] = set()
+    type_only = _type_only(tree)
+    for node in ast.walk(tree):
+        if node in type_only:
+            continue
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -87,6 +102,15 @@ def test_no_file_imports_itself_back() -> None:
 
 def test_the_cycle_finder_finds_one() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_type_only_imports_are_told_apart() -> None:
+    known = {"nurture.runtime": ROOT, "nurture.db": ROOT}
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\nimport nurture.db\n"
+        "if TYPE_CHECKING:\n    from nurture.runtime import Runtime\n"
+    )
+    assert _imports(tree, known) == {"nurture.db"}
 
 
 def test_no_function_is_longer_than_about_sixty_lines() -> None:

@@ -208,3 +208,23 @@ def test_mail_goes_to_the_exact_address_given(client: FlaskClient, outbox: list)
     assert post_signup(client, "Dana.Q+notes@gmail.com").status_code == 200
     assert outbox[-1]["To"].addresses[0].addr_spec == "dana.q+notes@gmail.com"
     assert current().data_keys is not None
+
+
+def test_an_address_gets_at_most_three_confirmation_emails_a_day(
+    client: FlaskClient, outbox: list, clock: FrozenClock
+) -> None:
+    """Whatever the source (the form from any network, an operator's add), so that nobody
+    can use nurture to flood a stranger's inbox, by topic, from a /64 of addresses."""
+    for i in range(5):
+        r = client.post(
+            "/subscribe/quick",
+            data={"email": "victim@example.com", "csrf_token": csrf(client)},
+            environ_base={"REMOTE_ADDR": f"2001:db8:{i}::1"},  # a new network each time
+        )
+        assert r.status_code == 200
+        clock.advance(timedelta(minutes=11))  # past the form's own ten-minute quiet time
+    assert run("subscribers", "add", "victim@example.com", "--sequence", "quick").code == 0
+    assert [m["To"].addresses[0].addr_spec for m in outbox] == ["victim@example.com"] * 3
+    clock.advance(timedelta(days=1))
+    assert post_signup(client, "victim@example.com").status_code == 200
+    assert len(outbox) == 4  # a new day

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import String, create_engine, select
 from sqlalchemy.orm import Session
 
-from nurture.context import Runtime
 from nurture.db import StrEnumColumn
+from nurture.runtime import Runtime
 from nurture.subscribers.models import Subscriber, SubscriberStatus
 
 

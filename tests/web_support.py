@@ -12,10 +12,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from nurture.context import Runtime, current
+from nurture.context import current
 from nurture.db import transaction
 from nurture.delivery.dispatch import dispatch_once
 from nurture.delivery.sending import send_batch
+from nurture.runtime import Runtime
 from nurture.subscribers.addresses import email_index
 from nurture.subscribers.models import Subscriber
 

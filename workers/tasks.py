@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from celery import shared_task
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from celery import Task, shared_task
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from nurture import upkeep
 from nurture.celery_app import enqueue_batch, enqueue_confirmation
@@ -16,6 +17,8 @@ from nurture.events import webhooks as event_webhooks
 from nurture.feedback.inbox import check_inbox
 from nurture.mail.backends import TransientMailError
 from nurture.subscribers import confirmation, retention, signup
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name="nurture.dispatch", ignore_result=True, acks_late=False)
@@ -51,12 +54,14 @@ def inbox_check() -> dict[str, int]:
     return check_inbox().as_dict()
 
 
-@shared_task(name="nurture.sign_up", ignore_result=True)
-def sign_up(slug: str, sealed_form: str) -> None:
+@shared_task(name="nurture.sign_up", bind=True, ignore_result=True, max_retries=None)
+def sign_up(self: Task, slug: str, sealed_form: str) -> None:
     # The web view answered already (the same page, in the same time, for every address);
     # here the address is looked up and recorded, and its confirmation queued after commit.
-    # Two signups for one new address may race to insert it: the second then finds the row.
-    # Any database error is re-raised by type only: its message can quote the address.
+    # The reader was told "check your inbox": a busy or unreachable database is waited out,
+    # retrying until the signup is recorded. Two signups for one new address may race to
+    # insert it: the second then finds the row. Any database error is re-raised by type
+    # only: its message can quote the address.
     for attempt in (1, 2):
         try:
             signup.sign_up(slug, signup.open_form(sealed_form), enqueue_confirmation)
@@ -64,6 +69,9 @@ def sign_up(slug: str, sealed_form: str) -> None:
         except IntegrityError:
             if attempt == 2:
                 raise SignupFailed("IntegrityError") from None
+        except OperationalError as exc:
+            log.warning("signup for %s waits: %s", slug, type(exc.orig).__name__)
+            raise self.retry(countdown=min(2**self.request.retries, 30)) from None
         except DBAPIError as exc:
             raise SignupFailed(type(exc.orig).__name__) from None
 

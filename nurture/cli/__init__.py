@@ -13,9 +13,9 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, Program
 
 from nurture.cli.output import say
 from nurture.config import load_settings
-from nurture.context import Runtime, current, use
+from nurture.context import current, use
 from nurture.errors import NurtureError
-from nurture.runtime import create_runtime
+from nurture.runtime import Runtime, create_runtime
 
 COMMAND_MODULES = [
     "nurture.cli.engine",

@@ -8,7 +8,7 @@ import click
 
 from nurture.articles.services import import_files, list_articles
 from nurture.cli.output import emit, json_option
-from nurture.db import transaction
+from nurture.db import reading, transaction
 
 
 def register(cli: click.Group) -> None:
@@ -52,7 +52,7 @@ def list_(as_json: bool) -> None:
 
     Example: nurture articles list --json
     """
-    with transaction() as s:
+    with reading() as s:
         rows = [
             {
                 "slug": a.slug,

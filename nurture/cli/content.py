@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from nurture import tokens
 from nurture.cli.output import clean, say
-from nurture.db import transaction
+from nurture.db import reading
 from nurture.delivery.compose import compose
 from nurture.errors import NotFound, NurtureError
 from nurture.mail.backends import MailError, get_backend
@@ -46,7 +46,7 @@ def find_step(s: Session, seq: Sequence, name: str) -> Step:
 
 
 def _message_for(slug: str, step_name: str, address: str | None, *, test: bool) -> EmailMessage:
-    with transaction() as s:
+    with reading() as s:
         seq = get_sequence(s, slug)
         step = find_step(s, seq, step_name)
         sub = find_subscriber(s, address) if address else None

@@ -226,10 +226,10 @@ def dispatch(via_workers: bool, inline: bool) -> None:
 def _report_deferred(ids: list[int]) -> None:
     """ "sent 0" alone hides a mail server that is down: say what waits, why, and until when."""
     from nurture.clock import now
-    from nurture.db import transaction
+    from nurture.db import reading
     from nurture.reports import deferred_among
 
-    with transaction() as s:
+    with reading() as s:
         deferred = deferred_among(s, ids)
     if not deferred.count:
         return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from nurture.cli.output import emit, json_option
-from nurture.db import transaction
+from nurture.db import reading
 from nurture.events.models import OutboxStatus
 from nurture.events.webhooks import list_events
 
@@ -32,7 +32,7 @@ def events_list(status: str | None, limit: int, as_json: bool) -> None:
 
     Example: nurture events list --status pending --json
     """
-    with transaction() as s:
+    with reading() as s:
         rows = list_events(s, status, limit)
     columns = ["id", "type", "status", "attempts", "created_at", "next_attempt_at", "error"]
     emit(rows, columns, as_json, "events")

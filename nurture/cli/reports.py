@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from nurture.cli.output import clean, console, emit, is_terminal, json_option, print_json, tsv
-from nurture.db import transaction
+from nurture.db import reading, transaction
 from nurture.delivery.models import DeliveryStatus
 from nurture.delivery.retry import retry_all_failed, retry_delivery
 from nurture.reports import SequenceStats, StepStats, list_deliveries, schedule, stats
@@ -45,7 +45,7 @@ def schedule_(within: str, as_json: bool) -> None:
         horizon = parse_delay(within)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--within") from None
-    with transaction() as s:
+    with reading() as s:
         rows = [asdict(r) for r in schedule(s, horizon)]
     columns = ["when", "sequence", "step", "count", "quiet_moved"]
     emit(rows, columns, as_json, f"sends within {within}")
@@ -68,7 +68,7 @@ def stats_(slug: str | None, as_json: bool) -> None:
 
     Example: nurture stats partner-refuses-therapy
     """
-    with transaction() as s:
+    with reading() as s:
         result = stats(s, slug)
     if as_json:
         print_json([r.as_dict() for r in result])
@@ -140,7 +140,7 @@ def deliveries_list(status: str | None, limit: int, as_json: bool) -> None:
 
     Example: nurture deliveries list --status failed --json
     """
-    with transaction() as s:
+    with reading() as s:
         rows = list_deliveries(s, status, limit)
     columns = ["id", "sequence", "step", "email", "status", "attempts", "due_at", "sent_at"]
     columns.append("next_try")  # a deferred send: when the next dispatch pass tries it again

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from nurture.articles.services import missing_sources
 from nurture.cli.output import emit, is_terminal, json_option, say
-from nurture.db import session, transaction
+from nurture.db import reading, transaction
 from nurture.sequences.archive import archive
 from nurture.sequences.editing import apply_spec, plan_edit
 from nurture.sequences.models import Sequence, SequenceStatus, Step
@@ -52,10 +52,9 @@ def apply(path: Path, dry_run: bool, as_json: bool) -> None:
     """
     specs = load_path(path)
     if dry_run:
-        with session() as s:  # planning only reads; the rollback makes sure of it
+        with reading() as s:  # planning only reads, and is rolled back
             plans = [plan_edit(s, spec) for _, spec in specs]
             unknown = _unknown_sources(s, specs)
-            s.rollback()
     else:
         with transaction() as s:
             plans = [apply_spec(s, spec, folder) for folder, spec in specs]
@@ -96,7 +95,7 @@ def list_(as_json: bool) -> None:
 
     Example: nurture sequences list --json
     """
-    with transaction() as s:
+    with reading() as s:
         steps = (
             select(Step.sequence_id, func.count().label("n"))
             .where(Step.removed_at.is_(None))
@@ -136,7 +135,7 @@ def show(slug: str, as_json: bool) -> None:
 
     Example: nurture sequences show partner-refuses-therapy
     """
-    with transaction() as s:
+    with reading() as s:
         seq = get_sequence(s, slug)
         waiting = dict(
             s.execute(

@@ -25,7 +25,7 @@ from nurture.cli.output import (
     say,
     tsv,
 )
-from nurture.db import session, transaction
+from nurture.db import reading, transaction
 from nurture.errors import NurtureError
 from nurture.sequences.archive import require_open
 from nurture.sequences.services import get_sequence
@@ -115,7 +115,7 @@ def import_(csv_path: Path, slug: str, confirmed: bool, skip_invalid: bool) -> N
 
     Example: nurture subscribers import people.csv --sequence partner-refuses-therapy --confirmed
     """
-    with transaction() as s:
+    with reading() as s:
         require_open(get_sequence(s, slug))  # unknown or archived: fail before reading
     size = csv_path.stat().st_size if csv_path.exists() else 0
     with progress_bar() as bar:
@@ -160,7 +160,7 @@ def list_(slug: str | None, status: str | None, limit: int | None, as_json: bool
 
     Example: nurture subscribers list --sequence partner-refuses-therapy --status active --json
     """
-    with transaction() as s:
+    with reading() as s:
         rows = list_subscribers(s, slug, status, limit)
     columns = [
         "email",
@@ -183,7 +183,7 @@ def show(email: str, as_json: bool) -> None:
 
     Example: nurture subscribers show ann@example.com
     """
-    with transaction() as s:
+    with reading() as s:
         data = subscriber_history(s, email)
     if as_json:
         print_json(data)
@@ -230,7 +230,7 @@ def export(fmt: str, as_json: bool) -> None:
     if as_json:
         fmt = "json"
     out = sys.stdout
-    with session() as s:
+    with reading() as s:
         rows = export_rows(s)
         if fmt == "csv":
             if is_terminal():  # on screen, not into a file: nothing may drive the terminal
@@ -245,7 +245,6 @@ def export(fmt: str, as_json: bool) -> None:
             for i, row in enumerate(rows):
                 out.write(("," if i else "") + "\n  " + json.dumps(row))
             out.write("\n]\n")
-        s.rollback()
     out.flush()
 
 

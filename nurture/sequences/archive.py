@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from nurture.clock import now
-from nurture.db import transaction
+from nurture.db import reading
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.errors import NurtureError
 from nurture.sequences.models import Sequence
@@ -66,7 +66,7 @@ def is_archived(s: Session, slug: str) -> bool:
 
 
 def form_closed(slug: str) -> bool:
-    with transaction() as s:
+    with reading() as s:
         return is_archived(s, slug)
 
 

@@ -13,21 +13,31 @@ new one.
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
 from enum import StrEnum
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nurture import tokens
-from nurture.db import transaction
+from nurture.clock import now
+from nurture.db import reading, transaction
 from nurture.delivery.compose import confirmation_email
-from nurture.events.models import EventKind
+from nurture.events.models import Event, EventKind
 from nurture.events.recording import record_event
 from nurture.mail.backends import MailBackend, get_backend
 from nurture.sequences.models import Sequence
 from nurture.subscribers.enrolling import confirm
-from nurture.subscribers.models import Consent, SubscriberStatus
+from nurture.subscribers.models import Consent, Subscriber, SubscriberStatus
 from nurture.subscribers.rules import left_reason, may_ask_to_confirm
 from nurture.subscribers.suppression import is_suppressed
+
+# The confirmation email goes to an address someone typed, perhaps not its owner: however
+# many forms, sequences, clients or operators ask, an address gets at most this many a day.
+CONFIRMATIONS_PER_DAY = 3
+
+log = logging.getLogger(__name__)
 
 
 class ConfirmState(StrEnum):
@@ -55,6 +65,9 @@ def send_confirmation(consent_id: int, backend: MailBackend | None = None) -> bo
             sub.status, suppressed=is_suppressed(s, sub.email)
         ):
             return False
+        if _asked_today(s, sub) >= CONFIRMATIONS_PER_DAY:
+            log.info("confirmation for consent %s not sent: the day's limit", consent_id)
+            return False
         msg = confirmation_email(
             seq, public_id=sub.public_id, email=sub.email, consent_id=consent.id
         )
@@ -62,6 +75,16 @@ def send_confirmation(consent_id: int, backend: MailBackend | None = None) -> bo
             b.send(msg)
         record_event(s, EventKind.CONFIRMATION_SENT, sub, sequence_id=seq.id)
     return True
+
+
+def _asked_today(s: Session, sub: Subscriber) -> int:
+    since = now() - timedelta(days=1)
+    q = select(func.count()).where(
+        Event.subscriber_id == sub.id,
+        Event.kind == EventKind.CONFIRMATION_SENT,
+        Event.created_at > since,
+    )
+    return int(s.scalar(q) or 0)
 
 
 # --- confirming by token ----------------------------------------------------------------
@@ -94,7 +117,7 @@ def _state(s: Session, consent: Consent) -> ConfirmState:
 
 def confirmation_state(token: str) -> tuple[ConfirmState, str]:
     """For GET: what the page should say. Changes nothing. Raises tokens.BadToken."""
-    with transaction() as s:
+    with reading() as s:
         consent = consent_for(s, token)
         seq = s.get(Sequence, consent.sequence_id) if consent.sequence_id else None
         return _state(s, consent), seq.name if seq else ""

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from nurture.clock import now
 from nurture.context import current
-from nurture.db import transaction
+from nurture.db import reading, transaction
 from nurture.errors import NurtureError
 from nurture.events.models import EventKind
 from nurture.events.recording import record_event
@@ -114,7 +114,7 @@ class SignupPage:
 
 def signup_page(slug: str) -> SignupPage:
     """Raises NotFound for an unknown sequence."""
-    with transaction() as s:
+    with reading() as s:
         seq = get_sequence(s, slug)
         cfg = seq.config
         return SignupPage(
@@ -151,7 +151,7 @@ def _checked(slug: str, form: SignupForm) -> SignupForm | None:
         address = normalize_email(form.email)
     except NurtureError:
         raise InvalidSignup("Please check the email address: it does not look complete.") from None
-    with transaction() as s:
+    with reading() as s:
         get_sequence(s, slug)
     if form.honeypot:
         log.info("signup for %s dropped: honeypot filled", slug)

@@ -17,15 +17,16 @@ from typing import Any
 from flask import Flask, Response, jsonify, render_template, request
 from flask_limiter import Limiter, RateLimitExceeded
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from nurture.config import Settings, load_settings
-from nurture.context import Runtime, current, use
-from nurture.db import get_engine
+from nurture.context import current, use
+from nurture.db import reading
 from nurture.errors import NotFound
 from nurture.paths import find_templates
-from nurture.runtime import create_runtime
+from nurture.runtime import Runtime, create_runtime
 from nurture.web.ratelimit import SCHEME, client_key
 from nurture.web.views import bp
 
@@ -108,7 +109,6 @@ def create_app(runtime: Runtime | None = None, **overrides: Any) -> Flask:
             **overrides,
         }
     )
-    app.extensions["nurture"] = runtime
     wsgi = app.wsgi_app
     if settings.proxy_hops:
         n = settings.proxy_hops
@@ -220,6 +220,20 @@ def _add_error_pages(app: Flask) -> None:
             "Please try again in a few minutes.",
         )
 
+    @app.errorhandler(OperationalError)
+    def _database_busy(exc: OperationalError) -> Any:
+        # A database that is busy past the lock timeout, or away for a moment, is "try
+        # again shortly", not a server error; only its type is logged (never the statement).
+        log.warning(
+            "database unavailable for %s: %s", redact_path(request.path), type(exc.orig).__name__
+        )
+        body, code = _error(
+            503,
+            "Please try again in a moment",
+            "We could not finish this just now. Please send it again in a moment.",
+        )
+        return Response(body, code, headers={"Retry-After": "5"})
+
     @app.errorhandler(NotFound)
     @app.errorhandler(404)
     def _not_found(_: Exception) -> tuple[str, int]:
@@ -238,8 +252,8 @@ def _add_error_pages(app: Flask) -> None:
 def health() -> dict[str, Any]:
     status: dict[str, Any] = {"database": "ok", "broker": "ok"}
     try:
-        with get_engine().connect() as conn:
-            conn.execute(text("SELECT 1"))
+        with reading() as s:  # never waits for a writer (nurture/db.py)
+            s.execute(text("SELECT 1"))
     except Exception as exc:  # report, never crash the health check
         status["database"] = f"error: {type(exc).__name__}"
     try:

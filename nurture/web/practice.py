@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from nurture import tokens
-from nurture.db import transaction
+from nurture.db import reading
 from nurture.sequences.models import Sequence
 from nurture.subscribers.confirmation import consent_for
 from nurture.subscribers.models import Enrollment
@@ -33,13 +33,13 @@ def of_sequence(seq: Sequence) -> Practice:
 
 
 def for_slug(slug: str) -> Practice | None:
-    with transaction() as s:
+    with reading() as s:
         seq = s.scalar(select(Sequence).where(Sequence.slug == slug))
         return of_sequence(seq) if seq else None
 
 
 def for_confirm_token(token: str) -> Practice | None:
-    with transaction() as s:
+    with reading() as s:
         try:
             consent = consent_for(s, token)
         except tokens.BadToken:
@@ -52,7 +52,7 @@ def for_unsubscribe_token(token: str) -> Practice | None:
     """The practice of the person's latest sequence (an unsubscribe link names a person,
     not a sequence). Raises tokens.BadToken for a token that is not one of ours."""
     claims = tokens.read(tokens.UNSUBSCRIBE, token)
-    with transaction() as s:
+    with reading() as s:
         sub = subscriber_for(s, claims)
         if sub is None:
             return None

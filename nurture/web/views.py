@@ -14,7 +14,6 @@ from flask import (
     Blueprint,
     current_app,
     jsonify,
-    make_response,
     redirect,
     render_template,
     request,
@@ -24,7 +23,7 @@ from werkzeug.wrappers import Response
 
 from nurture import celery_app, tokens
 from nurture.booking.service import CAL_HEADER, CALENDLY_HEADER, handle_booking_webhook
-from nurture.context import Runtime, current, use
+from nurture.context import current
 from nurture.delivery.links import follow
 from nurture.feedback import webhooks as feedback_webhooks
 from nurture.sequences.archive import form_closed
@@ -83,37 +82,23 @@ def _form_page(
     )
 
 
-def _record_later(answer: Response, slug: str, form: signup.SignupForm) -> None:
-    """Record the signup after answering: look the address up, record it, queue the
-    confirmation (signup.sign_up). The same work, after the same answer, for every address.
-
-    With Redis (or in tests) that is one task for a worker. The embedded SQLAlchemy broker
-    keeps every delivered message in its table, and a signup's address must not stay there:
-    this process then does it itself, once the answer has been sent. An app built with
+def _record_later(slug: str, form: signup.SignupForm) -> None:
+    """Record the signup after answering: a worker looks the address up, records it and
+    queues the confirmation (signup.sign_up, retried until it is recorded). The same work,
+    off this connection, for every address: the answer, and the next request on the same
+    keep-alive connection, cannot tell a known address from a new one. The form travels
+    sealed, on Redis and on the embedded broker alike. An app built with
     ENQUEUE_CONFIRMATION (the demo, some tests) records it here and hands the confirmation
     to that callable."""
     custom = current_app.config.get("ENQUEUE_CONFIRMATION")
     if custom is not None:
         signup.sign_up(slug, form, custom)
         return
-    runtime = current()
-    if runtime.settings.broker_url.startswith("sqla+"):
-        # After the answer the request (and the runtime it made current) is over: carry it.
-        answer.call_on_close(lambda: _sign_up_here(runtime, slug, form))
-        return
     try:
         celery_app.enqueue_signup(slug, signup.seal_form(form))
     except Exception:
         # The broker is down: the reader can send the form again. Never log the address.
         log.exception("could not queue a signup for %s", slug)
-
-
-def _sign_up_here(runtime: Runtime, slug: str, form: signup.SignupForm) -> None:
-    try:
-        with use(runtime):
-            signup.sign_up(slug, form, celery_app.enqueue_confirmation)
-    except Exception as exc:
-        log.error("could not record a signup for %s: %s", slug, type(exc).__name__)
 
 
 @bp.route("/subscribe/<slug>", methods=["GET", "POST"], endpoint="subscribe")
@@ -150,10 +135,9 @@ def _signup(slug: str, *, embed: bool) -> Any:
     body = render_template(
         "pages/check_inbox.html", layout=_layout(embed), practice=practice.for_slug(slug)
     )
-    answer = make_response(body)
     if accepted is not None:
-        _record_later(answer, slug, accepted)
-    return answer
+        _record_later(slug, accepted)
+    return body
 
 
 @bp.route("/confirm/<token>", methods=["GET", "POST"])

@@ -46,6 +46,9 @@ CONTRACT_SETTINGS = frozenset(
         # The relay's limits (issue 10).
         "NURTURE_SEND_RATE",
         "NURTURE_SEND_DAILY_LIMIT",
+        # Provider webhooks one by one, SES by its topic (issue 19).
+        "NURTURE_SES_TOPIC_ARN",
+        "NURTURE_MAIL_WEBHOOK_PROVIDERS",
     }
 )
 NURTURE_ROLES = ("migrate", "web", "worker", "beat")

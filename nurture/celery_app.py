@@ -13,10 +13,11 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.schedules import crontab
-from celery.signals import setup_logging
+from celery.signals import beat_embedded_init, setup_logging
 
 from nurture.config import Settings
 from nurture.context import Runtime, current, use
+from nurture.process_tree import die_with_parent
 
 
 def make_celery(runtime: Runtime) -> Celery:
@@ -118,3 +119,11 @@ def _logging(**_: object) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+
+
+@beat_embedded_init.connect
+def _beat_ends_with_its_worker(**_: object) -> None:
+    # `worker --beat` (what `nurture run` starts) forks beat as a process of its own. Celery
+    # has its pool processes killed with the worker, not this one: a worker that died by
+    # SIGKILL or the OOM killer would leave beat asking for dispatch passes, unseen.
+    die_with_parent()

@@ -12,6 +12,11 @@ import click
 
 from nurture.cli.output import human, say
 from nurture.context import current
+from nurture.process_tree import child_of_this_process
+
+# How long `nurture run` waits for its children to stop before it kills them (and all they
+# started). Longer than gunicorn's --graceful-timeout, so web stops cleanly first.
+STOP_SECONDS = 15
 
 
 def register(cli: click.Group) -> None:
@@ -137,10 +142,7 @@ def run(host: str, port: int, concurrency: int | None) -> None:
     _prepare_embedded_broker()
     current().settings.secret  # noqa: B018  (warns here, once, if it is the development key)
     worker_cmd = _celery(*_worker_args(concurrency), "--beat", "--schedule", _beat_file())
-    procs = [
-        subprocess.Popen(_web_command(host, port)),
-        subprocess.Popen(worker_cmd),
-    ]
+    procs = [_start(_web_command(host, port)), _start(worker_cmd)]
     click.echo(f"nurture is running: http://{host}:{port}/healthz  (Ctrl-C stops it)")
     stopping = False
 
@@ -154,18 +156,35 @@ def run(host: str, port: int, concurrency: int | None) -> None:
         while not stopping and all(p.poll() is None for p in procs):
             time.sleep(0.5)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.time() + 15
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop(procs)
     failed = [p for p in procs if p.returncode not in (0, -signal.SIGTERM, None)]
     if failed and not stopping:
         sys.exit(1)
+
+
+def _start(cmd: list[str]) -> subprocess.Popen[bytes]:
+    """A child that ends with this process (nurture/process_tree.py): the kernel sends it
+    SIGTERM when we die, even by SIGKILL, and it leads a process group of its own, so that
+    one killpg ends it with everything it started. Ctrl-C reaches only us: we pass it on
+    once, as SIGTERM, instead of every process getting its own SIGINT. (Out of the
+    terminal's foreground group, a child must not read it: its stdin is empty.)"""
+    return subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, process_group=0, preexec_fn=child_of_this_process()
+    )
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_SECONDS
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            # Not reaped yet, so its group is still ours: it, and all it started, go now.
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
 
 
 @click.command()

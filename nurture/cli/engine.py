@@ -90,6 +90,25 @@ def _beat_file() -> str:
     return os.environ.get("NURTURE_BEAT_SCHEDULE_FILE", "celerybeat-schedule")
 
 
+# gunicorn hands each connection a thread of its own until its request has arrived, so a
+# client that sends its headers a line at a time holds one for as long as it likes (slowloris:
+# four of them starved the 4 threads we had, and /healthz with them). A thread waiting on a
+# socket costs next to nothing, so there are many: 32 slow clients per process before anyone
+# waits, while at most 30 requests of a process can use the database at once anyway (its
+# pool, nurture/db.py). Busy threads do cost: under a load that keeps them all running, the
+# slowest answers take longer than with 4 (they share one interpreter lock), a price paid
+# only at loads far above a practice's (bench/slow_clients.py has both figures). This only
+# raises the bar: in front of the public, a reverse proxy must take whole requests before it
+# passes them on (docs/operations.md, "Going live").
+WEB_THREADS = 32
+# Idle kept-alive connections wait in gunicorn's poller, not in a thread; 5 s lets a browser
+# (or the proxy) send its next request on the same connection.
+WEB_KEEPALIVE_SECONDS = 5
+# A stopping web server finishes the requests it has for this long, then closes: under
+# STOP_SECONDS, so `nurture run` never has to kill it.
+WEB_GRACEFUL_SECONDS = 10
+
+
 def _web_command(host: str, port: int) -> list[str]:
     # gunicorn in both modes; production gets two workers per core (WEB_CONCURRENCY
     # overrides). No access log: paths carry tokens and client addresses are personal data.
@@ -99,7 +118,9 @@ def _web_command(host: str, port: int) -> list[str]:
     )
     return [
         sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}",
-        "--workers", workers, "--threads", "4",
+        "--workers", workers, "--worker-class", "gthread", "--threads", str(WEB_THREADS),
+        "--keep-alive", str(WEB_KEEPALIVE_SECONDS),
+        "--graceful-timeout", str(WEB_GRACEFUL_SECONDS),
         "nurture.web.app:create_app()",
     ]  # fmt: skip
 

@@ -4,20 +4,22 @@
     signup load          gunicorn under wrk, GET and POST /subscribe
     CSV import           100,000 rows, time and peak memory
     signup timing        new against known addresses: the answer must not tell them apart
+    slow clients         clients trickling their headers: how many until /healthz starves
 
 Each also runs alone: python -m bench.throughput | bench.signup_load | bench.csv_import |
-bench.signup_timing.
+bench.signup_timing | bench.slow_clients.
 """
 
 import sys
 
-from bench import csv_import, signup_load, signup_timing, throughput
+from bench import csv_import, signup_load, signup_timing, slow_clients, throughput
 
 for title, run in (
     ("sending throughput", throughput.main),
     ("signup load", signup_load.main),
     ("CSV import", csv_import.main),
     ("signup timing", signup_timing.main),
+    ("slow clients", slow_clients.main),
 ):
     print(f"\n=== {title} ===", flush=True)
     saved = sys.argv

@@ -13,14 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 from celery.schedules import crontab
-from celery.signals import setup_logging
+from celery.signals import beat_embedded_init, setup_logging
 from sqlalchemy import create_engine, inspect, text
 
 from nurture.config import Settings
+from nurture.context import current, use
+from nurture.process_tree import die_with_parent
 
 if TYPE_CHECKING:
     from nurture.runtime import Runtime
-from nurture.context import current, use
 
 
 def make_celery(runtime: Runtime) -> Celery:
@@ -147,3 +148,11 @@ def _logging(**_: object) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+
+
+@beat_embedded_init.connect
+def _beat_ends_with_its_worker(**_: object) -> None:
+    # `worker --beat` (what `nurture run` starts) forks beat as a process of its own. Celery
+    # has its pool processes killed with the worker, not this one: a worker that died by
+    # SIGKILL or the OOM killer would leave beat asking for dispatch passes, unseen.
+    die_with_parent()

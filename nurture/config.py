@@ -12,6 +12,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import secrets
 from collections import Counter
 from typing import Literal
@@ -41,6 +42,14 @@ DEV_DATA_KEY = base64.urlsafe_b64encode(
 PUBLISHED_DATA_KEYS = {DEV_DATA_KEY, "replace-me-with-the-output-of-nurture-keys-="}
 MAIL_SCHEMES = {"smtp", "smtps", "file", "memory"}
 BROKER_SCHEMES = {"redis", "rediss", "amqp", "pyamqp", "sqla+sqlite", "sqla+postgresql", "memory"}
+# The provider webhooks at POST /webhooks/mail/<provider>, and the setting each one needs.
+MAIL_WEBHOOK_NEEDS = {
+    "postmark": "mail_webhook_secret",
+    "mailgun": "mail_webhook_secret",
+    "ses": "ses_topic_arn",
+}
+# arn:PARTITION:sns:REGION:ACCOUNT:TOPIC, as the SNS console shows a topic's ARN.
+SNS_TOPIC_ARN = re.compile(r"^arn:aws(-[a-z]+)*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")
 
 
 class Settings(BaseSettings):
@@ -69,6 +78,11 @@ class Settings(BaseSettings):
     bounce_address: str | None = None
     inbox_url: SecretStr | None = None  # holds the mailbox password
     mail_webhook_secret: SecretStr | None = None
+    # SES reports through SNS: only this topic's messages are believed (a stranger's AWS
+    # account can subscribe our URL to a topic of its own, and Amazon signs those too).
+    ses_topic_arn: str | None = None
+    # "postmark,ses": which provider webhooks are on; unset, those whose settings are present.
+    mail_webhook_providers: str | None = None
     # The relay's limits, for all workers together (nurture/delivery/limits.py); unset: none.
     send_rate: float | None = Field(default=None, gt=0)  # messages per second
     send_daily_limit: int | None = Field(default=None, ge=1)  # messages per UTC day
@@ -163,6 +177,41 @@ class Settings(BaseSettings):
             raise ValueError("needs a user and a host, e.g. imaps://user:pass@imap.example.org")
         return v
 
+    @field_validator("ses_topic_arn")
+    @classmethod
+    def _ses_topic_arn(cls, v: str | None) -> str | None:
+        if v is not None and not SNS_TOPIC_ARN.match(v.strip()):
+            raise ValueError(
+                "must be an SNS topic ARN, e.g. arn:aws:sns:us-east-1:123456789012:ses-feedback"
+            )
+        return v.strip() if v is not None else v
+
+    @field_validator("mail_webhook_providers")
+    @classmethod
+    def _mail_webhook_providers(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        names = [name.strip().lower() for name in v.split(",")]
+        unknown = [name for name in names if name not in MAIL_WEBHOOK_NEEDS]
+        if unknown:
+            raise ValueError(
+                f"unknown provider {unknown[0]!r} (use postmark, mailgun, ses, comma-separated)"
+            )
+        return ",".join(sorted(set(names)))
+
+    @model_validator(mode="after")
+    def _mail_webhooks_need_their_settings(self) -> Settings:
+        # A provider named on but missing its setting would answer 404 while the operator
+        # believes it is on: say so at start-up instead.
+        for name in (self.mail_webhook_providers or "").split(","):
+            needed = MAIL_WEBHOOK_NEEDS.get(name)
+            if needed and getattr(self, needed) is None:
+                raise ValueError(
+                    f"NURTURE_MAIL_WEBHOOK_PROVIDERS turns {name} on, "
+                    f"which needs NURTURE_{needed.upper()}"
+                )
+        return self
+
     @field_validator("base_url")
     @classmethod
     def _base_url(cls, v: str) -> str:
@@ -250,6 +299,15 @@ class Settings(BaseSettings):
         if not self.events_url or self.events_secret is None:
             return None
         return base64.b64decode(self.events_secret.get_secret_value().removeprefix("whsec_"))
+
+    @property
+    def mail_webhooks(self) -> frozenset[str]:
+        """The providers whose webhook is on: those named, else those whose settings are set."""
+        if self.mail_webhook_providers:
+            return frozenset(self.mail_webhook_providers.split(","))
+        return frozenset(
+            name for name, needed in MAIL_WEBHOOK_NEEDS.items() if getattr(self, needed)
+        )
 
     @property
     def dkim_enabled(self) -> bool:

@@ -50,6 +50,9 @@ CONTRACT_SETTINGS = frozenset(
         "NURTURE_DATA_KEY",
         "NURTURE_DATA_KEY_PREVIOUS",
         "NURTURE_PENDING_DAYS",
+        # Provider webhooks one by one, SES by its topic (issue 19).
+        "NURTURE_SES_TOPIC_ARN",
+        "NURTURE_MAIL_WEBHOOK_PROVIDERS",
     }
 )
 NURTURE_ROLES = ("migrate", "web", "worker", "beat")

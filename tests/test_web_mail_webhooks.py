@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,6 +41,8 @@ SECRET = "mail-webhook-secret-0123456789"
 HOOKS = FIXTURES / "webhooks"
 CERT_URL = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0000000000.pem"
 TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-feedback"
+# A topic in a stranger's AWS account: Amazon signs its messages exactly as it signs ours.
+THEIR_TOPIC = "arn:aws:sns:us-east-1:999999999999:ses-feedback"
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +89,7 @@ def hooked(
     fetcher: Fetcher,
 ) -> FlaskClient:
     monkeypatch.setenv("NURTURE_MAIL_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("NURTURE_SES_TOPIC_ARN", TOPIC)
     reload_runtime()
     from nurture.web.app import create_app
 
@@ -140,12 +144,13 @@ def _sns(
     kind: str = "Notification",
     version: str = "1",
     message_id: str = "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
+    topic: str = TOPIC,
     **extra: str,
 ) -> bytes:
     data: dict[str, Any] = {
         "Type": kind,
         "MessageId": message_id,
-        "TopicArn": TOPIC,
+        "TopicArn": topic,
         "Message": message if isinstance(message, str) else json.dumps(message),
         "Timestamp": at.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
         "SignatureVersion": version,
@@ -188,7 +193,7 @@ def test_postmark_hard_bounce_with_the_password_ends_the_subscription(
 ) -> None:
     body = (HOOKS / "postmark_bounce.json").read_bytes()
     answer = hooked.post("/webhooks/mail/postmark", data=body, headers=_basic(SECRET))
-    assert answer.status_code == 200 and answer.json == {"result": "applied"}
+    assert answer.status_code == 200 and answer.json == {"result": "accepted"}
     assert _person() == ("bounced", ["bounced"])
     # Postmark retries a call it thinks failed: the same one again changes nothing.
     again = hooked.post("/webhooks/mail/postmark", data=body, headers=_basic(SECRET))
@@ -336,3 +341,195 @@ def test_ses_forged_stale_replayed_and_foreign_certificates_are_401(
     assert hooked.post("/webhooks/mail/ses", data=good).status_code == 200
     assert hooked.post("/webhooks/mail/ses", data=good).status_code == 401  # replayed
     assert _person() == ("bounced", ["bounced"])
+
+
+# --- issue 19: only our topic, only the providers switched on, one answer for all -----------
+
+
+def _subscription(key: rsa.RSAPrivateKey, at: datetime, topic: str, link: str) -> bytes:
+    return _sns(
+        key,
+        "You have chosen to subscribe to the topic. To confirm, visit the SubscribeURL.",
+        at,
+        kind="SubscriptionConfirmation",
+        message_id="sub-" + hashlib.sha256(link.encode()).hexdigest()[:12],
+        topic=topic,
+        Token="t0k",
+        SubscribeURL=link,
+    )
+
+
+def test_ses_complaint_from_another_accounts_topic_is_refused_unfetched(
+    hooked: FlaskClient,
+    sent: Delivery,
+    clock: FrozenClock,
+    sns_key: tuple[rsa.RSAPrivateKey, bytes],
+    fetcher: Fetcher,
+) -> None:
+    """A free AWS account subscribes our URL to its own topic and publishes a Complaint
+    naming someone on the list: Amazon's signature on it is real, the topic is not ours."""
+    message = _ses_message("ses_complaint_message.json", sent)
+    body = _sns(sns_key[0], message, clock.now(), topic=THEIR_TOPIC, version="2")
+    answer = hooked.post("/webhooks/mail/ses", data=body)
+    assert answer.status_code == 401 and answer.json == {"result": "unverified"}
+    assert _person() == ("confirmed", [])
+    assert fetcher.urls == []  # refused before any certificate was fetched
+
+
+def _confirm_link(host: str, topic: str) -> str:
+    return f"https://{host}/?Action=ConfirmSubscription&TopicArn={topic}&Token=t0k"
+
+
+@pytest.mark.parametrize(
+    ("topic", "link"),
+    [
+        # Their topic, confirmed by a link on Amazon's own host.
+        (THEIR_TOPIC, _confirm_link("sns.us-east-1.amazonaws.com", THEIR_TOPIC)),
+        # Our topic named in the message, but the link confirms theirs.
+        (TOPIC, _confirm_link("sns.us-east-1.amazonaws.com", THEIR_TOPIC)),
+        # Our topic, a link off Amazon's hosts.
+        (TOPIC, _confirm_link("evil.example", TOPIC)),
+    ],
+)
+def test_ses_subscription_is_confirmed_only_for_our_topic(
+    hooked: FlaskClient,
+    clock: FrozenClock,
+    sns_key: tuple[rsa.RSAPrivateKey, bytes],
+    fetcher: Fetcher,
+    topic: str,
+    link: str,
+) -> None:
+    answer = hooked.post(
+        "/webhooks/mail/ses", data=_subscription(sns_key[0], clock.now(), topic, link)
+    )
+    assert answer.status_code == 401 and answer.json == {"result": "unverified"}
+    assert link not in fetcher.urls  # the subscription was never confirmed
+
+
+def _complaint(
+    provider: str, who: str, d: Delivery, n: int, key: rsa.RSAPrivateKey, at: datetime
+) -> tuple[bytes, dict[str, str]]:
+    """A verified complaint naming ann (on the list, by her address and her email's
+    Message-ID), a stranger, or nobody. `n` keeps each call a notification of its own."""
+    email = {"ann": "ann@example.com", "stranger": "zed@example.net", "nobody": None}[who]
+    message_id = d.message_id if who == "ann" else f"<unknown.{n}@example.org>"
+    if provider == "postmark":
+        data = json.loads((HOOKS / "postmark_spam_complaint.json").read_text())
+        data["ID"], data["Email"] = 1000 + n, email
+        return json.dumps(data).encode(), _basic(SECRET)
+    if provider == "mailgun":
+        data = json.loads(
+            _mailgun("mailgun_complained.json", d, int(at.timestamp()), f"tok{n:047d}")
+        )
+        event = data["event-data"]
+        event["id"], event["recipient"] = f"event-{n}", email
+        event["message"]["headers"]["message-id"] = (message_id or "").strip("<>")
+        return json.dumps(data).encode(), {"Content-Type": "application/json"}
+    message = _ses_message("ses_complaint_message.json", d)
+    message["mail"]["commonHeaders"]["messageId"] = message_id
+    message["complaint"]["complainedRecipients"] = [{"emailAddress": email}] if email else []
+    return _sns(key, message, at, message_id=f"sns-{n}"), {}
+
+
+@pytest.mark.parametrize("provider", ["postmark", "mailgun", "ses"])
+def test_a_verified_call_answers_the_same_whoever_it_names(
+    hooked: FlaskClient,
+    sent: Delivery,
+    clock: FrozenClock,
+    sns_key: tuple[rsa.RSAPrivateKey, bytes],
+    caplog: pytest.LogCaptureFixture,
+    provider: str,
+) -> None:
+    """Else the webhook tells whether an address is on the list (a membership oracle)."""
+    caplog.set_level(logging.DEBUG)
+    answers = []
+    for n, who in enumerate(("stranger", "nobody", "ann")):
+        body, headers = _complaint(provider, who, sent, n, sns_key[0], clock.now())
+        answer = hooked.post(f"/webhooks/mail/{provider}", data=body, headers=headers)
+        answers.append((answer.status_code, answer.get_data()))
+    assert answers == [(200, b'{"result":"accepted"}\n')] * 3
+    assert _person() == ("complained", ["complained"])  # ann's was acted on all the same
+    assert "ann@example.com" not in caplog.text and "zed@example.net" not in caplog.text
+
+
+def _app(monkeypatch: pytest.MonkeyPatch, fetcher: Fetcher, **env: str) -> FlaskClient:
+    for name in ("MAIL_WEBHOOK_SECRET", "SES_TOPIC_ARN", "MAIL_WEBHOOK_PROVIDERS"):
+        monkeypatch.delenv(f"NURTURE_{name}", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(f"NURTURE_{name}", value)
+    reload_runtime()
+    from nurture.web.app import create_app
+
+    return create_app(current(), TESTING=True, SNS_FETCH=fetcher).test_client()
+
+
+def _on(client: FlaskClient) -> set[str]:
+    """The providers that answer at all (an unsigned call: 401 when on, 404 when off)."""
+    codes = {
+        p: client.post(f"/webhooks/mail/{p}", data=b"{}").status_code
+        for p in ("postmark", "mailgun", "ses")
+    }
+    assert set(codes.values()) <= {401, 404}, codes
+    return {p for p, code in codes.items() if code == 401}
+
+
+def test_each_provider_is_on_only_with_its_own_setting(
+    hooked: FlaskClient,
+    sent: Delivery,
+    clock: FrozenClock,
+    monkeypatch: pytest.MonkeyPatch,
+    sns_key: tuple[rsa.RSAPrivateKey, bytes],
+    fetcher: Fetcher,
+) -> None:
+    """A practice on Postmark alone must not have an SES endpoint open because it set the
+    webhook secret."""
+    assert _on(_app(monkeypatch, fetcher, MAIL_WEBHOOK_SECRET=SECRET)) == {"postmark", "mailgun"}
+    assert _on(
+        _app(monkeypatch, fetcher, MAIL_WEBHOOK_SECRET=SECRET, MAIL_WEBHOOK_PROVIDERS="postmark")
+    ) == {"postmark"}
+    both = _app(
+        monkeypatch,
+        fetcher,
+        MAIL_WEBHOOK_SECRET=SECRET,
+        SES_TOPIC_ARN=TOPIC,
+        MAIL_WEBHOOK_PROVIDERS="ses,Postmark",
+    )
+    assert _on(both) == {"postmark", "ses"}
+    ses_only = _app(monkeypatch, fetcher, SES_TOPIC_ARN=TOPIC)  # SES needs no shared secret
+    assert _on(ses_only) == {"ses"}
+    message = _ses_message("ses_bounce_message.json", sent)
+    answer = ses_only.post("/webhooks/mail/ses", data=_sns(sns_key[0], message, clock.now()))
+    assert answer.status_code == 200 and _person() == ("bounced", ["bounced"])
+
+
+PROVIDERS = "NURTURE_MAIL_WEBHOOK_PROVIDERS"
+WRONG_SETTINGS = [
+    ({"NURTURE_SES_TOPIC_ARN": "ses-feedback"}, "NURTURE_SES_TOPIC_ARN: must be an SNS topic ARN"),
+    (
+        {PROVIDERS: "postmark,sendgrid", "NURTURE_MAIL_WEBHOOK_SECRET": SECRET},
+        f"{PROVIDERS}: unknown provider 'sendgrid'",
+    ),
+    (
+        {PROVIDERS: "ses", "NURTURE_MAIL_WEBHOOK_SECRET": SECRET},
+        f"{PROVIDERS} turns ses on, which needs NURTURE_SES_TOPIC_ARN",
+    ),
+    (
+        {PROVIDERS: "mailgun", "NURTURE_SES_TOPIC_ARN": TOPIC},
+        f"{PROVIDERS} turns mailgun on, which needs NURTURE_MAIL_WEBHOOK_SECRET",
+    ),
+]
+
+
+@pytest.mark.parametrize(("env", "says"), WRONG_SETTINGS)
+def test_a_wrong_webhook_setting_stops_start_up_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, settings_env: dict[str, str], env: dict[str, str], says: str
+) -> None:
+    from nurture.config import load_settings
+    from nurture.errors import ConfigError
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert str(err.value).startswith(says) and "\n" not in str(err.value)
+    assert SECRET not in str(err.value)

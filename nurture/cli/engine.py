@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,6 +13,11 @@ import click
 
 from nurture.cli.output import human, say
 from nurture.context import current
+from nurture.process_tree import child_of_this_process
+
+# How long `nurture run` waits for its children to stop before it kills them (and all they
+# started). Longer than gunicorn's --graceful-timeout, so web stops cleanly first.
+STOP_SECONDS = 15
 
 
 def register(cli: click.Group) -> None:
@@ -92,6 +98,25 @@ def _beat_file() -> str:
     return os.environ.get("NURTURE_BEAT_SCHEDULE_FILE", "celerybeat-schedule")
 
 
+# gunicorn hands each connection a thread of its own until its request has arrived, so a
+# client that sends its headers a line at a time holds one for as long as it likes (slowloris:
+# four of them starved the 4 threads we had, and /healthz with them). A thread waiting on a
+# socket costs next to nothing, so there are many: 32 slow clients per process before anyone
+# waits, while at most 30 requests of a process can use the database at once anyway (its
+# pool, nurture/db.py). Busy threads do cost: under a load that keeps them all running, the
+# slowest answers take longer than with 4 (they share one interpreter lock), a price paid
+# only at loads far above a practice's (bench/slow_clients.py has both figures). This only
+# raises the bar: in front of the public, a reverse proxy must take whole requests before it
+# passes them on (docs/operations.md, "Going live").
+WEB_THREADS = 32
+# Idle kept-alive connections wait in gunicorn's poller, not in a thread; 5 s lets a browser
+# (or the proxy) send its next request on the same connection.
+WEB_KEEPALIVE_SECONDS = 5
+# A stopping web server finishes the requests it has for this long, then closes: under
+# STOP_SECONDS, so `nurture run` never has to kill it.
+WEB_GRACEFUL_SECONDS = 10
+
+
 def _web_command(host: str, port: int) -> list[str]:
     # gunicorn in both modes; production gets two workers per core (WEB_CONCURRENCY
     # overrides). No access log: paths carry tokens and client addresses are personal data.
@@ -101,7 +126,9 @@ def _web_command(host: str, port: int) -> list[str]:
     )
     return [
         sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}",
-        "--workers", workers, "--threads", "4",
+        "--workers", workers, "--worker-class", "gthread", "--threads", str(WEB_THREADS),
+        "--keep-alive", str(WEB_KEEPALIVE_SECONDS),
+        "--graceful-timeout", str(WEB_GRACEFUL_SECONDS),
         "nurture.web.app:create_app()",
     ]  # fmt: skip
 
@@ -146,10 +173,7 @@ def run(host: str, port: int, concurrency: int | None) -> None:
     _prepare_embedded_broker()
     current().settings.secret  # noqa: B018  (warns here, once, if it is the development key)
     worker_cmd = _celery(*_worker_args(concurrency), "--beat", "--schedule", _beat_file())
-    procs = [
-        subprocess.Popen(_web_command(host, port)),
-        subprocess.Popen(worker_cmd),
-    ]
+    procs = [_start(_web_command(host, port)), _start(worker_cmd)]
     click.echo(f"nurture is running: http://{host}:{port}/healthz  (Ctrl-C stops it)")
     stopping = False
 
@@ -163,18 +187,36 @@ def run(host: str, port: int, concurrency: int | None) -> None:
         while not stopping and all(p.poll() is None for p in procs):
             time.sleep(0.5)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.time() + 15
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop(procs)
     failed = [p for p in procs if p.returncode not in (0, -signal.SIGTERM, None)]
     if failed and not stopping:
         sys.exit(1)
+
+
+def _start(cmd: list[str]) -> subprocess.Popen[bytes]:
+    """A child that ends with this process (nurture/process_tree.py): the kernel sends it
+    SIGTERM when we die, even by SIGKILL, and it leads a process group of its own, so that
+    one killpg ends it with everything it started. Ctrl-C reaches only us: we pass it on
+    once, as SIGTERM, instead of every process getting its own SIGINT. (Out of the
+    terminal's foreground group, a child must not read it: its stdin is empty.)"""
+    return subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, process_group=0, preexec_fn=child_of_this_process()
+    )
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_SECONDS
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            # Not reaped yet, so its group is still ours: it, and all it started, go now.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
 
 
 @click.command()

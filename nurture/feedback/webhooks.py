@@ -6,11 +6,21 @@ Each provider is verified as it documents, on the raw request, before anything i
 - Mailgun: `signature.signature` is HMAC-SHA256(key, timestamp + token) in hex. A timestamp
   further than TOLERANCE from our clock is stale, and a token already used is a replay:
   both are refused, so a captured request cannot be sent again.
-- Amazon SES through SNS: the SNS message signature (SignatureVersion 1: SHA1, 2: SHA256,
-  RSA PKCS#1 v1.5) is checked with the certificate at SigningCertURL, which must be an
-  https URL on sns.<region>.amazonaws.com. A SubscriptionConfirmation is verified the same
-  way and confirmed by visiting its SubscribeURL (same host rule). A message older than
-  SNS_TOLERANCE, or whose MessageId was already handled, is refused.
+- Amazon SES through SNS, as warehouse's MessageVerifier does it: the message's TopicArn
+  must be NURTURE_SES_TOPIC_ARN (checked first, so another topic's message makes us fetch
+  nothing), the SNS signature (SignatureVersion 1: SHA1, 2: SHA256, RSA PKCS#1 v1.5) is
+  checked with the certificate at SigningCertURL, which must be an https URL on
+  sns.<region>.amazonaws.com, and a message older than SNS_TOLERANCE, or whose MessageId
+  was already handled, is refused. Amazon's signature alone proves nothing about whose
+  topic it is: anyone can create a topic in their own AWS account, subscribe our URL to it
+  and publish a Complaint naming someone on the list, signed by Amazon. A
+  SubscriptionConfirmation is verified the same way and confirmed by visiting its
+  SubscribeURL only when that link is on an SNS host and for our topic.
+
+Anything unverified is one answer, 401. Anything verified gets one answer too, whoever it
+names: {"result": "accepted"} (a repeat Postmark or Mailgun call: "duplicate"), so the
+webhook cannot be used to learn who is on the list. Logs name the provider and why a call
+was refused, never an address.
 
 An authenticated provider may name the person by address; a delivery is still found by our
 Message-ID first when the payload carries it. What happens then is handling.apply's, the
@@ -30,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from nurture.clock import now
 from nurture.db import transaction
@@ -190,12 +200,14 @@ def is_sns_url(url: Any) -> bool:
     return parts.scheme == "https" and bool(SNS_HOST.match((parts.hostname or "").lower()))
 
 
-def verify_sns(data: dict[str, Any], fetch: Fetch, at: datetime) -> None:
+def verify_sns(data: dict[str, Any], fetch: Fetch, at: datetime, topic: str) -> None:
     from cryptography import x509
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+    if data.get("TopicArn") != topic:
+        raise Refused("TopicArn is not NURTURE_SES_TOPIC_ARN")
     cert_url = data.get("SigningCertURL")
     if not is_sns_url(cert_url) or not str(urlsplit(str(cert_url)).path).endswith(".pem"):
         raise Refused("signing certificate not on an SNS host")
@@ -219,6 +231,15 @@ def verify_sns(data: dict[str, Any], fetch: Fetch, at: datetime) -> None:
         key.verify(signature, sns_string_to_sign(data), padding.PKCS1v15(), algorithm)
     except InvalidSignature:
         raise Refused("wrong SNS signature") from None
+
+
+def confirm_subscription(data: dict[str, Any], fetch: Fetch, topic: str) -> None:
+    """Visit the SubscribeURL of a verified SubscriptionConfirmation of our topic. The link
+    is signed with the rest, but it is what we fetch: it must be SNS's, for our topic."""
+    url = data.get("SubscribeURL")
+    if not is_sns_url(url) or parse_qs(urlsplit(str(url)).query).get("TopicArn") != [topic]:
+        raise Refused("subscription link not on an SNS host or not for our topic")
+    fetch(str(url))
 
 
 def _ses_message_ids(mail: dict[str, Any]) -> tuple[str, ...]:
@@ -279,37 +300,52 @@ def _apply(provider: str, reported: Reported, token: str | None = None) -> str:
             if provider == "ses":
                 raise Refused("SNS message already handled")
             return "duplicate"
-        applied = 0
         for notice, email in reported.notices:
-            applied += apply(s, notice, provider, email=email)
-    return "applied" if applied else "ignored"
+            # Whether it named anyone we know is not told: the answer is the same for all.
+            apply(s, notice, provider, email=email)
+    return "accepted"
+
+
+def _needs(value: str | None, name: str) -> str:
+    if not value:  # the view answers 404 first; this only keeps an unset key from matching
+        raise Refused(f"{name} is not set")
+    return value
+
+
+def _ses(data: dict[str, Any], topic: str, fetch: Fetch, at: datetime) -> tuple[int, str]:
+    verify_sns(data, fetch, at, topic)
+    if data.get("Type") == "SubscriptionConfirmation":
+        confirm_subscription(data, fetch, topic)
+        return 200, "subscribed"
+    if data.get("Type") != "Notification":
+        return 200, "accepted"  # UnsubscribeConfirmation: nothing to do
+    return 200, _apply("ses", parse_ses(data))
 
 
 def handle_feedback_webhook(
-    provider: str, secret: str, body: bytes, *, authorization: str | None, fetch: Fetch
+    provider: str,
+    body: bytes,
+    *,
+    secret: str | None,
+    topic: str | None,
+    authorization: str | None,
+    fetch: Fetch,
 ) -> tuple[int, str]:
-    """Verify and act on one webhook call: (HTTP status, result word)."""
+    """Verify and act on one webhook call: (HTTP status, result word). `secret` is
+    NURTURE_MAIL_WEBHOOK_SECRET, `topic` NURTURE_SES_TOPIC_ARN."""
     at = now()
     try:
         if provider == "postmark":
-            verify_postmark(secret, authorization)
+            verify_postmark(_needs(secret, "NURTURE_MAIL_WEBHOOK_SECRET"), authorization)
             return 200, _apply(provider, parse_postmark(_json(body)))
         try:
             data = _json(body)
         except BadPayload:
             raise Refused("no signed JSON body") from None
         if provider == "mailgun":
-            token = verify_mailgun(secret, data, at)
+            token = verify_mailgun(_needs(secret, "NURTURE_MAIL_WEBHOOK_SECRET"), data, at)
             return 200, _apply(provider, parse_mailgun(data), token)
-        verify_sns(data, fetch, at)
-        if data.get("Type") == "SubscriptionConfirmation":
-            if not is_sns_url(data.get("SubscribeURL")):
-                raise Refused("subscription link not on an SNS host")
-            fetch(str(data["SubscribeURL"]))
-            return 200, "subscribed"
-        if data.get("Type") != "Notification":
-            return 200, "ignored"
-        return 200, _apply(provider, parse_ses(data))
+        return _ses(data, _needs(topic, "NURTURE_SES_TOPIC_ARN"), fetch, at)
     except Refused as exc:
         log.warning("mail webhook from %s refused: %s", provider, exc)
         return 401, "unverified"

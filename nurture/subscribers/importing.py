@@ -90,52 +90,118 @@ class ImportResult:
         return self.refused.get(FORGOTTEN, 0)
 
 
-class _CountingLines:
-    """Lines of a binary file as text, counting bytes read for a progress bar."""
+NOT_UTF8 = 'not UTF-8 text (in a spreadsheet, save the file as "CSV UTF-8")'
+FIELD_LIMIT_ERROR = "field larger than field limit"  # csv.Error's words for it
+
+
+class _Lines:
+    """The file's lines, as text, for csv.reader, keeping what the reader cannot tell: the
+    real line number (csv's line_num stops short when a line fails to decode, and counts
+    nothing we skip ourselves), the lines of the row being read, whether one of them was
+    not UTF-8, and bytes read for the progress bar."""
 
     def __init__(self, f: IO[bytes], progress: Progress | None) -> None:
         self.f = f
         self.progress = progress
+        self.line = 0
+        self.row: list[str] = []
+        self.not_utf8 = False
+
+    def next_row(self) -> int:
+        """Forget the last row; returns the line the next one starts on."""
+        self.row, self.not_utf8 = [], False
+        return self.line + 1
 
     def __iter__(self) -> Iterator[str]:
-        first = True
-        for raw in self.f:
-            if self.progress:
-                self.progress(len(raw))
-            text = raw.decode("utf-8-sig" if first else "utf-8")
-            first = False
-            yield text
+        return self
+
+    def __next__(self) -> str:
+        raw = next(self.f)
+        self.line += 1
+        if self.progress:
+            self.progress(len(raw))
+        codec = "utf-8-sig" if self.line == 1 else "utf-8"
+        try:
+            text = raw.decode(codec)
+        except UnicodeDecodeError:
+            # Decoded anyway, so the reader keeps its place: an exception here would end
+            # the reading of the file, silently, at this line. The row is refused instead.
+            text, self.not_utf8 = raw.decode(codec, "replace"), True
+        self.row.append(text)
+        return text
+
+
+def _inside_quotes(text: str, dialect: Any, inside: bool = False) -> bool:
+    """Whether csv's reader would still be inside a quoted field at the end of `text`
+    (the rules of _csv.c, not strict: a quote opens a field only where the field starts,
+    and a doubled quote inside one is a quote)."""
+    quote, delimiter = dialect.quotechar, dialect.delimiter
+    start, closed = not inside, False
+    for ch in text:
+        if inside:
+            inside, closed = ch != quote, ch == quote
+        elif closed and ch == quote:
+            inside, closed = True, False
+        else:
+            inside, closed = start and ch == quote, False
+            start = ch in (delimiter, "\r", "\n")
+    return inside
+
+
+def _unreadable(exc: csv.Error, reader: Any, lines: _Lines) -> str:
+    if FIELD_LIMIT_ERROR not in str(exc):
+        return f"unreadable row ({exc})"
+    # The reader gave up inside the long field and starts again at the next line. When that
+    # line is still inside the field's quotes, what follows is the field, not rows: skip to
+    # the line its quotes close on.
+    inside = _inside_quotes("".join(lines.row), reader.dialect)
+    while inside:
+        try:
+            inside = _inside_quotes(next(lines), reader.dialect, inside=True)
+        except StopIteration:
+            break
+    return f"a field is longer than {csv.field_size_limit()} characters"
+
+
+def _header(path: Path, reader: Any, lines: _Lines) -> dict[str, int]:
+    lines.next_row()
+    try:
+        header = [h.strip().lower() for h in next(reader)]
+    except StopIteration:
+        raise NurtureError(f"{path}: the file is empty") from None
+    except csv.Error as exc:
+        raise NurtureError(f"{path}:1: unreadable header ({exc})") from None
+    if lines.not_utf8:
+        raise NurtureError(f"{path}:1: {NOT_UTF8}")
+    if "email" not in header:
+        raise NurtureError(f"{path}:1: no 'email' column (columns: {', '.join(COLUMNS)})")
+    return {name: header.index(name) for name in COLUMNS if name in header}
 
 
 def _rows(path: Path, progress: Progress | None = None) -> Iterator[tuple[int, Row | str]]:
-    """(line, Row) for a good row, (line, problem) for a bad one."""
+    """(line, Row) for a good row, (line, problem) for a bad one; a row's line is the one
+    it starts on, as an editor shows it."""
     try:
         f = path.open("rb")
     except OSError as exc:
         raise NurtureError(f"{path}: {exc.strerror}") from None
     with f:
-        reader = csv.reader(_CountingLines(f, progress))
-        try:
-            header = [h.strip().lower() for h in next(reader)]
-        except StopIteration:
-            raise NurtureError(f"{path}: the file is empty") from None
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise NurtureError(f"{path}:1: unreadable header ({exc})") from None
-        if "email" not in header:
-            raise NurtureError(f"{path}:1: no 'email' column (columns: {', '.join(COLUMNS)})")
-        index = {name: header.index(name) for name in COLUMNS if name in header}
+        lines = _Lines(f, progress)
+        reader = csv.reader(lines)
+        index = _header(path, reader, lines)
         while True:
+            line = lines.next_row()
             try:
                 cells = next(reader)
             except StopIteration:
                 return
-            except (UnicodeDecodeError, csv.Error) as exc:
-                yield reader.line_num, f"unreadable row ({type(exc).__name__})"
+            except csv.Error as exc:
+                yield line, _unreadable(exc, reader, lines)
                 continue
-            line = reader.line_num
-            if not any(c.strip() for c in cells):
-                continue  # blank line
-            yield line, _check_row(line, cells, index)
+            if lines.not_utf8:
+                yield line, NOT_UTF8
+            elif any(c.strip() for c in cells):  # else a blank line
+                yield line, _check_row(line, cells, index)
 
 
 def _check_row(line: int, cells: list[str], index: dict[str, int]) -> Row | str:

@@ -200,19 +200,20 @@ def booking_webhook() -> Response | tuple[Response, int]:
     return jsonify({"result": outcome.name.lower()}), outcome.value
 
 
-MAIL_PROVIDERS = {"postmark", "mailgun", "ses"}
-
-
 @bp.post("/webhooks/mail/<provider>")
 def mail_webhook(provider: str) -> tuple[Response, int]:
-    """Bounces and complaints from the mail provider (nurture/feedback/webhooks.py)."""
-    secret = current().settings.mail_webhook_secret
-    if secret is None or provider not in MAIL_PROVIDERS:
+    """Bounces and complaints from the mail provider (nurture/feedback/webhooks.py). A
+    provider not switched on (NURTURE_MAIL_WEBHOOK_PROVIDERS, or its setting unset) is 404,
+    as if the route did not exist."""
+    settings = current().settings
+    if provider not in settings.mail_webhooks:
         raise HTTPNotFound()
+    secret = settings.mail_webhook_secret
     status, result = feedback_webhooks.handle_feedback_webhook(
         provider,
-        secret.get_secret_value(),
         request.get_data(cache=False),
+        secret=secret.get_secret_value() if secret is not None else None,
+        topic=settings.ses_topic_arn,
         authorization=request.headers.get("Authorization"),
         fetch=current_app.config.get("SNS_FETCH") or feedback_webhooks.fetch_https,
     )

@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "nurture.cli.reports",
     "nurture.cli.inbox",
     "nurture.cli.events",
+    "nurture.cli.doctor",
 ]
 
 

@@ -51,7 +51,7 @@ def sender_addresses(s: Session) -> list[str]:
 
 def run_doctor(settings: Settings, probe: Probe, senders: list[str]) -> list[Finding]:
     relay = relay_of(settings.mail_url)
-    findings = _domain_checks(settings, probe, senders, relay)
+    findings = domain_checks(settings, probe, senders, relay)
     findings.append(
         no_relay(settings.mail_url)
         if relay is None
@@ -63,7 +63,7 @@ def run_doctor(settings: Settings, probe: Probe, senders: list[str]) -> list[Fin
     return findings
 
 
-def _domain_checks(
+def domain_checks(
     settings: Settings, probe: Probe, senders: list[str], relay: Relay | None
 ) -> list[Finding]:
     if not senders:
@@ -74,8 +74,9 @@ def _domain_checks(
     findings = [key] if isinstance(key, Finding) else []
     addresses = _relay_addresses(probe.lookup, relay)
     spf: dict[str, SpfCheck] = {}
-    for sender in senders:
-        domain = domain_of(sender)
+    # One set of lines per domain, however many sequences (and addresses) send from it.
+    first = {domain_of(sender): sender for sender in reversed(senders)}
+    for domain, sender in sorted(first.items()):
         envelope = settings.bounce_address or sender
         envelope_domain = domain_of(envelope)
         if envelope_domain not in spf:

@@ -128,8 +128,12 @@ def _untrusted(relay: Relay, exc: ssl.SSLCertVerificationError) -> str:
 
 
 def _unreachable(relay: Relay, exc: Exception, timeout: float) -> str:
-    if isinstance(exc, TimeoutError):
+    # smtplib reports a timeout while reading the greeting as a disconnection.
+    timed_out = isinstance(exc, smtplib.SMTPServerDisconnected) and "timed out" in str(exc)
+    if isinstance(exc, TimeoutError) or timed_out:
         reason = f"it did not answer within {timeout:g} s"
+    elif isinstance(exc, smtplib.SMTPServerDisconnected):
+        reason = "it closed the connection"
     elif isinstance(exc, ConnectionRefusedError):
         reason = "the connection was refused"
     elif isinstance(exc, smtplib.SMTPResponseException):

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import dns.exception
 import dns.resolver
 
+from nurture.errors import NurtureError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -27,7 +29,13 @@ def resolver_for(nameserver: str | None, timeout: float) -> dns.resolver.Resolve
     """The system's resolver, or one asking only `nameserver` ("192.0.2.53", "ns:5353",
     "[2001:db8::53]:53"); every query gives up after `timeout` seconds."""
     if nameserver is None:
-        resolver = dns.resolver.Resolver()
+        try:
+            resolver = dns.resolver.Resolver()
+        except dns.resolver.NoResolverConfiguration:
+            raise NurtureError(
+                "this machine has no DNS resolver set up (/etc/resolv.conf): name one with "
+                "--nameserver, e.g. --nameserver 1.1.1.1"
+            ) from None
     else:
         host, port = _host_port(nameserver)
         resolver = dns.resolver.Resolver(configure=False)

@@ -68,12 +68,14 @@ class SMTPServer:
         refuse: Callable[[str], int | None] | None = None,
         *,
         smtputf8: bool = False,
+        **tls: Any,
     ) -> None:
         self.port = free_port()
         self.handler = _Collector(delay, refuse)
-        # smtputf8: offer SMTPUTF8 (RFC 6531), as most large mail systems do.
+        # smtputf8: offer SMTPUTF8 (RFC 6531), as most large mail systems do. tls: aiosmtpd's
+        # tls_context= (offer STARTTLS) or ssl_context= (TLS from the start, smtps).
         self.controller = Controller(
-            self.handler, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=smtputf8
+            self.handler, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=smtputf8, **tls
         )
 
     @property

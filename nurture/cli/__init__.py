@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "nurture.cli.inbox",
     "nurture.cli.events",
     "nurture.cli.keys",
+    "nurture.cli.doctor",
 ]
 
 

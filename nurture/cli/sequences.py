@@ -13,7 +13,7 @@ from nurture.articles.services import missing_sources
 from nurture.cli.output import emit, is_terminal, json_option, say
 from nurture.db import reading, transaction
 from nurture.sequences.archive import archive
-from nurture.sequences.editing import apply_spec, plan_edit
+from nurture.sequences.editing import apply_plan, plan_edit
 from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.sequences.schedule import format_delay
 from nurture.sequences.services import get_sequence, live_steps, resume, set_status
@@ -56,8 +56,13 @@ def apply(path: Path, dry_run: bool, as_json: bool) -> None:
             plans = [plan_edit(s, spec) for _, spec in specs]
             unknown = _unknown_sources(s, specs)
     else:
+        # Planned while reading, applied under the write lock: on SQLite, signups and sends
+        # never wait for the planning (nurture/sequences/editing.py).
+        with reading() as s:
+            plans = [plan_edit(s, spec) for _, spec in specs]
         with transaction() as s:
-            plans = [apply_spec(s, spec, folder) for folder, spec in specs]
+            for (folder, spec), plan in zip(specs, plans, strict=True):
+                apply_plan(s, spec, plan, folder)
             unknown = _unknown_sources(s, specs)
     if as_json:
         click.echo(json.dumps([p.as_dict() for p in plans], indent=2))

@@ -16,6 +16,12 @@ When a subscriber's last sent step is itself removed, a step added in its slot c
 passed: it usually replaces what they already read. Planning reads the database but writes
 nothing, so `--dry-run` shows exactly what applying would do.
 
+Planning is the slow part (every reader placed, in Python), so `sequences apply` plans in a
+reading transaction and only applies under the write lock: on SQLite nobody waits for the
+planning. What changed in between (a send, a claim, a pause, a new reader) is placed again
+under the lock, from its fresh row (`_replace_changed`): a plan never writes from a stale
+row.
+
 How the planner places people: every step of the new order gets a `Slot` in the old order
 (a kept step its own rank, an added step the gap after the kept step before it), and every
 reader gets the slot they have reached. What lies at or before the reader's slot is behind
@@ -27,7 +33,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -78,6 +84,10 @@ class EditPlan:
     quiet_moved: int = 0  # unclaimed sends moved off a (new) quiet day
     enrollment_changes: list[EnrollmentChange] = field(default_factory=list)
     cancel_delivery_ids: list[int] = field(default_factory=list)
+    # What the plan was made from, for applying it later: every reader's row as read, and
+    # what places a reader (None for a new sequence, or when nothing moves people).
+    seen: dict[int, tuple[Any, ...]] = field(default_factory=dict, repr=False)
+    context: _Edit | None = field(default=None, repr=False)
 
     @property
     def unchanged(self) -> bool:
@@ -313,6 +323,8 @@ class _Edit:
     old_rank: dict[str, int]
     slots: dict[str, Slot]
     key_of: dict[int, str]  # step id: key, removed steps too
+    removed_ids: set[int]  # the removed steps' ids
+    revived: dict[int, str]  # step id: key of added steps that existed before (removed once)
     # The sequence as the edit leaves it (settings only), for due times and the window.
     preview: Sequence
     quiet_changed: bool
@@ -338,6 +350,8 @@ def _edit_context(
         old_rank=old_rank,
         slots=step_slots(new_keys, old_rank),
         key_of={st.id: st.key for st in all_steps.values()},
+        removed_ids={all_steps[k].id for k in plan.removed},
+        revived={all_steps[k].id: k for k in plan.added if k in all_steps},
         preview=preview,
         quiet_changed=seq.config.quiet_days != preview.config.quiet_days,
     )
@@ -348,13 +362,37 @@ def _plan_enrollments(
 ) -> None:
     edit = _edit_context(seq, plan, spec, all_steps)
     claims = _claims(s, seq.id)
-    plan.cancel_delivery_ids = claims_to_cancel(claims, {all_steps[k].id for k in plan.removed})
-    had = _sent_before(s, {all_steps[k].id: k for k in plan.added if k in all_steps})
+    plan.cancel_delivery_ids = claims_to_cancel(claims, edit.removed_ids)
+    had = _sent_before(s, edit.revived)
     for row in _readers(s, seq.id):
+        plan.seen[row.id] = tuple(row)
         _plan_reader(edit, row, claims.get(row.id), had.get(row.id, set()))
     plan.receivers = {k: edit.receivers[k] for k in plan.added}
     plan.cancelled = {k: edit.cancelled[k] for k in plan.removed}
     plan.retimed = dict(edit.retimed)
+    plan.context = edit
+
+
+def _replace_changed(s: Session, sequence_id: int, plan: EditPlan) -> None:
+    """Under the write lock, before applying: every reader whose row is not as it was when
+    the plan was made (or who enrolled since) is placed again from their row as it is now.
+    The plan's counts stay those shown when it was made."""
+    edit = plan.context
+    if edit is None:
+        return
+    fresh = {row.id: row for row in _readers(s, sequence_id)}
+    changed = {i for i, row in fresh.items() if plan.seen.get(i) != tuple(row)}
+    if not changed:
+        return
+    plan.enrollment_changes = [c for c in plan.enrollment_changes if c.enrollment_id not in changed]
+    claims = {i: c for i, c in _claims(s, sequence_id).items() if i in changed}
+    plan.cancel_delivery_ids += claims_to_cancel(claims, edit.removed_ids)
+    had = _sent_before(s, edit.revived)
+    counts = (plan.completed, plan.quiet_moved)
+    scratch = replace(edit, receivers=Counter(), cancelled=Counter(), retimed=Counter())
+    for i in sorted(changed):
+        _plan_reader(scratch, fresh[i], claims.get(i), had.get(i, set()))
+    plan.completed, plan.quiet_moved = counts
 
 
 def _claims(s: Session, sequence_id: int) -> dict[int, tuple[int, int]]:
@@ -472,8 +510,10 @@ def apply_spec(s: Session, spec: SequenceSpec, source: Path | None = None) -> Ed
 
 
 def apply_plan(s: Session, spec: SequenceSpec, plan: EditPlan, source: Path | None = None) -> None:
-    """Write the steps, then move the enrollments as the plan says. Nothing else is read."""
+    """Write the steps, then move the enrollments as the plan says, placing again whoever
+    changed since it was made (the plan may come from an earlier, reading transaction)."""
     seq = _save_sequence(s, spec, source)
+    _replace_changed(s, seq.id, plan)
     t = now()
     steps = _save_steps(s, seq, spec.steps, plan.removed, t)
     _cancel_deliveries(s, plan.cancel_delivery_ids)

@@ -25,7 +25,7 @@ def _slower_step_two(tmp_path: Path) -> Path:
     folder = tmp_path / "quick"
     shutil.copytree(FIXTURES / "sequences" / "quick", folder)
     spec = folder / "sequence.yaml"
-    text = spec.read_text().replace('{key: two, delay: 1m', '{key: two, delay: 3m')
+    text = spec.read_text().replace("{key: two, delay: 1m", "{key: two, delay: 3m")
     spec.write_text(text)
     return folder
 

@@ -5,14 +5,24 @@
     CSV import           100,000 rows, time and peak memory
     signup timing        new against known addresses: the answer must not tell them apart
     slow clients         clients trickling their headers: how many until /healthz starves
+    embedded             `nurture run` on SQLite: a long import under signups; keep-alive
+    key rotation         `nurture keys rotate` on 100,000 readers while a worker sends
 
 Each also runs alone: python -m bench.throughput | bench.signup_load | bench.csv_import |
-bench.signup_timing | bench.slow_clients.
+bench.signup_timing | bench.slow_clients | bench.embedded | bench.rotate.
 """
 
 import sys
 
-from bench import csv_import, signup_load, signup_timing, slow_clients, throughput
+from bench import (
+    csv_import,
+    embedded,
+    rotate,
+    signup_load,
+    signup_timing,
+    slow_clients,
+    throughput,
+)
 
 for title, run in (
     ("sending throughput", throughput.main),
@@ -20,6 +30,8 @@ for title, run in (
     ("CSV import", csv_import.main),
     ("signup timing", signup_timing.main),
     ("slow clients", slow_clients.main),
+    ("embedded", embedded.main),
+    ("key rotation", rotate.main),
 ):
     print(f"\n=== {title} ===", flush=True)
     saved = sys.argv

@@ -11,12 +11,21 @@ Three kinds:
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo
 
 from nurture.context import current
 from nurture.interfaces import Clock
 
-__all__ = ["Clock", "FrozenClock", "ScaledClock", "SystemClock", "clock_for", "now"]
+__all__ = [
+    "Clock",
+    "FrozenClock",
+    "ScaledClock",
+    "SystemClock",
+    "clock_for",
+    "now",
+    "practice_zone",
+]
 
 
 class SystemClock:
@@ -76,3 +85,13 @@ def clock_for(spec: str | None) -> Clock:
 def now() -> datetime:
     """Now, by the clock of the current runtime (see nurture.context)."""
     return current().clock.now()
+
+
+def practice_zone() -> tzinfo:
+    """The practice's zone (NURTURE_TIMEZONE), in which people are shown times; unset, the
+    machine's local zone, so a practice that never set it still sees its own clock."""
+    name = current().settings.timezone
+    if name:
+        return ZoneInfo(name)
+    local = datetime.now().astimezone().tzinfo
+    return local if local is not None else UTC

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     data_key: SecretStr | None = None
     data_key_previous: SecretStr | None = None  # comma-separated older keys, while rotating
     pending_days: int = Field(default=30, ge=1, le=3650)
+    # The practice's own zone: every time the CLI and the dashboard show is in it, zone named.
+    # Unset: the machine's local zone (clock.practice_zone).
+    timezone: str | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -128,6 +131,19 @@ class Settings(BaseSettings):
         if url.get_backend_name() not in {"sqlite", "postgresql"}:
             raise ValueError("only sqlite:// and postgresql:// databases are supported")
         return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v.strip())
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not a time zone name (e.g. America/New_York, Europe/Paris)") from None
+        return v.strip()
 
     @field_validator("broker_url")
     @classmethod

@@ -91,6 +91,7 @@ def test_a_line_break_in_a_name_injects_no_header(settings_env: dict[str, str]) 
         ("NURTURE_BROKER_URL", "kafka://x", "NURTURE_BROKER_URL"),
         ("NURTURE_BASE_URL", "localhost:8000", "NURTURE_BASE_URL"),
         ("NURTURE_ENV", "staging", "NURTURE_ENV"),
+        ("NURTURE_TIMEZONE", "Mars/Olympus", "NURTURE_TIMEZONE"),
     ],
 )
 def test_bad_settings_name_the_variable(

@@ -53,6 +53,8 @@ CONTRACT_SETTINGS = frozenset(
         # Provider webhooks one by one, SES by its topic (issue 19).
         "NURTURE_SES_TOPIC_ARN",
         "NURTURE_MAIL_WEBHOOK_PROVIDERS",
+        # The practice's zone, for times people are shown (issue 21).
+        "NURTURE_TIMEZONE",
     }
 )
 NURTURE_ROLES = ("migrate", "web", "worker", "beat")

@@ -29,14 +29,20 @@ from nurture.cli.output import (
 from nurture.clock import now, practice_zone
 from nurture.db import reading, transaction
 from nurture.errors import NurtureError
+from nurture.mail.backends import MailError
 from nurture.sequences.archive import require_open
 from nurture.sequences.models import SequenceStatus
 from nurture.sequences.services import get_sequence
-from nurture.subscribers import holding, importing
+from nurture.subscribers import confirmation, holding, importing, moving
 from nurture.subscribers.addresses import get_subscriber
 from nurture.subscribers.operator import Asked, Outcome, add_one, skipped_message
 from nurture.subscribers.privacy import EXPORT_FIELDS, export_rows, forget_person, spreadsheet_safe
-from nurture.subscribers.queries import STATUSES, list_subscribers, subscriber_history
+from nurture.subscribers.queries import (
+    STATUSES,
+    consent_proof,
+    list_subscribers,
+    subscriber_history,
+)
 from nurture.subscribers.retention import purge
 from nurture.subscribers.unsubscribe import unsubscribe_by_email
 
@@ -47,7 +53,7 @@ def register(cli: click.Group) -> None:
 
 @click.group()
 def subscribers() -> None:
-    """Add, import, inspect, export, unsubscribe and forget subscribers.
+    """Add, import, move, inspect, export, unsubscribe and forget subscribers.
 
     Example: nurture subscribers list --sequence partner-refuses-therapy --status active
     """
@@ -398,6 +404,117 @@ def resume_(email: str, slug: str | None) -> None:
     with transaction() as s:
         n = holding.resume(s, get_subscriber(s, email), slug, by="cli")
     click.echo(f"resumed {n} sequence(s)" if n else "nothing to resume: no paused sequence")
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@click.option("--sequence", "slug", required=True, help="The sequence to take them out of.")
+def remove_(email: str, slug: str) -> None:
+    """Take someone out of one sequence: its queued emails are cancelled, nothing more of it
+    is sent. They stay subscribed, and their other sequences go on (to stop everything, use
+    `unsubscribe`). `add` puts them back later, with the steps they have not had.
+
+    Example: nurture subscribers remove ann@example.com --sequence partner-refuses-therapy
+    """
+    with transaction() as s:
+        ended = moving.remove(s, get_subscriber(s, email), get_sequence(s, slug), by="cli")
+    if ended is None:
+        say(f"removed from {slug}; their other sequences go on")
+    else:
+        say(f"nothing to remove: their place in {slug} already ended ({ended})")
+
+
+@subscribers.command("move")
+@click.argument("email")
+@click.option("--from", "source", required=True, help="The sequence they are in now.")
+@click.option("--to", "target", required=True, help="The sequence to move them to.")
+def move_(email: str, source: str, target: str) -> None:
+    """Move someone from one sequence to another: the first ends (its queued emails are
+    cancelled), the second starts from its first step, in their send window. Their consent
+    to it is recorded as held by you; someone who had not confirmed the first stays waiting
+    for their yes. People who left or booked are never moved.
+
+    Example: nurture subscribers move ann@example.com --from first-steps --to after-leaving
+    """
+    with transaction() as s:
+        moved = moving.move(
+            s, get_subscriber(s, email), get_sequence(s, source), get_sequence(s, target)
+        )
+    if moved.started and moved.first_due is not None:
+        zone, t = practice_zone(), now()
+        when = "now" if moved.first_due <= t else local_time(moved.first_due, zone)
+        say(
+            f"moved from {source} to {target}; its first email goes {when} "
+            f"({zone_name(zone, t)} time)"
+        )
+    elif moved.started:
+        say(f"moved from {source} to {target}; it has no email left for them")
+    else:
+        say(
+            f"moved from {source} to {target}; they have not confirmed yet, so nothing is sent "
+            f"until they do (`subscribers resend-confirmation EMAIL --sequence {target}`)"
+        )
+
+
+@subscribers.command("resend-confirmation")
+@click.argument("email")
+@click.option(
+    "--sequence", "slug", help="The sequence waiting for their yes (needed if several are)."
+)
+def resend_confirmation(email: str, slug: str | None) -> None:
+    """Send the confirmation email again to someone who has not confirmed. An address gets
+    at most three confirmation emails a day, however they are asked for.
+
+    Example: nurture subscribers resend-confirmation ann@example.com --sequence first-steps
+    """
+    try:
+        asked = confirmation.ask_again(email, slug)
+    except MailError as exc:
+        raise NurtureError(f"not sent: {exc}; run this again to retry") from None
+    if asked.limit_until is not None:
+        zone = practice_zone()
+        raise NurtureError(
+            f"not sent: this address already had {confirmation.CONFIRMATIONS_PER_DAY} "
+            "confirmation emails in the last 24 hours, the most it gets; another may go from "
+            f"{local_time(asked.limit_until, zone)} ({zone_name(zone, asked.limit_until)} time)"
+        )
+    if not asked.sent:
+        raise NurtureError("not sent: their signup no longer waits for a confirmation")
+    say(f"confirmation email sent for {asked.slug}: the sequence starts when they confirm")
+
+
+@subscribers.command("consent")
+@click.argument("email")
+@json_option
+def consent_(email: str, as_json: bool) -> None:
+    """Show the proof of someone's consent: for each sequence, when they agreed, the exact
+    words they agreed to, how they came (the form, an import, an operator) and from which
+    page, and when they confirmed.
+
+    Example: nurture subscribers consent ann@example.com --json
+    """
+    with reading() as s:
+        proof = consent_proof(s, email)
+    if as_json:
+        print_json(proof)
+        return
+    zone = practice_zone()
+    say(f"{proof['email']} ({proof['status']}): {len(proof['consents'])} consent(s)")
+    for c in proof["consents"]:
+        given = datetime.fromisoformat(c["given_at"])
+        where = {
+            "form": f"the signup form{' on ' + c['page'] if c['page'] else ''}",
+            "import": "an import by the operator",
+            "operator": "added by the operator",
+        }.get(c["how"], c["how"])
+        confirmed = c["confirmed_at"]
+        said_yes = (
+            local_time(datetime.fromisoformat(confirmed), zone) if confirmed else "not confirmed"
+        )
+        say(f"\n{c['sequence'] or '(sequence deleted)'}: came by {where}")
+        say(f"  agreed     {local_time(given, zone)} ({zone_name(zone, given)} time)")
+        say(f"  confirmed  {said_yes}")
+        say(f"  words      ({c['version']}) {c['text']}")
 
 
 @subscribers.command("forget")

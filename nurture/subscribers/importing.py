@@ -462,9 +462,9 @@ class _Import:
     def _known(self, s: Session, seq: Sequence, row: Row) -> None:
         sub = find_subscriber(s, row.email)
         if self.dry_run:
-            added = decide(s, row.email, sub, seq, self.confirmed) or self._would_add(
-                s, seq, row, sub
-            )
+            added = decide(
+                s, row.email, sub, seq, self.confirmed, put_back=False
+            ) or self._would_add(s, seq, row, sub)
         else:
             added = add_by_operator(
                 s,
@@ -478,6 +478,7 @@ class _Import:
                 consent_version=IMPORT_CONSENT_VERSION,
                 waiting=False,
                 update_name=False,  # a differing name is this method's to report (below)
+                put_back=False,
             )
         if added.outcome == Outcome.SKIPPED:
             self.result.refuse(row.line, added.reason or "skipped")

@@ -82,12 +82,14 @@ def add_by_operator(
     consent_version: str = CLI_CONSENT_VERSION,
     waiting: bool = True,
     update_name: bool = True,
+    put_back: bool = True,
 ) -> OperatorAdd:
     """Add one person as the consent rules allow. Raises NurtureError for a bad address.
-    waiting and update_name: as add_subscriber takes them."""
+    waiting and update_name: as add_subscriber takes them. put_back=False (imports) leaves
+    out of the sequence someone an operator took out of it (`subscribers remove`)."""
     address = normalize_email(email)
     sub = find_subscriber(s, address)
-    decided = decide(s, address, sub, seq, confirmed)
+    decided = decide(s, address, sub, seq, confirmed, put_back=put_back)
     if decided is not None:
         return decided
     sub = add_subscriber(
@@ -117,7 +119,13 @@ def add_by_operator(
 
 
 def decide(
-    s: Session, address: str, sub: Subscriber | None, seq: Sequence, confirmed: bool
+    s: Session,
+    address: str,
+    sub: Subscriber | None,
+    seq: Sequence,
+    confirmed: bool,
+    *,
+    put_back: bool = True,
 ) -> OperatorAdd | None:
     """What the consent rules say of adding this (normalised) address, reading only: SKIPPED
     (with the reason) or ALREADY, else None: they may be added. An import's --dry-run asks
@@ -125,11 +133,11 @@ def decide(
     reason = refusal(s, address, sub)
     if reason is not None:
         return OperatorAdd(Outcome.SKIPPED, reason)
-    return _already_enrolled(s, sub, seq, confirmed) if sub is not None else None
+    return _already_enrolled(s, sub, seq, confirmed, put_back) if sub is not None else None
 
 
 def _already_enrolled(
-    s: Session, sub: Subscriber, seq: Sequence, confirmed: bool
+    s: Session, sub: Subscriber, seq: Sequence, confirmed: bool, put_back: bool
 ) -> OperatorAdd | None:
     """ALREADY when this person has a place in the sequence, else None (add them)."""
     enrollment = s.scalar(
@@ -138,6 +146,10 @@ def _already_enrolled(
         )
     )
     if enrollment is None:
+        return None
+    if enrollment.status == EnrollmentStatus.CANCELLED and put_back:
+        # Taken out by an operator (remove, move): an operator may put them back, with the
+        # steps they have not had. An old list imported again may not.
         return None
     pending = enrollment.status == EnrollmentStatus.PENDING
     if pending and confirmed:

@@ -144,3 +144,26 @@ def _zone() -> str:
 
     zone = practice_zone()
     return str(getattr(zone, "key", None) or zone.tzname(None))
+
+
+def test_many_differing_names_are_listed_up_to_a_limit_then_counted(
+    quick_sequence: str, clock: FrozenClock, tmp_path: Path
+) -> None:
+    n = importing.MAX_REPORTED + 5
+    first = tmp_path / "a.csv"
+    first.write_text("email,first_name\n" + "".join(f"p{i}@example.com,Al\n" for i in range(n)))
+    _import(first)
+    second = tmp_path / "b.csv"
+    second.write_text("email,first_name\n" + "".join(f"p{i}@example.com,Bo\n" for i in range(n)))
+    _, out, _ = _import(second, "--dry-run")
+    lines = out.splitlines()
+    assert sum('name "Al" kept' in line for line in lines) == importing.MAX_REPORTED
+    assert "(and 5 more names differ)" in lines
+
+
+def test_a_paused_sequence_is_said(quick_sequence: str, clock: FrozenClock, tmp_path: Path) -> None:
+    assert run("sequences", "pause", "quick").code == 0
+    path = tmp_path / "p.csv"
+    path.write_text("email\nann@example.com\n")
+    _, out, _ = _import(path, "--confirmed", "--dry-run")
+    assert "the sequence is paused: nothing goes until `sequences resume`" in out

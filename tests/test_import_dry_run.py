@@ -120,11 +120,15 @@ def test_a_dry_run_over_several_chunks_counts_a_repeated_address_once(
 ) -> None:
     monkeypatch.setattr(importing, "CHUNK", 2)
     path = tmp_path / "p.csv"
-    path.write_text("email\na@example.com\nb@example.com\nc@example.com\na@example.com\n")
+    path.write_text(
+        "email,first_name\na@example.com,Al\nb@example.com,\nc@example.com,\na@example.com,Alf\n"
+    )
     _, dry, _ = _import(path, "--dry-run", "--confirmed")
     _, real, _ = _import(path, "--confirmed")
     assert dry.splitlines()[0] == "would " + real.splitlines()[0].replace("imported", "import")
     assert "3 new, 0 already known, 1 already enrolled" in real
+    assert dry.splitlines()[1:-1] == real.splitlines()[1:]
+    assert 'line 5: name "Al" kept; this row says "Alf"' in real
 
 
 def test_a_dry_run_names_first_sends_like_the_import(

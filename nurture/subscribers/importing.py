@@ -437,7 +437,9 @@ class _Import:
     result: ImportResult
     # A dry run writes nothing, so a later chunk would take an address an earlier one
     # "added" for new: it is remembered here instead, as the real import's rows would be.
-    planned: set[str] = field(default_factory=set)
+    # (address to the name its row gave; the steps, read once)
+    planned: dict[str, Row] = field(default_factory=dict)
+    steps: list[tuple[int, int]] | None = None  # (id, delay_seconds) of each live step
 
     def chunk(self, s: Session, rows: list[Row]) -> None:
         seq = s.get_one(Sequence, self.seq_id)
@@ -450,6 +452,9 @@ class _Import:
         for email, row in latest.items():
             if email in self.planned and email not in careful:
                 self.result.already += 1
+                held = self.planned[email].first_name
+                if held and row.first_name and held != row.first_name:
+                    self.result.name_differs(row.line, held, row.first_name, self.update_names)
             elif email in careful:
                 self._known(s, seq, row)
         if fresh and self.dry_run:
@@ -503,7 +508,7 @@ class _Import:
         steps they had, as start_enrollment does)."""
         due = None
         if self.confirmed:
-            steps = live_steps(s, seq.id)
+            steps = self._steps(s, seq)
             if sub is not None:
                 had = set(
                     s.scalars(
@@ -512,18 +517,23 @@ class _Import:
                         .where(Enrollment.subscriber_id == sub.id, Enrollment.sequence_id == seq.id)
                     )
                 )
-                steps = [st for st in steps if st.id not in had]
+                steps = [st for st in steps if st[0] not in had]
             tz = row.timezone or (sub.timezone if sub is not None else None)
             if steps:
-                due = first_send(seq, tz, now(), steps[0].delay_seconds, waiting=False)
+                due = first_send(seq, tz, now(), steps[0][1], waiting=False)
         return OperatorAdd(Outcome.ADDED, first_due=due)
 
+    def _steps(self, s: Session, seq: Sequence) -> list[tuple[int, int]]:
+        if self.steps is None:
+            self.steps = [(st.id, st.delay_seconds) for st in live_steps(s, seq.id)]
+        return self.steps
+
     def _plan_new(self, s: Session, seq: Sequence, rows: list[Row]) -> None:
-        self.planned.update(r.email for r in rows)
-        steps = live_steps(s, seq.id) if self.confirmed else []
+        self.planned.update((r.email, r) for r in rows)
+        steps = self._steps(s, seq) if self.confirmed else []
         for r in rows:
             if steps:
-                due = first_send(seq, r.timezone, now(), steps[0].delay_seconds, waiting=False)
+                due = first_send(seq, r.timezone, now(), steps[0][1], waiting=False)
                 self.result.first_sends[due] += 1
 
 

@@ -255,6 +255,8 @@ def find_columns(
         wanted = (chosen or {}).get(name)
         if wanted is not None:
             hits = [i for i, h in enumerate(names) if h.casefold() == wanted.strip().casefold()]
+            # Else the same words however spaced or punctuated ("e-mail1" for "E-mail 1").
+            hits = hits or [i for i, h in enumerate(names) if _key(h) == _key(wanted)]
             if not hits:
                 raise NurtureError(
                     f'{where}: no column "{wanted}" (--column {name}); '

@@ -277,8 +277,8 @@ def test_consent_shows_when_the_words_and_how_they_came(
     )
     assert imported["text"] == "Imported by the operator, who holds this person's consent."
     text = run("subscribers", "consent", "ann@example.com").out
-    assert f"quick: came by the signup form on {page}" in text
-    assert "other: came by an import by the operator" in text
+    assert f"quick: came through the signup form on {page}" in text
+    assert "other: came through an operator's import" in text
     assert "confirmed  not confirmed" in text
     assert form["text"] in text
     missing = run("subscribers", "consent", "zed@example.com")

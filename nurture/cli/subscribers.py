@@ -504,14 +504,14 @@ def consent_(email: str, as_json: bool) -> None:
         given = datetime.fromisoformat(c["given_at"])
         where = {
             "form": f"the signup form{' on ' + c['page'] if c['page'] else ''}",
-            "import": "an import by the operator",
-            "operator": "added by the operator",
+            "import": "an operator's import",
+            "operator": "an operator, who holds their consent",
         }.get(c["how"], c["how"])
         confirmed = c["confirmed_at"]
         said_yes = (
             local_time(datetime.fromisoformat(confirmed), zone) if confirmed else "not confirmed"
         )
-        say(f"\n{c['sequence'] or '(sequence deleted)'}: came by {where}")
+        say(f"\n{c['sequence'] or '(sequence deleted)'}: came through {where}")
         say(f"  agreed     {local_time(given, zone)} ({zone_name(zone, given)} time)")
         say(f"  confirmed  {said_yes}")
         say(f"  words      ({c['version']}) {c['text']}")

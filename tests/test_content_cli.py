@@ -34,8 +34,8 @@ def test_preview_prints_headers_and_text(applied: str, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "Subject: You are not the only one asking this" in result.output
     assert "List-Unsubscribe: <https://nurture.test/unsubscribe/" in result.output
-    assert "Hello," in result.output and "Book a free 15-minute consult:" in result.output
-    assert "Hello," in html.read_text() and "https://example.org/book" in html.read_text()
+    assert "Hi there," in result.output and "Book a free 15-minute consult:" in result.output
+    assert "Hi there," in html.read_text() and "https://example.org/book" in html.read_text()
 
 
 def test_preview_by_number_for_a_subscriber(applied: str) -> None:

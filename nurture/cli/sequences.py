@@ -50,7 +50,10 @@ def apply(path: Path, dry_run: bool, as_json: bool) -> None:
 
     Example: nurture sequences apply templates/sequences/partner-refuses-therapy --dry-run
     """
-    specs = load_path(path)
+    warnings: list[str] = []
+    specs = load_path(path, warnings)
+    for warning in warnings:  # said before the changes, so they are read with them
+        say(f"warning: {warning}", err=True)
     if dry_run:
         with reading() as s:  # planning only reads, and is rolled back
             plans = [plan_edit(s, spec) for _, spec in specs]

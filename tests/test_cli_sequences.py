@@ -414,3 +414,20 @@ def test_the_file_spec_extends_the_one_settings_model() -> None:
     # Declared once: the spec adds only what the database keeps outside `settings`.
     own = set(SequenceSpec.__annotations__) - {"model_config"}
     assert own == {"slug", "name", "steps"}
+
+
+def test_if_empty_applies_on_a_first_start_only(db: str, tmp_path: Path) -> None:
+    # `make run` on every restart used to publish whatever the folder held, edits half made.
+    folder = sequence_copy(tmp_path)
+    first = run("sequences", "apply", str(folder), "--if-empty")
+    assert first.code == 0, first.err
+    assert "now live:\n  quick: Quick test sequence [active], 4 steps, 0 people in it" in first.out
+    (folder / "two.md").write_text("Half a thought, {{ not finished")
+    set_steps(folder, QUICK_STEPS.replace('subject: "Step one"', 'subject: "Step 1, new"'))
+    before = dump(db)
+    again = run("sequences", "apply", str(folder), "--if-empty")
+    assert again.code == 0, again.err
+    assert f"sequences already live, so {folder} was not applied again" in again.out
+    assert "  quick: Quick test sequence [active], 4 steps" in again.out
+    assert dump(db) == before
+    assert run("sequences", "apply", str(folder)).code == 1  # without it, the edit is read

@@ -80,6 +80,8 @@ def test_embedded_run_delivers_the_first_step_to_outbox(tmp_path: Path) -> None:
         assert f"{here}/unsubscribe/" in message or f"{here}/confirm/" in message, eml.name
         assert "localhost:8000" not in message, eml.name
     assert b"you@example.com" not in log_bytes  # no PII in logs
+    # A dispatch pass every second, and not one line of it at info level.
+    assert b"Task nurture.dispatch" not in log_bytes and b"due task dispatch" not in log_bytes
     assert b"reader@example.com" not in log_bytes
     # Web, worker and beat inherit that it was said: once for the whole run, not five times.
     assert log_bytes.count(b"NURTURE_SECRET_KEY is not set") == 1, log_bytes.decode()[-3000:]

@@ -25,7 +25,10 @@ def test_make_run_installs_runtime_only_and_takes_a_port() -> None:
     installs = [line for line in out.splitlines() if "pip install" in line and " -e " in line]
     assert installs and all("[test]" not in line for line in installs), out
     assert "nurture run --host 127.0.0.1 --port 8123" in out
-    assert "nurture db upgrade" in out and "nurture sequences apply templates/sequences" in out
+    assert "nurture db upgrade" in out
+    # A restart never publishes edits half made: the default sequence goes in on a first start.
+    assert "nurture sequences apply templates/sequences --if-empty" in out
+    assert "test -f .env || test -f nurture.db || /tmp/nurture-make-n-venv/bin/nurture init" in out
 
 
 def test_make_test_still_installs_the_test_tools() -> None:

@@ -63,3 +63,16 @@ def test_send_test_is_marked_and_not_recorded(applied: str, outbox: list) -> Non
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     with transaction() as s:
         assert s.query(Delivery).count() == 0
+
+
+def test_send_test_says_which_file_it_wrote(
+    applied: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import reload_runtime
+
+    monkeypatch.setenv("NURTURE_MAIL_URL", f"file://{tmp_path}/outbox")
+    reload_runtime()
+    result = run("send-test", applied, "welcome", "--to", "me@example.org")
+    assert result.exit_code == 0, result.output
+    (eml,) = (tmp_path / "outbox").glob("*.eml")
+    assert result.output.rstrip().endswith(f"; written to {eml}"), result.output

@@ -14,6 +14,7 @@ from nurture.db import transaction
 from nurture.subscribers import importing
 from nurture.subscribers.models import Subscriber
 from tests.cli_helpers import dump, run
+from tests.test_operator_sequences import apply_copy
 
 
 def _names() -> dict[str, str | None]:
@@ -88,13 +89,7 @@ def test_update_names_takes_the_files_name_and_says_so(
 def test_another_sequences_import_does_not_rename_anyone(
     quick_sequence: str, clock: FrozenClock, tmp_path: Path
 ) -> None:
-    other = tmp_path / "seqs" / "other"
-    other.mkdir(parents=True)
-    src = Path(__file__).parent / "fixtures" / "sequences" / "quick"
-    for f in src.iterdir():
-        text = f.read_text().replace("slug: quick", "slug: other")
-        (other / f.name).write_text(text)
-    assert run("sequences", "apply", str(other)).code == 0
+    apply_copy(tmp_path, "other")
     first = tmp_path / "a.csv"
     first.write_text("email,first_name\nalex@example.com,Alex\n")
     assert _import(first)[0] == 0
@@ -171,3 +166,20 @@ def test_a_paused_sequence_is_said(quick_sequence: str, clock: FrozenClock, tmp_
     path.write_text("email\nann@example.com\n")
     _, out, _ = _import(path, "--confirmed", "--dry-run")
     assert "the sequence is paused: nothing goes until `sequences resume`" in out
+
+
+def test_a_known_persons_new_time_zone_is_said_at_its_line(
+    quick_sequence: str, clock: FrozenClock, tmp_path: Path, db: str
+) -> None:
+    apply_copy(tmp_path, "other")
+    first = tmp_path / "a.csv"
+    first.write_text("email,timezone\nann@example.com,Europe/Paris\n")
+    _import(first)
+    moved = tmp_path / "b.csv"
+    moved.write_text("email,timezone\nann@example.com,Europe/Berlin\n")
+    before = dump(db)
+    _, dry, _ = _import(moved, "--dry-run", slug="other")
+    assert 'line 2: time zone would change from "Europe/Paris" to "Europe/Berlin"' in dry
+    assert dump(db) == before
+    _, out, _ = _import(moved, slug="other")
+    assert 'line 2: time zone changed from "Europe/Paris" to "Europe/Berlin"' in out

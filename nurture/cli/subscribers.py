@@ -215,6 +215,8 @@ def import_lines(
     lines += result.lines()
     if result.skipped > len(result.skipped_lines):
         lines.append(f"(and {result.skipped - len(result.skipped_lines)} more skipped)")
+    if result.zones_changed > len(result.zone_lines):
+        lines.append(f"(and {result.zones_changed - len(result.zone_lines)} more time zones)")
     if result.names_differ > len(result.name_lines):
         lines.append(f"(and {result.names_differ - len(result.name_lines)} more names differ)")
     lines.append(first_emails(result, confirmed=confirmed, paused=paused))

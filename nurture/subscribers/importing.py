@@ -127,6 +127,8 @@ class ImportResult:
     name_lines: list[tuple[int, str]] = field(default_factory=list)
     names_differ: int = 0
     renamed: int = 0  # names taken from the file (update_names)
+    zone_lines: list[tuple[int, str]] = field(default_factory=list)
+    zones_changed: int = 0
     # When the first emails go: a count per due time (UTC). Empty without --confirmed.
     first_sends: Counter[datetime] = field(default_factory=Counter)
 
@@ -155,9 +157,19 @@ class ImportResult:
             note = f'name "{held}" kept; this row says "{given}" (--update-names takes it)'
         self.name_lines.append((line, f"line {line}: {note}"))
 
+    def zone_changes(self, line: int, held: str, given: str) -> None:
+        # Their later emails follow the new zone: said, as a name's change is.
+        self.zones_changed += 1
+        if len(self.zone_lines) < MAX_REPORTED:
+            change = "would change" if self.dry_run else "changed"
+            self.zone_lines.append(
+                (line, f'line {line}: time zone {change} from "{held}" to "{given}"')
+            )
+
     def lines(self) -> list[str]:
         """The rows worth a look, in the file's order."""
-        return [text for _, text in sorted(self.skipped_lines + self.name_lines)]
+        notes = self.skipped_lines + self.name_lines + self.zone_lines
+        return [text for _, text in sorted(notes)]
 
 
 NOT_UTF8 = 'not UTF-8 text (in a spreadsheet, save the file as "CSV UTF-8")'
@@ -468,6 +480,7 @@ class _Import:
 
     def _known(self, s: Session, seq: Sequence, row: Row) -> None:
         sub = find_subscriber(s, row.email)
+        zone = sub.timezone if sub is not None else None
         if self.dry_run:
             added = decide(
                 s, row.email, sub, seq, self.confirmed, put_back=False
@@ -494,6 +507,8 @@ class _Import:
             self.result.already += 1
         else:
             self.result.updated += 1
+            if zone and row.timezone and zone != row.timezone:
+                self.result.zone_changes(row.line, zone, row.timezone)
         if added.first_due is not None:
             self.result.first_sends[added.first_due] += 1
         held = sub.first_name if sub is not None else None

@@ -45,7 +45,6 @@ from nurture.sequences.schedule import is_valid_timezone
 from nurture.sequences.services import get_sequence, live_steps
 from nurture.subscribers.addresses import (
     email_index,
-    find_subscriber,
     normalize_email,
     person_columns,
     rename,
@@ -479,7 +478,8 @@ class _Import:
         s.flush()
 
     def _known(self, s: Session, seq: Sequence, row: Row) -> None:
-        sub = find_subscriber(s, row.email)
+        # row.email is normalised already (find_subscriber would validate it once more).
+        sub = s.scalar(select(Subscriber).where(Subscriber.email_index == email_index(row.email)))
         zone = sub.timezone if sub is not None else None
         if self.dry_run:
             added = decide(

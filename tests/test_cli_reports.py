@@ -8,12 +8,13 @@ import pytest
 from sqlalchemy import select
 
 from nurture.clock import FrozenClock
-from nurture.db import transaction
+from nurture.db import reading, transaction
 from nurture.delivery.dispatch import dispatch_once
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.delivery.sending import send_batch
-from nurture.events.models import Event
+from nurture.events.models import Event, EventKind
 from nurture.mail.backends import MemoryBackend, PermanentMailError
+from nurture.reports import activity, deliverability, stats
 from nurture.sequences.models import Step
 from tests.cli_helpers import drain, run
 from tests.conftest import reload_runtime
@@ -172,3 +173,44 @@ def test_deliveries_list_and_retry(quick_sequence: str, clock: FrozenClock, outb
     listed = {r["id"]: r["status"] for r in run("deliveries", "list", "--json").json()}
     assert listed == {ann_id: "sent", bob_id: "failed"}
     assert run("deliveries", "list", "--status", "bogus").code == 2
+
+
+def test_funnel_deliverability_and_activity_for_the_dashboard(
+    quick_sequence: str, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_new_york(monkeypatch)
+    add("ann@example.com", "bob@example.com", "cy@example.com")
+    add("dee@example.com", confirmed=False)  # still waiting to confirm
+    drain()
+    with transaction() as s:
+        s.add(Event(kind=EventKind.COMPLAINED))
+    run("subscribers", "booked", "bob@example.com")
+    with reading() as s:
+        (funnel,) = stats(s, "quick")
+        health = deliverability(s)
+        days = activity(s, days=3)
+    assert (funnel.signed_up, funnel.confirmed, funnel.waiting, funnel.booked) == (4, 3, 1, 1)
+    stages = [(st.name, st.count, st.of_previous, st.of_start) for st in funnel.stages()]
+    assert stages[:3] == [
+        ("signed up", 4, None, 1.0),
+        ("confirmed", 3, 0.75, 0.75),
+        ("one", 3, 1.0, 0.75),
+    ]
+    assert stages[-1] == ("booked", 1, None, 0.25)  # after "four", which nobody got yet
+    assert funnel.steps[0].clicked is None and not funnel.clicks_tracked
+    assert (health.sent, health.complained, health.hard_bounced, health.failed) == (3, 1, 0, 0)
+    assert health.complaint_rate == pytest.approx(1 / 3) and health.over_line(health.complaint_rate)
+    assert not health.over_line(health.bounce_rate)
+    assert [(d.day.isoformat(), d.signed_up, d.booked) for d in days] == [
+        ("2026-03-04", 0, 0),
+        ("2026-03-05", 0, 0),
+        ("2026-03-06", 4, 1),
+    ]
+    # Forgetting someone keeps them in the funnel's signed up and confirmed.
+    assert run("subscribers", "forget", "ann@example.com", "--yes").code == 0
+    with reading() as s:
+        (after,) = stats(s, "quick")
+    assert (after.signed_up, after.confirmed, after.waiting) == (4, 3, 1)
+    shown = run("stats", "quick", terminal=True).out
+    assert "confirmed (1 waiting)" in shown and "75%" in shown
+    assert "—" in shown and "clicks are not tracked" in shown

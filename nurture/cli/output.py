@@ -79,9 +79,8 @@ def zone_name(zone: tzinfo | None = None) -> str:
     return getattr(zone, "key", None) or datetime.now(zone).tzname() or "UTC"
 
 
-# How times are shown: to the minute, the hour of a schedule, a day of a schedule.
+# How times are shown: to the minute, or the day (of a schedule).
 MINUTE = "minute"
-HOUR = "hour"
 DAY = "day"
 
 
@@ -93,20 +92,15 @@ def when(
     named: bool = False,
 ) -> str:
     """The one way a time is shown to people: in the practice's zone (NURTURE_TIMEZONE),
-    "2026-12-04 10:00" (MINUTE), "Fri 4 Dec 10:00" (HOUR) or "Fri 4 Dec" (DAY); `named`
-    adds the zone, for a time in a sentence (a table names it once, in its caption)."""
+    "2026-12-04 10:00" (MINUTE) or "Fri 4 Dec" (DAY); `named` adds the zone, for a time in
+    a sentence (a table names it once, in its caption)."""
     if value is None:
         return ""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     zone = zone or practice_zone()
     local = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(zone)
-    if style == DAY:
-        text = f"{local:%a} {local.day} {local:%b}"
-    elif style == HOUR:
-        text = f"{local:%a} {local.day} {local:%b %H:%M}"
-    else:
-        text = f"{local:%Y-%m-%d %H:%M}"
+    text = f"{local:%a} {local.day} {local:%b}" if style == DAY else f"{local:%Y-%m-%d %H:%M}"
     return f"{text} {zone_name(zone)}" if named else text
 
 

@@ -12,7 +12,6 @@ from rich.text import Text
 
 from nurture.cli.output import (
     DAY,
-    HOUR,
     MINUTE,
     Cell,
     console,
@@ -81,18 +80,17 @@ def schedule_(within: str, as_json: bool) -> None:
     elif not planned.rows:
         console.print(Text(f"nothing to send within {within}", style="dim"))
     else:
+        held = any(_held_words(r.held, r.slot) for r in planned.rows)
         console.print(
             fitted(
-                ["when", "sequence", "step", "sends", "held back"],
+                ["when", "sequence", "step", "sends", *(["held back"] if held else [])],
                 [
                     [
-                        Cell((_slot_text(r),))
-                        if r.slot is not Slot.DAY
-                        else Cell.of(_slot_text(r)),
+                        _slot_cell(r),
                         Cell.of(r.sequence),
                         Cell.of(r.step),
                         Cell.of(r.count),
-                        Cell(_held_words(r.held, r.slot)),
+                        *([Cell(_held_words(r.held, r.slot))] if held else []),
                     ]
                     for r in planned.rows
                 ],
@@ -129,17 +127,19 @@ def _schedule_json(r: ScheduleRow) -> dict[str, Any]:
     }
 
 
-def _slot_text(r: ScheduleRow) -> str:
+def _slot_cell(r: ScheduleRow) -> Cell:
+    """ "Fri 4 Dec 09:00" (an hour), "Fri 4 Dec 09:00-10:45" (a day, its first and last
+    send): the date stays on one line, the time may go under it."""
     if r.slot is Slot.NOW:
-        return "now (overdue)"
+        return Cell(("now", "(overdue)"))
     if r.slot is Slot.PAUSED:
-        return "paused"
+        return Cell(("paused",))
     if r.slot is Slot.HOUR:
-        return when(r.start, HOUR)
+        return Cell((when(r.start, DAY), when(r.start, MINUTE)[-5:]))
     span = when(r.first, MINUTE)[-5:]
     if r.last is not None and r.last != r.first:
         span += f"-{when(r.last, MINUTE)[-5:]}"
-    return f"{when(r.start, DAY)} {span}"
+    return Cell((when(r.start, DAY), span))
 
 
 def _held_words(held: HeldBack, slot: Slot) -> tuple[str, ...]:

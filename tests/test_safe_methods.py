@@ -51,6 +51,8 @@ def _paths(app: Flask, outbox: list) -> list[str]:
             paths.append(unsubscribe_path(step))
         elif rule.rule.startswith("/l/"):
             paths.append(tracked)
+        elif rule.rule.startswith("/break/"):
+            paths.append(link_in(step, "break"))
         else:
             paths.append(re.sub(r"<(?:\w+:)?(\w+)>", lambda m: values[m.group(1)], rule.rule))
     return paths

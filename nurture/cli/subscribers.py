@@ -25,6 +25,7 @@ from nurture.cli.output import (
     print_json,
     say,
     tsv,
+    when,
 )
 from nurture.clock import now, practice_zone
 from nurture.db import reading, transaction
@@ -300,7 +301,15 @@ def show(email: str, as_json: bool) -> None:
         ("consents", ["at", "sequence", "source", "version", "confirmed_at", "article"]),
         (
             "enrollments",
-            ["sequence", "status", "started_at", "last_step", "next_step", "next_due_at"],
+            [
+                "sequence",
+                "status",
+                "started_at",
+                "last_step",
+                "next_step",
+                "next_due_at",
+                "paused_until",
+            ],
         ),
         ("deliveries", ["id", "sequence", "step", "status", "due_at", "sent_at", "error"]),
         ("events", ["at", "kind", "sequence", "step", "detail"]),
@@ -320,6 +329,9 @@ def show(email: str, as_json: bool) -> None:
             f"since {human(data['created_at'])}",
         )
     )
+    for event in data["events"]:
+        if until := (event["data"] or {}).get("until"):  # a break: until when, in our zone
+            event["detail"] = " ".join(filter(None, [event["detail"], f"until {when(until)}"]))
     for name, columns in sections:
         emit(data[name], columns, False, name)
 

@@ -30,8 +30,10 @@ IDLE = timedelta(minutes=30)
 ABSOLUTE = timedelta(hours=12)
 MIN_PASSWORD = 12
 RECOVERY_CODES = 8
-# Failures allowed before each further try must wait, and the longest wait.
+# Failures allowed before each further try must wait (per account name; per client, more,
+# since an office shares one address), and the longest wait.
 FREE_FAILURES = 3
+FREE_CLIENT_FAILURES = 10
 LONGEST_WAIT = timedelta(minutes=15)
 # Argon2id with the library's defaults (RFC 9106's second recommendation).
 _hasher = PasswordHasher()
@@ -40,7 +42,11 @@ _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
 class SetupRefused(NurtureError):
-    """The setup link is unknown, used or expired, or what was posted will not do."""
+    """What was posted to the setup page will not do."""
+
+
+class LinkRefused(SetupRefused):
+    """The setup link is unknown, used or expired."""
 
 
 def digest(token: str) -> str:
@@ -79,7 +85,7 @@ def setup_operator(s: Session, token: str) -> Operator:
     """The operator this setup link is for, or SetupRefused (unknown, used, or expired)."""
     op = s.scalar(select(Operator).where(Operator.setup_hash == digest(token)))
     if op is None or op.setup_expires_at is None or op.setup_expires_at <= now():
-        raise SetupRefused("this setup link is not valid: it was used, or it expired")
+        raise LinkRefused("this setup link is not valid: it was used, or it expired")
     return op
 
 
@@ -159,10 +165,11 @@ def _recovery_matches(op: Operator, code: str) -> bool:
 # --- login ----------------------------------------------------------------------------
 
 
-def _wait_for(failures: int) -> timedelta:
-    if failures < FREE_FAILURES:
+def _wait_for(key: str, failures: int) -> timedelta:
+    free = FREE_CLIENT_FAILURES if key.startswith("c:") else FREE_FAILURES
+    if failures < free:
         return timedelta(0)
-    return min(timedelta(seconds=2 ** (failures - FREE_FAILURES + 1)), LONGEST_WAIT)
+    return min(timedelta(seconds=2 ** (failures - free + 1)), LONGEST_WAIT)
 
 
 def _throttles(s: Session, keys: list[str]) -> list[LoginThrottle]:
@@ -177,7 +184,10 @@ def _throttles(s: Session, keys: list[str]) -> list[LoginThrottle]:
 
 
 def throttle_keys(name: str, client: str) -> list[str]:
-    return [_keyed("account", name.strip().lower())[:64], _keyed("client", client)[:64]]
+    return [
+        "a:" + _keyed("account", name.strip().lower())[:62],
+        "c:" + _keyed("client", client)[:62],
+    ]
 
 
 def waiting(s: Session, keys: list[str]) -> timedelta:
@@ -185,7 +195,7 @@ def waiting(s: Session, keys: list[str]) -> timedelta:
     at = now()
     left = timedelta(0)
     for row in s.scalars(select(LoginThrottle).where(LoginThrottle.key.in_(keys))):
-        left = max(left, row.last_failure_at + _wait_for(row.failures) - at)
+        left = max(left, row.last_failure_at + _wait_for(row.key, row.failures) - at)
     return left
 
 

@@ -248,3 +248,29 @@ def test_sequence_actions_and_step_preview(client: FlaskClient, clock: FrozenClo
         assert get_sequence(s, "quick").archived_at is not None
         actions = [e.action for e in s.scalars(select(AuditEntry).order_by(AuditEntry.id))]
     assert actions[-3:] == ["sequence pause", "sequence resume", "sequence archive"]
+
+
+def test_get_and_head_change_nothing_when_logged_in(
+    client: FlaskClient, clock: FrozenClock, db: str
+) -> None:
+    """Every dashboard page and every confirmation page, read by a logged-in operator: only
+    the session's last-seen time moves."""
+    from tests.cli_helpers import dump
+
+    _ready(client, clock)
+    public_id = _ann()
+    drain()
+    paths = [*PAGES, f"/admin/readers/{public_id}", "/admin/sequences/quick/steps/one"]
+    paths += [f"/admin/readers/{public_id}/{a}" for a in ("pause", "unsubscribe", "forget")]
+    paths += [
+        "/admin/sequences/quick/archive",
+        f"/admin/readers/{public_id}/take-out?sequence=quick",
+    ]
+    before = dump(db)
+    before.pop("operator_sessions")
+    for path in paths:
+        for method in ("GET", "HEAD"):
+            assert client.open(path, method=method).status_code == 200, (method, path)
+    after = dump(db)
+    after.pop("operator_sessions")
+    assert after == before

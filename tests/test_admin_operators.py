@@ -114,3 +114,30 @@ def test_audit_lists_operator_changes(db: str) -> None:
     tsv = run("audit")
     assert tsv.out.splitlines()[0].split("\t")[:3] == ["at", "operator", "action"]
     assert pyotp  # imported for its use in the dashboard tests
+
+
+def test_commands_on_a_reader_are_in_the_audit_log(quick_sequence: str, outbox: list) -> None:
+    ann = "ann@example.com"
+    assert run("subscribers", "add", ann, "--sequence", "quick", "--confirmed").code == 0
+    for args in (
+        ["pause", ann],
+        ["resume", ann],
+        ["remove", ann, "--sequence", "quick"],
+        ["booked", ann],
+        ["unsubscribe", ann],
+        ["forget", ann, "--yes"],
+    ):
+        ran = run("subscribers", *args)
+        assert ran.code == 0, (args, ran.err)
+    rows = run("audit", "--json").json()
+    assert [r["action"] for r in rows] == [
+        "reader forget",
+        "reader unsubscribe",
+        "reader booked",
+        "reader take-out",
+        "reader resume",
+        "reader pause",
+    ]
+    assert {r["via"] for r in rows} == {"cli"}
+    assert len({r["subscriber_id"] for r in rows}) == 1 and rows[0]["subscriber_id"]
+    assert ann not in run("audit").out

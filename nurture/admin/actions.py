@@ -10,28 +10,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture.admin.services import audit
 from nurture.booking.booked import mark_booked
-from nurture.clock import now
-from nurture.db import transaction
-from nurture.delivery.models import Delivery, DeliveryStatus
+from nurture.db import reading, transaction
+from nurture.delivery.models import Delivery
 from nurture.delivery.retry import retry_delivery
 from nurture.errors import NotFound, NurtureError
 from nurture.sequences.archive import archive
 from nurture.sequences.models import SequenceStatus
 from nurture.sequences.services import get_sequence, resume, set_status
 from nurture.subscribers import holding
-from nurture.subscribers.confirmation import send_confirmation
+from nurture.subscribers.confirmation import ask_again
 from nurture.subscribers.models import (
-    ENDED,
-    Consent,
-    EnrollmentStatus,
     Subscriber,
-    SubscriberStatus,
 )
+from nurture.subscribers.moving import remove
 from nurture.subscribers.privacy import forget, leave_nothing
 from nurture.subscribers.unsubscribe import unsubscribe
 
@@ -79,7 +75,8 @@ def act_on_reader(
     if action in NEEDS_SEQUENCE and not slug:
         raise NurtureError("choose the sequence to take them out of")
     by = f"dashboard:{operator}"
-    consent_id: int | None = None
+    if action == ReaderAction.RESEND:
+        return _ask_again(operator, public_id, slug)
     address: str | None = None
     with transaction() as s:
         sub = reader(s, public_id)
@@ -96,55 +93,42 @@ def act_on_reader(
         elif action == ReaderAction.BOOKED:
             changed = mark_booked(s, sub, source="dashboard")
             message = "marked booked" if changed else "already booked"
-        elif action == ReaderAction.RESEND:
-            consent_id = _pending_consent(s, sub)
-            message = "confirmation email sent again"
         elif action == ReaderAction.TAKE_OUT:
-            message = _take_out(s, sub, slug or "")
+            ended = remove(s, sub, get_sequence(s, slug or ""), by=by)
+            message = f"already out of {slug} ({ended})" if ended else f"taken out of {slug}"
         else:
             address = sub.email
             forget(s, address)
             message = "forgotten: personal data erased, address suppressed"
         audit(s, operator, f"reader {action.value}", subscriber_id=sub.id, target=target)
-    # After the commit, as `subscribers add` does: a rolled-back action sends nothing.
-    if consent_id is not None and not send_confirmation(consent_id):
-        message = "not sent: the confirmation is no longer wanted, or was sent today"
     if address is not None:
         leave_nothing([address])
         return Done(message, gone=True)
     return Done(message)
 
 
-def _pending_consent(s: Session, sub: Subscriber) -> int:
-    if sub.status != SubscriberStatus.PENDING:
-        raise NurtureError("only a reader who has not confirmed yet is asked to confirm")
-    consent_id = s.scalar(
-        select(Consent.id)
-        .where(Consent.subscriber_id == sub.id, Consent.confirmed_at.is_(None))
-        .order_by(Consent.id.desc())
-        .limit(1)
-    )
-    if consent_id is None:
-        raise NurtureError("this reader has no consent waiting for confirmation")
-    return consent_id
-
-
-def _take_out(s: Session, sub: Subscriber, slug: str) -> str:
-    """End one enrollment (cancelled); the person stays subscribed to the others."""
-    seq = get_sequence(s, slug)
-    found = [e for e in sub.enrollments if e.sequence_id == seq.id]
-    if not found:
-        raise NurtureError(f"this reader is not in the sequence {slug!r}")
-    e = found[0]
-    if e.status in ENDED:
-        return f"already out of {slug} ({e.status})"
-    e.status, e.next_due_at, e.ended_at = EnrollmentStatus.CANCELLED, None, now()
-    s.execute(
-        update(Delivery)
-        .where(Delivery.enrollment_id == e.id, Delivery.status == DeliveryStatus.QUEUED)
-        .values(status=DeliveryStatus.CANCELLED, error="taken out by an operator")
-    )
-    return f"taken out of {slug}"
+def _ask_again(operator: str, public_id: str, slug: str | None) -> Done:
+    """`subscribers resend-confirmation`'s service (the same daily limit); audited once it
+    has run. Raises NurtureError saying why when nothing waits for their yes."""
+    with reading() as s:
+        sub = reader(s, public_id)
+        address, sub_id = sub.email, sub.id
+    asked = ask_again(address, slug)
+    with transaction() as s:
+        detail = {"sent": asked.sent}
+        audit(
+            s,
+            operator,
+            "reader resend-confirmation",
+            subscriber_id=sub_id,
+            target=asked.slug,
+            detail=detail,
+        )
+    if asked.sent:
+        return Done(f"confirmation email for {asked.slug} sent again")
+    if asked.limit_until is not None:
+        return Done(f"not sent: the day's limit is reached until {asked.limit_until:%H:%M} UTC")
+    return Done("not sent: the confirmation is no longer wanted")
 
 
 class SequenceAction(StrEnum):

@@ -139,6 +139,22 @@ def audit(
     )
 
 
+def by_command(s: Session, action: str, sub_id: int | None, target: str | None = None) -> None:
+    """A `nurture subscribers ...` command's entry, in the command's own transaction."""
+    audit(s, cli_actor(), action, subscriber_id=sub_id, target=target, via="cli")
+
+
+def audit_command(action: str, email: str, target: str | None = None) -> None:
+    """The entry of a command whose service runs its own transactions: written after it, for
+    the person the address names (if still held)."""
+    from nurture.db import transaction
+    from nurture.subscribers.addresses import find_subscriber
+
+    with transaction() as s:
+        sub = find_subscriber(s, email)
+        by_command(s, action, sub.id if sub is not None else None, target)
+
+
 @dataclass(frozen=True)
 class AuditRow:
     id: int

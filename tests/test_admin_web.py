@@ -274,3 +274,21 @@ def test_get_and_head_change_nothing_when_logged_in(
     after = dump(db)
     after.pop("operator_sessions")
     assert after == before
+
+
+def test_remove_and_reset_end_the_operators_sessions(
+    client: FlaskClient, clock: FrozenClock
+) -> None:
+    from tests.cli_helpers import run
+
+    _ready(client, clock)
+    add_operator("sam")  # someone stays, so the dashboard stays on
+    assert client.get("/admin/").status_code == 200
+    assert run("operators", "reset", "robin").code == 0
+    assert client.get("/admin/").status_code == 401
+    set_up(client, add_operator("kim"), "kim")
+    clock.advance(timedelta(seconds=30))
+    assert log_in(client, "kim") == 303
+    assert run("operators", "remove", "kim").code == 0
+    assert client.get("/admin/").status_code == 401
+    assert log_in(client, "kim", code="123456") == 401

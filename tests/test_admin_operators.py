@@ -141,3 +141,19 @@ def test_commands_on_a_reader_are_in_the_audit_log(quick_sequence: str, outbox: 
     assert {r["via"] for r in rows} == {"cli"}
     assert len({r["subscriber_id"] for r in rows}) == 1 and rows[0]["subscriber_id"]
     assert ann not in run("audit").out
+
+
+def test_production_refuses_a_login_without_a_second_factor(
+    db: str, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = _token(run("operators", "add", "robin", "--email", "r@example.org").out.strip())
+    with transaction() as s:  # set up in development, without the app
+        assert auth.finish_setup(s, token, "correct horse battery", "").recovery_codes == []
+    with transaction() as s:
+        assert auth.log_in(s, "robin", "correct horse battery", "", "c") is not None
+    from nurture.context import current
+
+    rt = current()
+    monkeypatch.setattr(rt, "settings", rt.settings.model_copy(update={"env": "production"}))
+    with transaction() as s:
+        assert auth.log_in(s, "robin", "correct horse battery", "", "c") is None

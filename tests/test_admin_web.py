@@ -22,6 +22,7 @@ from nurture.subscribers.models import EnrollmentStatus, Subscriber, SubscriberS
 from tests.admin_support import (
     PASSWORD,
     add_operator,
+    current_code,
     form_csrf,
     log_in,
     session_csrf,
@@ -292,3 +293,37 @@ def test_remove_and_reset_end_the_operators_sessions(
     assert run("operators", "remove", "kim").code == 0
     assert client.get("/admin/").status_code == 401
     assert log_in(client, "kim", code="123456") == 401
+
+
+def test_under_https_the_cookie_is_secure_and_host_only(
+    client: FlaskClient, clock: FrozenClock
+) -> None:
+    https = "https://nurture.test"
+    path = add_operator()
+    page = client.get(path, base_url=https)
+    code = current_code()
+    done = client.post(
+        path,
+        base_url=https,
+        data={"csrf_token": form_csrf(page.text), "password": PASSWORD, "code": code},
+    )
+    assert done.status_code == 200
+    clock.advance(timedelta(seconds=30))
+    login = client.get("/admin/login", base_url=https)
+    resp = client.post(
+        "/admin/login",
+        base_url=https,
+        data={
+            "csrf_token": form_csrf(login.text),
+            "name": "robin",
+            "password": PASSWORD,
+            "code": current_code(),
+        },
+    )
+    assert resp.status_code == 303
+    cookie = resp.headers["Set-Cookie"]
+    assert cookie.startswith("__Host-nurture-admin=")
+    for flag in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/"):
+        assert flag in cookie
+    assert "Domain" not in cookie
+    assert client.get("/admin/", base_url=https).status_code == 200

@@ -198,42 +198,50 @@ class Week:
     sequences: list[WeekSequence]
 
 
+_WHY = {
+    reports.Held.WINDOW: "waits for the reader's send window",
+    reports.Held.QUIET_DAY: "moved past a quiet day",
+    reports.Held.DAILY_LIMIT: "today's daily limit is spent: waits for the next day",
+    reports.Held.PAUSED: "paused (the sequence, or the reader: a reply, a break or an operator)",
+}
+
+
 def this_week(s: Session) -> Week:
-    """What `nurture schedule --within 7d` says, per sequence and day, and what is held back:
-    a paused sequence, the daily limit, quiet days, readers who are paused."""
-    rows = reports.schedule(s, timedelta(days=7))
+    """What `nurture schedule --within 7d` says, per sequence and day of the practice's zone,
+    and what is held back and why (the report's own reasons, never re-read from text)."""
+    sched = reports.schedule(s, timedelta(days=7))
     seqs = {
         q.slug: WeekSequence(q.slug, q.name, describe_window(q))
         for q in s.scalars(select(Sequence).order_by(Sequence.slug))
     }
-    days: list[str] = []
-    for row in rows:
+    labels: dict[str, tuple[int, datetime | None]] = {}
+    for row in sched.rows:
         ws = seqs.get(row.sequence)
         if ws is None:
             continue
-        when = row.when
-        if when.startswith("held"):
-            ws.held.append(("the sequence is paused", row.count))
+        for reason in reports.Held:
+            if n := row.held.get(reason):
+                ws.held.append((_WHY[reason], n))
+        if row.slot is reports.Slot.PAUSED:
             continue
-        if when.endswith("(daily limit)"):
-            ws.held.append((f"daily limit: waits until {when.split(' (')[0]}", row.count))
-            continue
-        label = "overdue, goes out now" if when.startswith("now") else when
-        if label not in days:
-            days.append(label)
+        order: tuple[int, datetime | None] = (0, None)
+        label = "overdue, goes out now"
+        if row.slot is not reports.Slot.NOW and row.start is not None:
+            label, order = f"{row.start:%a %d %b}", (1, row.start)
+        labels.setdefault(label, order)
         ws.per_when[label] = ws.per_when.get(label, 0) + row.count
         ws.steps.setdefault(label, Counter())[row.step] += row.count
-        if row.quiet_moved:
-            ws.held.append((f"moved past a quiet day to {label}", row.quiet_moved))
-    for slug, n in s.execute(
-        select(Sequence.slug, func.count())
-        .join(Enrollment, Enrollment.sequence_id == Sequence.id)
-        .where(Enrollment.status == EnrollmentStatus.PAUSED)
-        .group_by(Sequence.slug)
-    ):
-        seqs[slug].held.append(("the reader is paused (a reply, or an operator)", n))
-    days.sort(key=lambda d: (not d.startswith("overdue"), d))
+    for ws in seqs.values():
+        ws.held = _summed(ws.held)
+    days = sorted(labels, key=lambda d: (labels[d][0], labels[d][1] or sched.at))
     return Week(days, list(seqs.values()))
+
+
+def _summed(held: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    total: Counter[str] = Counter()
+    for why, n in held:
+        total[why] += n
+    return list(total.items())
 
 
 def describe_window(seq: Sequence) -> str:
@@ -442,7 +450,7 @@ class SequenceView:
     status: str
     archived: bool
     window: str
-    steps: list[reports.StepStats]
+    steps: tuple[reports.StepFunnel, ...]
 
 
 def sequences(s: Session) -> list[SequenceView]:
@@ -457,7 +465,7 @@ def sequences(s: Session) -> list[SequenceView]:
                 str(seq.status),
                 seq.archived_at is not None,
                 describe_window(seq),
-                st.steps if st else [],
+                st.steps if st else (),
             )
         )
     return out

@@ -3,7 +3,7 @@
 New tables only, so this revision can sit after any other that adds columns elsewhere.
 
 Revision ID: 0009_dashboard
-Revises: 0007_sealed_people
+Revises: 0008_break
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from alembic import op
 import nurture.db
 
 revision = "0009_dashboard"
-down_revision = "0007_sealed_people"
+down_revision = "0008_break"
 branch_labels = None
 depends_on = None
 

@@ -12,7 +12,7 @@ from itertools import count
 
 from markupsafe import Markup, escape
 
-from nurture.admin.queries import DayCount, Deliverability, Stage
+from nurture.reports import DayActivity, Deliverability, Stage
 
 _ids = count(1)
 WIDTH = 640
@@ -40,7 +40,7 @@ def _frame(title: str, desc: str, height: int, body: str) -> Markup:
     )
 
 
-def funnel(name: str, stages: list[Stage]) -> Markup:
+def funnel(name: str, stages: tuple[Stage, ...]) -> Markup:
     top = max((st.count for st in stages), default=0) or 1
     span = WIDTH - LABEL - 70
     parts = []
@@ -48,29 +48,29 @@ def funnel(name: str, stages: list[Stage]) -> Markup:
         y = i * (BAR + GAP)
         w = max(1, round(span * st.count / top)) if st.count else 0
         parts.append(
-            f'<text x="0" y="{y + 16}" class="label">{escape(st.label[:28])}</text>'
+            f'<text x="0" y="{y + 16}" class="label">{escape(st.name[:28])}</text>'
             f'<rect x="{LABEL}" y="{y}" width="{w}" height="{BAR}" class="bar"/>'
             f'<text x="{LABEL + w + 6}" y="{y + 16}" class="value">{st.count}'
             f"{' · ' + percent(st.of_start, 0) if i else ''}</text>"
         )
     desc = "; ".join(
-        f"{st.label}: {st.count}" + (f" ({percent(st.of_start)} of signups)" if i else "")
+        f"{st.name}: {st.count}" + (f" ({percent(st.of_start)} of signups)" if i else "")
         for i, st in enumerate(stages)
     )
     return _frame(f"Funnel of {name}", desc, len(stages) * (BAR + GAP), "".join(parts))
 
 
-def days(rows: list[DayCount]) -> Markup:
+def days(rows: tuple[DayActivity, ...]) -> Markup:
     """Signups (bars) and bookings (darker bars in front) per day."""
     height, base = 160, 140
-    top = max((max(r.signups, r.bookings) for r in rows), default=0) or 1
+    top = max((max(r.signed_up, r.booked) for r in rows), default=0) or 1
     step = (WIDTH - 40) / max(len(rows), 1)
     parts = [f'<line x1="40" y1="{base}" x2="{WIDTH}" y2="{base}" class="axis"/>']
     parts.append(f'<text x="0" y="12" class="value">{top}</text>')
     parts.append(f'<text x="0" y="{base}" class="value">0</text>')
     for i, r in enumerate(rows):
         x = 40 + i * step
-        for n, cls, shrink in ((r.signups, "bar", 0.0), (r.bookings, "bar2", 0.25)):
+        for n, cls, shrink in ((r.signed_up, "bar", 0.0), (r.booked, "bar2", 0.25)):
             if n:
                 h = max(1, round((base - 16) * n / top))
                 bw = max(1.0, step * (0.8 - shrink))
@@ -83,12 +83,12 @@ def days(rows: list[DayCount]) -> Markup:
         parts.append(
             f'<text x="{WIDTH}" y="{height - 4}" class="value end">{rows[-1].day:%d %b}</text>'
         )
-    signups = sum(r.signups for r in rows)
-    bookings = sum(r.bookings for r in rows)
-    busiest = max(rows, key=lambda r: r.signups, default=None)
+    signups = sum(r.signed_up for r in rows)
+    bookings = sum(r.booked for r in rows)
+    busiest = max(rows, key=lambda r: r.signed_up, default=None)
     desc = f"{signups} signups and {bookings} bookings over {len(rows)} days"
-    if busiest is not None and busiest.signups:
-        desc += f"; the most signups, {busiest.signups}, on {busiest.day:%Y-%m-%d}"
+    if busiest is not None and busiest.signed_up:
+        desc += f"; the most signups, {busiest.signed_up}, on {busiest.day:%Y-%m-%d}"
     return _frame("Signups and bookings per day", desc, height, "".join(parts))
 
 

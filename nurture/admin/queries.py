@@ -1,23 +1,22 @@
 """What each dashboard page shows, read in one transaction per page. Counts come from
 nurture/reports.py, the code behind `nurture stats` and `nurture schedule`, so the page and
-the command can never disagree; what the reports do not give (the funnel's first stages,
-signups per day, one reader's next step) is read here. Times are shown in the practice's zone.
+the command can never disagree; what the reports do not give (one reader's next step and
+timeline, the readers list) is read here. Times are shown in the practice's zone.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture import reports, tokens
 from nurture.admin.actions import reader as reader_row
-from nurture.clock import now, practice_zone
+from nurture.clock import practice_zone
 from nurture.delivery.compose import compose
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.errors import NotFound
@@ -36,8 +35,6 @@ from nurture.subscribers.models import (
 
 READER_STATUSES = [s.value for s in SubscriberStatus]
 PAGE = 50
-# Gmail's line for spam complaints (its 2024 sender guidelines): stay well below 0.3%.
-COMPLAINT_LINE = 0.003
 DAYS_SHOWN = 90
 
 
@@ -58,125 +55,19 @@ def rate(part: int, whole: int) -> float | None:
 
 
 @dataclass(frozen=True)
-class Stage:
-    label: str
-    count: int
-    of_start: float | None  # share of those who signed up
-    of_previous: float | None
-
-
-@dataclass(frozen=True)
-class Funnel:
-    slug: str
-    name: str
-    status: str
-    stages: list[Stage]
-
-
-@dataclass(frozen=True)
-class DayCount:
-    day: date
-    signups: int
-    bookings: int
-
-
-@dataclass(frozen=True)
-class Deliverability:
-    sent: int
-    hard_bounced: int
-    complained: int
-    failed: int
-
-    @property
-    def bounce_rate(self) -> float | None:
-        return rate(self.hard_bounced, self.sent)
-
-    @property
-    def complaint_rate(self) -> float | None:
-        return rate(self.complained, self.sent)
-
-    @property
-    def over_line(self) -> bool:
-        return (self.complaint_rate or 0) >= COMPLAINT_LINE
-
-
-@dataclass(frozen=True)
 class Overview:
-    funnels: list[Funnel]
-    days: list[DayCount]
-    deliverability: Deliverability
-    line: float = COMPLAINT_LINE
+    """The same funnel, daily activity and deliverability as `nurture stats` reads."""
+
+    funnels: list[reports.SequenceFunnel]
+    days: tuple[reports.DayActivity, ...]
+    deliverability: reports.Deliverability
+    line: float = reports.COMPLAINT_LINE
 
 
 def overview(s: Session) -> Overview:
-    stats = reports.stats(s)
-    ids = {slug: i for i, slug in s.execute(select(Sequence.id, Sequence.slug))}
-    started: dict[int, tuple[int, int]] = {
-        seq_id: (total, confirmed)
-        for seq_id, total, confirmed in s.execute(
-            select(
-                Enrollment.sequence_id,
-                func.count(),
-                func.count(Enrollment.started_at),
-            ).group_by(Enrollment.sequence_id)
-        )
-    }
-    funnels = []
-    totals = Counter[str]()
-    for st in stats:
-        signed, confirmed = started.get(ids.get(st.slug, -1), (0, 0))
-        counts = [("signed up", signed), ("confirmed", confirmed)]
-        counts += [(f"step {x.position}: {x.key}", x.sent) for x in st.steps if x.position]
-        counts.append(("booked", sum(x.booked for x in st.steps)))
-        funnels.append(Funnel(st.slug, st.name, str(st.status), _stages(counts)))
-        for x in st.steps:
-            totals.update(sent=x.sent, bounced=x.bounced, complained=x.complained, failed=x.failed)
     return Overview(
-        funnels,
-        _per_day(s),
-        Deliverability(totals["sent"], totals["bounced"], totals["complained"], totals["failed"]),
+        reports.stats(s), reports.activity(s, days=DAYS_SHOWN), reports.deliverability(s)
     )
-
-
-def _stages(counts: list[tuple[str, int]]) -> list[Stage]:
-    start = counts[0][1]
-    out = []
-    previous: int | None = None
-    for label, n in counts:
-        out.append(
-            Stage(label, n, rate(n, start), rate(n, previous) if previous is not None else None)
-        )
-        previous = n
-    return out
-
-
-def _per_day(s: Session) -> list[DayCount]:
-    """Signups and bookings on each of the last 90 days, by the practice's calendar."""
-    zone = practice_zone()
-    today = now().astimezone(zone).date()
-    first = today - timedelta(days=DAYS_SHOWN - 1)
-    since = datetime.combine(first, datetime.min.time(), zone)
-    kinds = (EventKind.SIGNED_UP, EventKind.BOOKED)
-    counts: dict[str, Counter[date]] = {k: Counter() for k in kinds}
-    where = (Event.kind.in_(kinds), Event.created_at >= since)
-    if s.get_bind().dialect.name == "postgresql" and isinstance(zone, ZoneInfo):
-        # Counted by the database: a year of events need not cross the wire.
-        day = func.date(func.timezone(zone.key, Event.created_at))
-        for kind, d, n in s.execute(
-            select(Event.kind, day, func.count()).where(*where).group_by(Event.kind, day)
-        ):
-            counts[kind][d] = n
-    else:
-        for kind, at in s.execute(select(Event.kind, Event.created_at).where(*where)):
-            counts[kind][at.astimezone(zone).date()] += 1
-    return [
-        DayCount(
-            first + timedelta(days=i),
-            counts[EventKind.SIGNED_UP][first + timedelta(days=i)],
-            counts[EventKind.BOOKED][first + timedelta(days=i)],
-        )
-        for i in range(DAYS_SHOWN)
-    ]
 
 
 # --- this week ------------------------------------------------------------------------

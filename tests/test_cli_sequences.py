@@ -431,3 +431,16 @@ def test_if_empty_applies_on_a_first_start_only(db: str, tmp_path: Path) -> None
     assert "  quick: Quick test sequence [active], 4 steps" in again.out
     assert dump(db) == before
     assert run("sequences", "apply", str(folder)).code == 1  # without it, the edit is read
+
+
+def test_a_body_wrapped_at_a_fixed_width_is_warned_about(db: str, tmp_path: Path) -> None:
+    # Since a single newline is a line break, a body wrapped at 80 columns would break
+    # mid-sentence in every email: apply says where.
+    folder = sequence_copy(tmp_path)
+    (folder / "two.md").write_text(
+        "Hello.\n\nThis paragraph was typed in an editor that wraps its lines at a fixed\n"
+        "width, which used to be harmless and now shows in the letter.\n"
+    )
+    ran = run("sequences", "apply", str(folder))
+    assert ran.code == 0, ran.err
+    assert "two.md:3: this paragraph looks wrapped at a fixed width" in ran.err, ran.err

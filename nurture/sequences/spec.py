@@ -23,6 +23,7 @@ from nurture.content.render import (
     check_step_templates,
     empty_name_lines,
     sample_context,
+    wrapped_paragraph_lines,
 )
 from nurture.errors import NurtureError
 from nurture.sequences.schedule import parse_delay
@@ -329,6 +330,11 @@ def _check_steps(
             found.warnings.append(
                 f"{body_path}:{line}: a reader who gave no name reads a gap here "
                 f'("Hi ,"): {GREETING_HINT}'
+            )
+        for line in wrapped_paragraph_lines(bodies[i]):
+            found.warnings.append(
+                f"{body_path}:{line}: this paragraph looks wrapped at a fixed width; a single "
+                "line break shows in the letter, so write the paragraph on one line"
             )
         if empty_name_lines(subject):
             line = _line_of(raw, ("steps", i, "subject"))

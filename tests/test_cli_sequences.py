@@ -374,14 +374,16 @@ def test_every_mistake_of_every_folder_is_reported_at_once(db: str, tmp_path: Pa
     other = tmp_path / "seqs" / "other"
     shutil.copytree(FIXTURES / "sequences" / "quick", other)
     other_yaml = (other / "sequence.yaml").read_text().replace("slug: quick", "slug: other")
-    (other / "sequence.yaml").write_text(other_yaml.replace("{key: three,", "{key: two,"))
+    other_yaml = other_yaml.replace("{key: three,", "{key: two,")  # a duplicate, then
+    (other / "sequence.yaml").write_text(other_yaml.replace("body: four.md", "body: gone.md"))
     before = dump(db)
     ran = run("sequences", "apply", str(tmp_path / "seqs"))
     assert ran.code == 1 and "Traceback" not in ran.err
     lines = ran.err.splitlines()
-    assert lines[0] == "Error: 6 mistakes, nothing was changed:", ran.err
+    assert lines[0] == "Error: 7 mistakes, nothing was changed:", ran.err
     expected = [  # by folder, file and line
         "other/sequence.yaml:13: step 3: key: duplicate step key 'two'",
+        "other/sequence.yaml:14: step 4 (four): body: no file 'gone.md'",  # named by its key
         "quick/one.md:3: step 1 (one): body: template error: unknown variable 'frist_name'",
         "quick/sequence.yaml:8: timezone: unknown time zone 'Mars/Olympus'",
         "quick/sequence.yaml:12: step 2 (two): unknown key 'dealy' (did you mean 'delay'?)",

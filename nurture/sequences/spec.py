@@ -271,7 +271,7 @@ def _validation_mistakes(
         if err["type"] == "missing" and loc in meant:
             continue
         msg = err["msg"].removeprefix("Value error, ")
-        named = loc
+        named, naming = loc, data
         if err["type"] == "extra_forbidden":
             unknown = str(loc[-1])
             msg = f"unknown key {unknown!r}"
@@ -282,10 +282,9 @@ def _validation_mistakes(
         elif err["type"] == "discreet_step":
             named = loc[:-1]
         elif err["type"] == "duplicate_step":
-            named = ("steps", loc[1], "key") if len(loc) > 1 else loc
-            data = {**data, "steps": None}  # a duplicate is named by its number alone
+            naming = {**data, "steps": None}  # a duplicate is named by its number alone
         line = _line_of(raw, loc) or _line_of(raw, named)
-        name = _field_name(named, data)
+        name = _field_name(named, naming)
         found.add(path, line, f"{name}: {msg}" if name else msg)
 
 

@@ -71,7 +71,8 @@ def _config(settings: Settings) -> dict[str, Any]:
                 "schedule": settings.dispatch_interval,
                 "options": {"expires": settings.dispatch_interval * 4},
             },
-            # What has served goes: delivered broker messages, expired rate-limit counters.
+            # Upkeep: breaks that are over end; what has served goes (broker messages, expired
+            # rate-limit counters).
             "tidy": {"task": "nurture.tidy", "schedule": 60.0, "options": {"expires": 120}},
             # Daily at a fixed hour, so restarting beat never skips (or doubles) a day: the
             # retention limit (when set) and unconfirmed signups (always).

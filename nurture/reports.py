@@ -1,134 +1,261 @@
-"""Reports for the operator: what will be sent, how each step does, and failed deliveries.
+"""Reports for the operator: what will be sent, how each sequence does, deliverability, and
+the delivery list the operator acts on. `nurture stats`, `schedule`, `deliveries list` and
+the dashboard all read these, so the terminal and the web can never disagree.
 
-Read only: counts, and the delivery list the operator needs to act on one send. Acting on
-it (retrying a failed send) is nurture/delivery/retry.py.
+Read only, and typed: every function returns frozen dataclasses holding counts and aware
+datetimes, never text made for people; formatting is the caller's (nurture/cli/reports.py).
+Acting on a delivery (retrying a failed send) is nurture/delivery/retry.py.
 """
 
 from __future__ import annotations
 
+import enum
 from collections import Counter
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import Result, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from nurture.clock import now
+from nurture.clock import now, practice_zone
 from nurture.context import current
 from nurture.delivery.limits import next_utc_day, sent_today
 from nurture.delivery.models import Delivery, DeliveryStatus
-from nurture.events.models import Event
+from nurture.events.models import Event, EventKind
 from nurture.sequences.models import Sequence, SequenceStatus, Step
-from nurture.sequences.schedule import SendWindow, pushed_by_quiet_day, reader_zone, window_of
+from nurture.sequences.schedule import pushed_by_quiet_day, reader_zone, window_of
 from nurture.sequences.services import get_sequence
+from nurture.sequences.settings import clicks_tracked
 from nurture.subscribers.attribution import ATTRIBUTED, last_sent_step
-from nurture.subscribers.models import (
-    Enrollment,
-    Subscriber,
-)
-from nurture.subscribers.rules import mailable
+from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber, SubscriberStatus
+
+__all__ = [
+    "COMPLAINT_LINE",
+    "DayActivity",
+    "Deferred",
+    "Deliverability",
+    "DeliveryRow",
+    "Held",
+    "HeldBack",
+    "Schedule",
+    "ScheduleRow",
+    "SequenceFunnel",
+    "Slot",
+    "Stage",
+    "StepFunnel",
+    "activity",
+    "deferred_among",
+    "deliverability",
+    "list_deliveries",
+    "schedule",
+    "stats",
+]
 
 # --- schedule -------------------------------------------------------------------------
 
 
+class Slot(enum.StrEnum):
+    """Where a count of sends sits in the schedule, in this order."""
+
+    NOW = "now"  # due already: the next dispatch pass takes them
+    HOUR = "hour"  # in the hour starting at `start`
+    DAY = "day"  # on the day starting at `start`
+    PAUSED = "paused"  # not until someone resumes them (the sequence or the person)
+
+
+class Held(enum.StrEnum):
+    """Why a send goes later than its step's delay alone would send it."""
+
+    WINDOW = "window"  # waits for the reader's send window
+    QUIET_DAY = "quiet_day"  # a quiet day of the sequence pushed it on
+    DAILY_LIMIT = "daily_limit"  # today's NURTURE_SEND_DAILY_LIMIT is spent
+    PAUSED = "paused"  # the sequence, or this person's place in it, is paused
+
+
+@dataclass(frozen=True)
+class HeldBack:
+    """Of a row's sends, how many are held back, per reason."""
+
+    window: int = 0
+    quiet_day: int = 0
+    daily_limit: int = 0
+    paused: int = 0
+
+    @classmethod
+    def of(cls, counts: Counter[Held]) -> HeldBack:
+        return cls(**{reason.value: counts[reason] for reason in Held})
+
+    def get(self, reason: Held) -> int:
+        return int(getattr(self, reason.value))
+
+    @property
+    def total(self) -> int:
+        return self.window + self.quiet_day + self.daily_limit + self.paused
+
+
 @dataclass(frozen=True)
 class ScheduleRow:
-    when: str  # "overdue", an hour "2026-03-06 14:00Z", a day "2026-03-06", or "held"
+    slot: Slot
+    start: datetime | None  # the hour or day (midnight), in the report's zone; else None
+    first: datetime | None  # the earliest and latest send in it (for NOW and PAUSED: None)
+    last: datetime | None
     sequence: str
     step: str
+    position: int
     count: int
-    quiet_moved: int = 0  # of these, sends that a quiet day moved to this later time
+    held: HeldBack
 
 
-def _quiet_rules(s: Session) -> dict[int, tuple[SendWindow, str]]:
-    """Sequences with quiet days: their whole rule and default zone."""
-    rules = {}
-    for seq in s.scalars(select(Sequence)):
-        if seq.config.quiet_days:
-            rules[seq.id] = (window_of(seq), seq.config.timezone)
-    return rules
+@dataclass(frozen=True)
+class Schedule:
+    at: datetime  # when it was made (UTC)
+    until: datetime
+    zone: tzinfo  # the zone of every row's times (the practice's)
+    hourly: bool  # rows per hour (two days ahead or less), else per day
+    rows: tuple[ScheduleRow, ...]
 
 
-def _moved_by_quiet_day(
-    rule: tuple[SendWindow, str],
-    tz_name: str | None,
-    after: datetime | None,
-    delay: int,
-    due: datetime,
-) -> bool:
-    """Would this send have gone earlier, on a day that is quiet, without the quiet days?"""
-    if after is None:
-        return False
-    window, default_tz = rule
-    tz = reader_zone(tz_name, default_tz)
-    return pushed_by_quiet_day(window, tz, after, timedelta(seconds=delay), due)
-
-
-def schedule(s: Session, within: timedelta) -> list[ScheduleRow]:
-    """Sends due within `within` from now, per sequence and step, bucketed per hour (up to
-    two days ahead) or per day. Paused sequences are counted as held. Sends that a quiet
-    day pushed later are counted again in `quiet_moved`. Under NURTURE_SEND_DAILY_LIMIT,
-    what today's remaining quota cannot take waits for the next UTC day, and is shown
-    there."""
+def schedule(s: Session, within: timedelta, zone: tzinfo | None = None) -> Schedule:
+    """Sends due within `within` from now, per sequence and step, per hour of the practice's
+    zone (up to two days ahead) or per day. Held back (with why): a send that waits for the
+    reader's window, one a quiet day pushed on, one today's daily limit cannot take (it waits
+    for the next UTC day, as the workers make it) and, in their own slot, the paused ones."""
     at = now()
+    zone = zone or practice_zone()
     hourly = within <= timedelta(days=2)
-    buckets: Counter[tuple[str, str, str, str]] = Counter()
-    moved: Counter[tuple[str, str, str, str]] = Counter()
-    rules = _quiet_rules(s)
-    rows = _due_sends(s, at + within)
     quota = _DailyQuota(s, at)
-    for slug, status, position, key, due, seq_id, delay, after, tz_name in rows:
-        if due is None:
-            continue
-        bucket = (_when(status, due, at, hourly, quota), slug, f"{position:03d}", key)
-        buckets[bucket] += 1
-        if seq_id in rules and _moved_by_quiet_day(rules[seq_id], tz_name, after, delay, due):
-            moved[bucket] += 1
-    return [
-        ScheduleRow(when, slug, key, n, moved[(when, slug, pos, key)])
-        for (when, slug, pos, key), n in sorted(buckets.items(), key=lambda kv: _order(kv[0]))
-    ]
+    counts: Counter[_Key] = Counter()
+    held: dict[_Key, Counter[Held]] = {}
+    spans: dict[_Key, tuple[datetime, datetime]] = {}
+    for due in _due_sends(s, at + within):
+        reason = _held(due, at, quota)
+        when = quota.tomorrow if reason is Held.DAILY_LIMIT else due.due_at
+        key = _key(due, reason, when, at, zone, hourly)
+        counts[key] += 1
+        if reason is not None and key.slot is not Slot.NOW:
+            held.setdefault(key, Counter())[reason] += 1
+        if key.slot in (Slot.HOUR, Slot.DAY):
+            local = when.astimezone(zone)
+            first, last = spans.get(key, (local, local))
+            spans[key] = (min(first, local), max(last, local))
+    rows = tuple(
+        ScheduleRow(
+            slot=key.slot,
+            start=key.start,
+            first=spans.get(key, (None, None))[0],
+            last=spans.get(key, (None, None))[1],
+            sequence=key.sequence,
+            step=key.step,
+            position=key.position,
+            count=n,
+            held=HeldBack.of(held.get(key, Counter())),
+        )
+        for key, n in sorted(counts.items(), key=lambda kv: kv[0].order())
+    )
+    return Schedule(at, at + within, zone, hourly, rows)
 
 
-def _due_sends(
-    s: Session, until: datetime
-) -> Result[str, str, int, str, datetime | None, int, int, datetime | None, str | None]:
-    """Each mailable enrollment due by `until`: its sequence and step, and what its due
-    time was computed from (for the quiet-day count)."""
-    return s.execute(
+_SLOT_ORDER = {Slot.NOW: 0, Slot.HOUR: 1, Slot.DAY: 1, Slot.PAUSED: 2}
+_NO_TIME = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class _Key:
+    slot: Slot
+    start: datetime | None
+    sequence: str
+    position: int
+    step: str
+
+    def order(self) -> tuple[int, datetime, str, int]:
+        return (_SLOT_ORDER[self.slot], self.start or _NO_TIME, self.sequence, self.position)
+
+
+@dataclass(frozen=True)
+class _Due:
+    """One send that is due: its sequence and step, and what its time was computed from."""
+
+    sequence: Sequence
+    position: int
+    step: str
+    due_at: datetime
+    paused: bool
+    delay: timedelta
+    after: datetime | None
+    timezone: str | None
+
+
+def _due_sends(s: Session, until: datetime) -> Iterable[_Due]:
+    """Each confirmed reader's next send due by `until`, paused ones included (as held)."""
+    sequences = {q.id: q for q in s.scalars(select(Sequence))}
+    rows = s.execute(
         select(
-            Sequence.slug,
-            Sequence.status,
+            Enrollment.sequence_id,
+            Enrollment.status,
+            Enrollment.next_due_at,
+            func.coalesce(Enrollment.last_sent_at, Enrollment.started_at),
             Step.position,
             Step.key,
-            Enrollment.next_due_at,
-            Enrollment.sequence_id,
             Step.delay_seconds,
-            func.coalesce(Enrollment.last_sent_at, Enrollment.started_at),
             Subscriber.timezone,
         )
-        .join(Sequence, Sequence.id == Enrollment.sequence_id)
         .join(Step, Step.id == Enrollment.next_step_id)
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
         .where(
-            mailable(),
+            Subscriber.status == SubscriberStatus.CONFIRMED,
+            Enrollment.status.in_([EnrollmentStatus.ACTIVE, EnrollmentStatus.PAUSED]),
             Enrollment.next_due_at <= until,
         )
         .order_by(Enrollment.next_due_at)
         .execution_options(yield_per=5000)
     )
+    for seq_id, status, due, after, position, key, delay, tz_name in rows:
+        if due is None:  # not reached: the query asks for a due time
+            continue
+        seq = sequences[seq_id]
+        yield _Due(
+            sequence=seq,
+            position=position,
+            step=key,
+            due_at=due,
+            paused=status == EnrollmentStatus.PAUSED or seq.status == SequenceStatus.PAUSED,
+            delay=timedelta(seconds=delay),
+            after=after,
+            timezone=tz_name,
+        )
 
 
-def _when(status: str, due: datetime, at: datetime, hourly: bool, quota: _DailyQuota) -> str:
-    """The bucket a send is counted in. Paused sends take no quota: they are not sent."""
-    if status == SequenceStatus.PAUSED:
-        return "held (paused)"
-    if (waits := quota.waits_until(due)) is not None:
-        return f"{waits:%Y-%m-%d %H:00Z} (daily limit)"
-    if due <= at:
-        return "now (overdue)"
-    return due.strftime("%Y-%m-%d %H:00Z" if hourly else "%Y-%m-%d")
+def _held(due: _Due, at: datetime, quota: _DailyQuota) -> Held | None:
+    """Why this send waits, if it does. Paused sends take no quota: they are not sent."""
+    if due.paused:
+        return Held.PAUSED
+    if quota.waits(due.due_at):
+        return Held.DAILY_LIMIT
+    if due.after is None or due.due_at <= due.after + due.delay:
+        return None
+    config = due.sequence.config
+    if config.quiet_days:
+        tz = reader_zone(due.timezone, config.timezone)
+        window = window_of(due.sequence)
+        if pushed_by_quiet_day(window, tz, due.after, due.delay, due.due_at):
+            return Held.QUIET_DAY
+    return Held.WINDOW
+
+
+def _key(
+    due: _Due, reason: Held | None, when: datetime, at: datetime, zone: tzinfo, hourly: bool
+) -> _Key:
+    if reason is Held.PAUSED:
+        slot, start = Slot.PAUSED, None
+    elif when <= at:
+        slot, start = Slot.NOW, None
+    elif hourly:
+        slot, start = Slot.HOUR, when.astimezone(zone).replace(minute=0, second=0, microsecond=0)
+    else:
+        slot, start = Slot.DAY, datetime.combine(when.astimezone(zone).date(), time(), zone)
+    return _Key(slot, start, due.sequence.slug, due.position, due.step)
 
 
 class _DailyQuota:
@@ -141,35 +268,26 @@ class _DailyQuota:
         self.tomorrow = next_utc_day(at)
         self.left = max(0, self.limit - sent_today(s, at)) if self.limit else 0
 
-    def waits_until(self, due: datetime) -> datetime | None:
-        if not self.limit:
-            return None
-        if due < self.tomorrow:
-            if self.left > 0:
-                self.left -= 1
-                return None
-            return self.tomorrow
-        if due == self.tomorrow:
-            return self.tomorrow
-        return None
-
-
-def _order(k: tuple[str, str, str, str]) -> tuple[int, str, str, str]:
-    when, slug, pos, _ = k
-    rank = 0 if when.startswith("now") else 2 if when.startswith("held") else 1
-    return (rank, when, slug, pos)
+    def waits(self, due: datetime) -> bool:
+        """Whether this send, the next in due order, waits for tomorrow's quota."""
+        if not self.limit or due > self.tomorrow:
+            return False
+        if due == self.tomorrow or self.left == 0:
+            return True
+        self.left -= 1
+        return False
 
 
 # --- stats ----------------------------------------------------------------------------
 
 
-@dataclass
-class StepStats:
+@dataclass(frozen=True)
+class StepFunnel:
     key: str
     position: int | None  # None: a removed step that still has history
     sent: int = 0
     failed: int = 0
-    clicked: int = 0
+    clicked: int | None = 0  # None: clicks are not tracked for this sequence
     unsubscribed: int = 0
     booked: int = 0
     # What came back (nurture/feedback/handling.py): per step whose email it was about.
@@ -177,80 +295,210 @@ class StepStats:
     soft_bounced: int = 0
     complained: int = 0
     replied: int = 0
+    took_break: int = 0  # "take a break for two weeks" from this email's footer
 
 
-@dataclass
-class SequenceStats:
+# Which StepFunnel counter each attributed event kind adds to.
+_STEP_COUNTER: dict[EventKind, str] = {
+    EventKind.UNSUBSCRIBED: "unsubscribed",
+    EventKind.BOOKED: "booked",
+    EventKind.BOUNCED: "bounced",
+    EventKind.SOFT_BOUNCED: "soft_bounced",
+    EventKind.COMPLAINED: "complained",
+    EventKind.REPLIED: "replied",
+    EventKind.TOOK_BREAK: "took_break",
+}
+assert set(_STEP_COUNTER) == set(ATTRIBUTED)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a funnel, with its share of the one before and of the first."""
+
+    name: str  # "signed up", "confirmed", a step key, "booked"
+    count: int
+    of_previous: float | None  # None when the stage before counted nobody
+    of_start: float | None
+
+
+@dataclass(frozen=True)
+class SequenceFunnel:
     slug: str
     name: str
     status: str
-    steps: list[StepStats] = field(default_factory=list)
+    signed_up: int  # everyone ever enrolled, people erased since included
+    confirmed: int
+    waiting: int  # signed up, not confirmed yet, and still here (not erased)
+    clicks_tracked: bool
+    steps: tuple[StepFunnel, ...] = ()
+
+    @property
+    def booked(self) -> int:
+        """Bookings after an email of this sequence (each counted for the last one sent)."""
+        return sum(st.booked for st in self.steps)
+
+    def stages(self) -> tuple[Stage, ...]:
+        """Signed up, confirmed, each live step (sent), booked."""
+        counts = [("signed up", self.signed_up), ("confirmed", self.confirmed)]
+        counts += [(st.key, st.sent) for st in self.steps if st.position is not None]
+        counts.append(("booked", self.booked))
+        stages, previous = [], None
+        for name, n in counts:
+            stages.append(Stage(name, n, _rate(n, previous), _rate(n, self.signed_up)))
+            previous = n
+        return tuple(stages)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "slug": self.slug,
+            "name": self.name,
+            "status": self.status,
+            "signed_up": self.signed_up,
+            "confirmed": self.confirmed,
+            "waiting": self.waiting,
+            "booked": self.booked,
+            "clicks_tracked": self.clicks_tracked,
+            "stages": [vars(st) for st in self.stages()],
+            "steps": [vars(st) for st in self.steps],
+        }
 
 
-def stats(s: Session, slug: str | None = None) -> list[SequenceStats]:
-    """Per-step funnel. An unsubscribe or booking counts for the last step sent before it;
-    a bounce, complaint or reply for the email it was about."""
+def _rate(n: int, of: int | None) -> float | None:
+    return n / of if of else None
+
+
+def stats(s: Session, slug: str | None = None) -> list[SequenceFunnel]:
+    """Per sequence: signed up, confirmed (and still waiting), then per step. An unsubscribe,
+    break or booking counts for the last step sent before it; a bounce, complaint or reply
+    for the email it was about."""
     seqs = [get_sequence(s, slug)] if slug else list(s.scalars(select(Sequence).order_by("slug")))
     if not seqs:
         return []
     ids = [q.id for q in seqs]
     steps = list(s.scalars(select(Step).where(Step.sequence_id.in_(ids)).order_by(Step.position)))
-    per_step = {
-        st.id: StepStats(st.key, st.position if st.removed_at is None else None) for st in steps
-    }
-    _count_sends(s, per_step)
-    _count_erased_sends(s, per_step)
-    _count_clicks(s, per_step)
-    _count_attributed(s, per_step)
-    return [_sequence_stats(seq, steps, per_step) for seq in seqs]
+    step_ids = [st.id for st in steps]
+    counted: Counter[tuple[int, str]] = Counter()
+    _count_sends(s, step_ids, counted)
+    _count_erased_sends(s, step_ids, counted)
+    clicks = _count_clicks(s, step_ids)
+    _count_attributed(s, step_ids, counted)
+    people = _count_people(s, ids)
+    result = []
+    for seq in seqs:
+        tracked = clicks_tracked(seq.config)
+        funnel = [
+            _step_funnel(st, counted, clicks.get(st.id, 0), tracked)
+            for st in steps
+            if st.sequence_id == seq.id
+        ]
+        # Removed steps appear only when they have history worth showing.
+        funnel = [x for x in funnel if x.position is not None or x.sent or x.failed]
+        funnel.sort(key=lambda x: (x.position is None, x.position or 0))
+        came = people[seq.id]
+        result.append(
+            SequenceFunnel(
+                slug=seq.slug,
+                name=seq.name,
+                status=seq.status,
+                signed_up=came.signed_up,
+                confirmed=came.confirmed,
+                waiting=came.waiting,
+                clicks_tracked=tracked,
+                steps=tuple(funnel),
+            )
+        )
+    return result
 
 
-def _count_sends(s: Session, per_step: dict[int, StepStats]) -> None:
+def _step_funnel(
+    st: Step, counted: Counter[tuple[int, str]], clicks: int, tracked: bool
+) -> StepFunnel:
+    # Clicks recorded while tracking was on still show after it is switched off.
+    return StepFunnel(
+        st.key,
+        st.position if st.removed_at is None else None,
+        clicked=clicks if tracked or clicks else None,
+        **{name: counted[(st.id, name)] for name in ("sent", "failed", *_STEP_COUNTER.values())},
+    )
+
+
+def _count_people(s: Session, seq_ids: list[int]) -> dict[int, _People]:
+    """Per sequence: enrolled, confirmed, still waiting; people erased since (forget, the
+    retention limit) still count as signed up, and as confirmed if they had confirmed."""
+    people = {i: _People() for i in seq_ids}
+    for seq_id, n, waiting in s.execute(
+        select(
+            Enrollment.sequence_id,
+            func.count(),
+            func.count().filter(Enrollment.status == EnrollmentStatus.PENDING),
+        )
+        .where(Enrollment.sequence_id.in_(seq_ids))
+        .group_by(Enrollment.sequence_id)
+    ):
+        people[seq_id] = _People(n, n - waiting, waiting)
+    erased = (EventKind.CONFIRMED_ERASED, EventKind.UNCONFIRMED_ERASED)
+    for erased_from, kind, n in s.execute(
+        select(Event.sequence_id, Event.kind, func.count())
+        .where(Event.kind.in_(erased), Event.sequence_id.in_(seq_ids))
+        .group_by(Event.sequence_id, Event.kind)
+    ):
+        if erased_from is None:
+            continue
+        was = people[erased_from]
+        confirmed = n if kind == EventKind.CONFIRMED_ERASED else 0
+        people[erased_from] = _People(was.signed_up + n, was.confirmed + confirmed, was.waiting)
+    return people
+
+
+@dataclass(frozen=True)
+class _People:
+    signed_up: int = 0
+    confirmed: int = 0
+    waiting: int = 0
+
+
+def _count_sends(s: Session, step_ids: list[int], counted: Counter[tuple[int, str]]) -> None:
     for step_id, status, n in s.execute(
         select(Delivery.step_id, Delivery.status, func.count())
-        .where(Delivery.step_id.in_(list(per_step)))
+        .where(
+            Delivery.step_id.in_(step_ids),
+            Delivery.status.in_([DeliveryStatus.SENT, DeliveryStatus.FAILED]),
+        )
         .group_by(Delivery.step_id, Delivery.status)
     ):
-        if status == DeliveryStatus.SENT:
-            per_step[step_id].sent += n
-        elif status == DeliveryStatus.FAILED:
-            per_step[step_id].failed += n
+        counted[(step_id, "sent" if status == DeliveryStatus.SENT else "failed")] += n
 
 
-def _count_erased_sends(s: Session, per_step: dict[int, StepStats]) -> None:
+def _count_erased_sends(s: Session, step_ids: list[int], counted: Counter[tuple[int, str]]) -> None:
     # People erased (forget, the retention limit) leave anonymous counts of their sends.
-    for erased_step, kind, n in s.execute(
+    erased = {EventKind.SENT_ERASED: "sent", EventKind.FAILED_ERASED: "failed"}
+    for step_id, kind, n in s.execute(
         select(Event.step_id, Event.kind, func.count())
-        .where(Event.kind.in_(["sent_erased", "failed_erased"]), Event.step_id.in_(list(per_step)))
+        .where(Event.kind.in_(list(erased)), Event.step_id.in_(step_ids))
         .group_by(Event.step_id, Event.kind)
     ):
-        if erased_step is None:
-            continue
-        if kind == "sent_erased":
-            per_step[erased_step].sent += n
-        else:
-            per_step[erased_step].failed += n
+        if step_id is not None:
+            counted[(step_id, erased[EventKind(kind)])] += n
 
 
-def _count_clicks(s: Session, per_step: dict[int, StepStats]) -> None:
+def _count_clicks(s: Session, step_ids: list[int]) -> dict[int, int]:
     # One per email clicked (several clicks on one email count once).
-    for clicked_step, with_delivery, without in s.execute(
-        select(
-            Event.step_id,
-            func.count(func.distinct(Event.delivery_id)),
-            func.count().filter(Event.delivery_id.is_(None)),
+    return {
+        step_id: with_delivery + without
+        for step_id, with_delivery, without in s.execute(
+            select(
+                Event.step_id,
+                func.count(func.distinct(Event.delivery_id)),
+                func.count().filter(Event.delivery_id.is_(None)),
+            )
+            .where(Event.kind == EventKind.CLICKED, Event.step_id.in_(step_ids))
+            .group_by(Event.step_id)
         )
-        .where(Event.kind == "clicked", Event.step_id.in_(list(per_step)))
-        .group_by(Event.step_id)
-    ):
-        if clicked_step is not None:
-            per_step[clicked_step].clicked = with_delivery + without
+        if step_id is not None
+    }
 
 
-def _count_attributed(s: Session, per_step: dict[int, StepStats]) -> None:
+def _count_attributed(s: Session, step_ids: list[int], counted: Counter[tuple[int, str]]) -> None:
     """The ATTRIBUTED events, per the step they name, else the last one sent before them."""
     attributed = (
         select(
@@ -267,26 +515,123 @@ def _count_attributed(s: Session, per_step: dict[int, StepStats]) -> None:
     )
     for kind, step_id, n in s.execute(
         select(attributed.c.kind, attributed.c.step_id, func.count())
-        .where(attributed.c.step_id.in_(list(per_step)))
+        .where(attributed.c.step_id.in_(step_ids))
         .group_by(attributed.c.kind, attributed.c.step_id)
     ):
-        setattr(per_step[step_id], kind, n)
+        counted[(step_id, _STEP_COUNTER[EventKind(kind)])] += n
 
 
-def _sequence_stats(
-    seq: Sequence, steps: list[Step], per_step: dict[int, StepStats]
-) -> SequenceStats:
-    live = [per_step[st.id] for st in steps if st.sequence_id == seq.id]
-    # Removed steps appear only when they have history worth showing.
-    live = [x for x in live if x.position is not None or x.sent or x.failed]
-    live.sort(key=lambda x: (x.position is None, x.position or 0))
-    return SequenceStats(seq.slug, seq.name, seq.status, live)
+# --- deliverability and activity -------------------------------------------------------
+
+# Gmail's bulk-sender line: keep spam complaints under 0.3% of mail delivered (its sender
+# guidelines; 0.1% is the recommended ceiling). The same line is drawn for hard bounces.
+COMPLAINT_LINE = 0.003
+
+
+@dataclass(frozen=True)
+class Deliverability:
+    since: datetime
+    sent: int  # emails sent since then
+    hard_bounced: int  # people whose mail bounced for good since then
+    complained: int  # spam complaints since then
+    failed: int  # deliveries failed for good and not retried (any age): deliveries list
+
+    @property
+    def bounce_rate(self) -> float | None:
+        return _rate(self.hard_bounced, self.sent)
+
+    @property
+    def complaint_rate(self) -> float | None:
+        return _rate(self.complained, self.sent)
+
+    def over_line(self, rate: float | None) -> bool:
+        return rate is not None and rate >= COMPLAINT_LINE
+
+
+def deliverability(s: Session, days: int = 30) -> Deliverability:
+    """Hard bounces and complaints against emails sent, over the last `days` days."""
+    since = now() - timedelta(days=days)
+    sent = s.scalar(
+        select(func.count()).where(
+            Delivery.status == DeliveryStatus.SENT, Delivery.sent_at >= since
+        )
+    )
+    kinds = dict(
+        s.execute(
+            select(Event.kind, func.count())
+            .where(
+                Event.kind.in_([EventKind.BOUNCED, EventKind.COMPLAINED]), Event.created_at >= since
+            )
+            .group_by(Event.kind)
+        ).all()
+    )
+    failed = s.scalar(select(func.count()).where(Delivery.status == DeliveryStatus.FAILED))
+    return Deliverability(
+        since=since,
+        sent=sent or 0,
+        hard_bounced=kinds.get(EventKind.BOUNCED, 0),
+        complained=kinds.get(EventKind.COMPLAINED, 0),
+        failed=failed or 0,
+    )
+
+
+@dataclass(frozen=True)
+class DayActivity:
+    day: date  # in the practice's zone
+    signed_up: int
+    booked: int
+
+
+def activity(
+    s: Session, days: int = 90, slug: str | None = None, zone: tzinfo | None = None
+) -> tuple[DayActivity, ...]:
+    """Signups (enrollments made) and bookings per day of the practice's zone, for the last
+    `days` days up to today, every day listed (zeros too)."""
+    zone = zone or practice_zone()
+    today = now().astimezone(zone).date()
+    first = today - timedelta(days=days - 1)
+    since = datetime.combine(first, time(), zone).astimezone(UTC)
+    signups = select(Enrollment.created_at).where(Enrollment.created_at >= since)
+    bookings = select(Event.created_at).where(
+        Event.kind == EventKind.BOOKED, Event.created_at >= since
+    )
+    if slug:
+        seq = get_sequence(s, slug)
+        signups = signups.where(Enrollment.sequence_id == seq.id)
+        bookings = bookings.where(Event.subscriber_id.in_(
+            select(Enrollment.subscriber_id).where(Enrollment.sequence_id == seq.id)
+        ))  # fmt: skip
+    signed = Counter(_local_day(t, zone) for t in s.scalars(signups))
+    booked = Counter(_local_day(t, zone) for t in s.scalars(bookings))
+    return tuple(
+        DayActivity(d, signed[d], booked[d])
+        for d in (first + timedelta(days=i) for i in range(days))
+    )
+
+
+def _local_day(at: datetime, zone: tzinfo) -> date:
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(zone).date()
 
 
 # --- deliveries -----------------------------------------------------------------------
 
 
-def list_deliveries(s: Session, status: str | None, limit: int) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class DeliveryRow:
+    id: int
+    sequence: str
+    step: str
+    email: str
+    status: DeliveryStatus
+    attempts: int
+    due_at: datetime
+    sent_at: datetime | None
+    next_try: datetime | None  # a deferred send: when the next dispatch pass tries it again
+    error: str | None
+
+
+def list_deliveries(s: Session, status: str | None, limit: int) -> list[DeliveryRow]:
+    """Recent deliveries, newest first (only `status` ones when given)."""
     q = (
         select(Delivery, Sequence.slug, Step.key, Subscriber)
         .join(Step, Step.id == Delivery.step_id)
@@ -299,27 +644,27 @@ def list_deliveries(s: Session, status: str | None, limit: int) -> list[dict[str
     if status:
         q = q.where(Delivery.status == status)
     return [
-        {
-            "id": d.id,
-            "sequence": slug,
-            "step": key,
-            "email": sub.email,
-            "status": d.status,
-            "attempts": d.attempts,
-            "due_at": d.due_at.isoformat(),
-            "sent_at": d.sent_at.isoformat() if d.sent_at else None,
-            "next_try": _next_try(d),
-            "error": d.error,
-        }
+        DeliveryRow(
+            id=d.id,
+            sequence=slug,
+            step=key,
+            email=sub.email,
+            status=d.status,
+            attempts=d.attempts,
+            due_at=d.due_at,
+            sent_at=d.sent_at,
+            next_try=_next_try(d),
+            error=d.error,
+        )
         for d, slug, key, sub in s.execute(q)
     ]
 
 
-def _next_try(d: Delivery) -> str | None:
+def _next_try(d: Delivery) -> datetime | None:
     """When a deferred delivery (queued, tried and refused for now) is tried again: the next
     dispatch pass after its backed-off lease runs out."""
     if d.status == DeliveryStatus.QUEUED and d.attempts and d.lease_until is not None:
-        return d.lease_until.isoformat()
+        return d.lease_until
     return None
 
 

@@ -25,10 +25,11 @@ CONFIRM = "confirm"
 UNSUBSCRIBE = "unsubscribe"
 LINK = "link"
 FORM = "form"  # the stateless CSRF token of the signup form (works inside a cross-site iframe)
+BREAK = "break"  # "take a break for two weeks", in every email's footer
 
 # A confirmation link should not work forever; unsubscribe links must keep working for
 # as long as the email might be read (RFC 8058 asks for no expiry in practice).
-MAX_AGE = {CONFIRM: 7 * 86400, UNSUBSCRIBE: None, LINK: None, FORM: 12 * 3600}
+MAX_AGE = {CONFIRM: 7 * 86400, UNSUBSCRIBE: None, LINK: None, FORM: 12 * 3600, BREAK: None}
 # Timestamps are whole seconds; a row made in the second a token was signed still counts.
 _SLACK = timedelta(seconds=1)
 # The key of the row id each purpose's token names ("p" is the person's public id).
@@ -68,6 +69,10 @@ def unsubscribe_token(public_id: str) -> str:
     return make(UNSUBSCRIBE, {"p": public_id})
 
 
+def break_token(public_id: str) -> str:
+    return make(BREAK, {"p": public_id})
+
+
 def link_token(link_id: int, public_id: str) -> str:
     return make(LINK, {"l": link_id, "p": public_id})
 
@@ -104,11 +109,13 @@ def read(purpose: str, token: str) -> Claims:
     ref = ref if isinstance(ref, int) and not isinstance(ref, bool) else None
     person = person if isinstance(person, str) else None
     # A confirmation and a link name their row; an unsubscribe names the person (or, in
-    # emails sent before tokens named people, their row); a form names its sequence.
+    # emails sent before tokens named people, their row); a break names the person; a form
+    # names its sequence.
     complete = {
         CONFIRM: ref is not None,
         LINK: ref is not None,
         UNSUBSCRIBE: ref is not None or person is not None,
+        BREAK: person is not None,
         FORM: isinstance(data.get("q"), str),
     }
     if not complete[purpose]:

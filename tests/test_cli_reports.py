@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from nurture.clock import FrozenClock
-from nurture.db import transaction
+from nurture.db import reading, transaction
 from nurture.delivery.dispatch import dispatch_once
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.delivery.sending import send_batch
-from nurture.events.models import Event
+from nurture.events.models import Event, EventKind
 from nurture.mail.backends import MemoryBackend, PermanentMailError
+from nurture.reports import activity, deliverability, stats
 from nurture.sequences.models import Step
 from tests.cli_helpers import drain, run
+from tests.conftest import reload_runtime
 
 
 class Refusing(MemoryBackend):
@@ -28,36 +31,83 @@ def add(*emails: str, confirmed: bool = True) -> None:
         assert run(*args, *(["--confirmed"] if confirmed else [])).code == 0
 
 
-def test_schedule_counts_per_step_and_bucket(quick_sequence: str, clock: FrozenClock) -> None:
+NONE_HELD = {"window": 0, "quiet_day": 0, "daily_limit": 0, "paused": 0}
+
+
+def in_new_york(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NURTURE_TIMEZONE", "America/New_York")
+    reload_runtime()
+
+
+def test_schedule_counts_per_step_and_slot_in_the_practice_zone(
+    quick_sequence: str, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_new_york(monkeypatch)  # Friday 14:00 UTC is 09:00 there
     add("ann@example.com", "bob@example.com")
     add("cy@example.com", confirmed=False)  # not confirmed: nothing scheduled
     rows = run("schedule", "--within", "1h", "--json").json()
     assert rows == [
-        {"when": "now (overdue)", "sequence": "quick", "step": "one", "count": 2, "quiet_moved": 0}
+        {
+            "slot": "now",
+            "start": None,
+            "first": None,
+            "last": None,
+            "sequence": "quick",
+            "step": "one",
+            "count": 2,
+            "held": NONE_HELD,
+        }
     ]
     drain()
     rows = run("schedule", "--within", "1h", "--json").json()
-    assert rows == [
-        {
-            "when": "2026-03-06 14:00Z",
-            "sequence": "quick",
-            "step": "two",
-            "count": 2,
-            "quiet_moved": 0,
-        }
+    assert [(r["slot"], r["start"], r["first"], r["step"], r["count"]) for r in rows] == [
+        ("hour", "2026-03-06T09:00:00-05:00", "2026-03-06T09:01:00-05:00", "two", 2)
     ]
+    shown = run("schedule", "--within", "1h", terminal=True).out
+    assert "Fri 6 Mar 09:00" in shown and "times in America/New_York" in shown
+    assert "Z" not in shown and "14:00" not in shown
     daily = run("schedule", "--within", "3d", "--json").json()
-    assert daily == [
-        {"when": "2026-03-06", "sequence": "quick", "step": "two", "count": 2, "quiet_moved": 0}
+    assert [(r["slot"], r["start"], r["step"], r["count"]) for r in daily] == [
+        ("day", "2026-03-06T00:00:00-05:00", "two", 2)
     ]
+    # Plain `schedule` (per day) still shows the times of the day's sends.
+    assert "Fri 6 Mar 09:01" in run("schedule", terminal=True).out
     assert run("schedule", "--within", "0m", "--json").json() == []
+    run("subscribers", "pause", "bob@example.com")
+    held = run("schedule", "--json").json()
+    assert [(r["slot"], r["count"], r["held"]["paused"]) for r in held] == [
+        ("day", 1, 0),
+        ("paused", 1, 1),
+    ]
     run("sequences", "pause", "quick")
     held = run("schedule", "--json").json()
-    assert held[0]["when"] == "held (paused)" and held[0]["count"] == 2
-    text = run("schedule")
-    assert text.code == 0 and "held (paused)" in text.out
+    assert [(r["slot"], r["count"], r["held"]["paused"]) for r in held] == [("paused", 2, 2)]
+    text = run("schedule", terminal=True)
+    assert text.code == 0 and "paused" in text.out
+    piped = run("schedule").out.splitlines()
+    assert piped[0].split("\t") == [
+        "slot", "start", "first", "last", "sequence", "step", "count",
+        "window", "quiet_day", "daily_limit", "paused",
+    ]  # fmt: skip
     bad = run("schedule", "--within", "soon")
     assert bad.code == 2 and "--within" in bad.err
+
+
+def test_schedule_says_what_waits_for_the_readers_window(
+    quick_sequence: str, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_new_york(monkeypatch)
+    # 23:00 in Tokyo: the welcome goes at once, step two waits for 09:00 there (00:00 UTC).
+    args = ["subscribers", "add", "dee@example.com", "--sequence", "quick"]
+    assert run(*args, "--timezone", "Asia/Tokyo", "--confirmed").code == 0
+    add("ann@example.com")
+    assert drain() == 2
+    rows = run("schedule", "--within", "2d", "--json").json()
+    assert [(r["start"], r["count"], r["held"]["window"]) for r in rows] == [
+        ("2026-03-06T09:00:00-05:00", 1, 0),
+        ("2026-03-06T19:00:00-05:00", 1, 1),
+    ]
+    assert "1 window" in run("schedule", "--within", "2d", terminal=True).out
 
 
 def test_stats_funnel_attributes_leaving_to_the_last_step_sent(
@@ -123,3 +173,44 @@ def test_deliveries_list_and_retry(quick_sequence: str, clock: FrozenClock, outb
     listed = {r["id"]: r["status"] for r in run("deliveries", "list", "--json").json()}
     assert listed == {ann_id: "sent", bob_id: "failed"}
     assert run("deliveries", "list", "--status", "bogus").code == 2
+
+
+def test_funnel_deliverability_and_activity_for_the_dashboard(
+    quick_sequence: str, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_new_york(monkeypatch)
+    add("ann@example.com", "bob@example.com", "cy@example.com")
+    add("dee@example.com", confirmed=False)  # still waiting to confirm
+    drain()
+    with transaction() as s:
+        s.add(Event(kind=EventKind.COMPLAINED))
+    run("subscribers", "booked", "bob@example.com")
+    with reading() as s:
+        (funnel,) = stats(s, "quick")
+        health = deliverability(s)
+        days = activity(s, days=3)
+    assert (funnel.signed_up, funnel.confirmed, funnel.waiting, funnel.booked) == (4, 3, 1, 1)
+    stages = [(st.name, st.count, st.of_previous, st.of_start) for st in funnel.stages()]
+    assert stages[:3] == [
+        ("signed up", 4, None, 1.0),
+        ("confirmed", 3, 0.75, 0.75),
+        ("one", 3, 1.0, 0.75),
+    ]
+    assert stages[-1] == ("booked", 1, None, 0.25)  # after "four", which nobody got yet
+    assert funnel.steps[0].clicked is None and not funnel.clicks_tracked
+    assert (health.sent, health.complained, health.hard_bounced, health.failed) == (3, 1, 0, 0)
+    assert health.complaint_rate == pytest.approx(1 / 3) and health.over_line(health.complaint_rate)
+    assert not health.over_line(health.bounce_rate)
+    assert [(d.day.isoformat(), d.signed_up, d.booked) for d in days] == [
+        ("2026-03-04", 0, 0),
+        ("2026-03-05", 0, 0),
+        ("2026-03-06", 4, 1),
+    ]
+    # Forgetting someone keeps them in the funnel's signed up and confirmed.
+    assert run("subscribers", "forget", "ann@example.com", "--yes").code == 0
+    with reading() as s:
+        (after,) = stats(s, "quick")
+    assert (after.signed_up, after.confirmed, after.waiting) == (4, 3, 1)
+    shown = run("stats", "quick", terminal=True).out
+    assert "confirmed (1 waiting)" in shown and "75%" in shown
+    assert "—" in shown and "clicks are not tracked" in shown

@@ -29,6 +29,7 @@ from nurture.events.outbox import open_body
 from nurture.events.recording import record_event
 from nurture.sequences.services import get_sequence
 from nurture.subscribers.addresses import get_subscriber
+from nurture.subscribers.breaks import take_break
 from nurture.subscribers.enrolling import add_subscriber
 from nurture.subscribers.leaving import mark_bounced
 from nurture.subscribers.privacy import forget
@@ -38,7 +39,10 @@ from tests.conftest import reload_runtime
 from tests.support import Worker, free_port, wait_until
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
-KINDS = ["confirmed", "unsubscribed", "booked", "bounced", "complained", "replied", "forgotten"]
+KINDS = [
+    "confirmed", "unsubscribed", "booked", "bounced", "complained", "replied", "forgotten",
+    "paused",  # a reader took a break (EventKind.TOOK_BREAK)
+]  # fmt: skip
 
 
 class Receiver:
@@ -113,6 +117,7 @@ def _every_kind(slug: str) -> None:
         # The kinds issue 11 records, through the same one function.
         record_event(s, "complained", get_subscriber(s, "eve@example.com"))
         record_event(s, "replied", get_subscriber(s, "fay@example.com"))
+        take_break(s, get_subscriber(s, "ann@example.com"))
         forget(s, "ann@example.com")
 
 

@@ -309,12 +309,13 @@ def test_dispatch_with_the_mail_server_down_says_what_waits_and_until_when(
 
     _people()
     monkeypatch.setenv("NURTURE_MAIL_URL", f"smtp://127.0.0.1:{free_port()}")  # nobody there
+    monkeypatch.setenv("NURTURE_TIMEZONE", "America/New_York")
     reload_runtime()
     ran = run("dispatch")
     assert ran.code == 0, ran.err
     assert "sent 0" in ran.out
     assert "deferred 2: the mail server did not take them" in ran.out, ran.out
-    assert "next try from 2026-03-06 14:01Z (in 1 min)" in ran.out
+    assert "next try from 2026-03-06 09:01 America/New_York (in 1 min)" in ran.out
     rows = run("deliveries", "list", "--json").json()
     assert {r["next_try"] for r in rows} == {"2026-03-06T14:01:00+00:00"}
     piped = run("deliveries", "list", "--status", "queued").out.splitlines()

@@ -40,6 +40,12 @@ def _paths(app: Flask, outbox: list) -> list[str]:
     values = {
         "slug": "quick",
         "provider": "postmark",
+        # The dashboard's (tests/test_admin_web.py drives it logged in).
+        "token": "setup-token",
+        "public_id": "0" * 32,
+        "action": "pause",
+        "key": "welcome",
+        "delivery_id": "1",
     }
     paths = []
     for rule in app.url_map.iter_rules():
@@ -51,6 +57,8 @@ def _paths(app: Flask, outbox: list) -> list[str]:
             paths.append(unsubscribe_path(step))
         elif rule.rule.startswith("/l/"):
             paths.append(tracked)
+        elif rule.rule.startswith("/break/"):
+            paths.append(link_in(step, "break"))
         else:
             paths.append(re.sub(r"<(?:\w+:)?(\w+)>", lambda m: values[m.group(1)], rule.rule))
     return paths

@@ -27,7 +27,7 @@ from nurture.delivery.limits import (
 )
 from nurture.delivery.sending import send_batch
 from nurture.mail.backends import MemoryBackend, TransientMailError, _by_code
-from nurture.reports import schedule
+from nurture.reports import Slot, schedule
 from nurture.sequences.services import get_sequence
 from nurture.subscribers.enrolling import add_subscriber
 from nurture.subscribers.models import Enrollment
@@ -68,10 +68,14 @@ def test_daily_limit_waits_for_the_next_utc_day_and_schedule_shows_it(
         rows = schedule(s, timedelta(days=2))
     # The two put back, and the three who got step one: their step two (due in a minute)
     # no longer fits today either.
-    waits = {(r.step, r.count) for r in rows if r.when == "2026-03-07 00:00Z (daily limit)"}
+    waits = {
+        (r.step, r.count)
+        for r in rows.rows
+        if r.start == midnight and r.held.daily_limit == r.count and r.slot is Slot.HOUR
+    }
     assert waits == {("one", 2), ("two", 3)}
-    shown = run("schedule", "--within", "2d")
-    assert shown.code == 0 and "daily limit" in shown.out
+    shown = run("schedule", "--within", "2d", terminal=True)
+    assert shown.code == 0 and "3 daily limit" in shown.out
     assert _send_due() == []  # nothing more today
     clock.set(datetime(2026, 3, 7, 9, 30, tzinfo=UTC))
     assert len(_send_due()) == 3  # a new day's three, of the five now due
@@ -84,8 +88,9 @@ def test_schedule_shows_todays_due_work_beyond_the_limit_as_waiting(
     _configure(monkeypatch, clock, send_daily_limit="4")
     _add(10)
     with transaction() as s:
-        rows = {r.when: r.count for r in schedule(s, timedelta(days=1))}
-    assert rows == {"now (overdue)": 4, "2026-03-07 00:00Z (daily limit)": 6}
+        planned = schedule(s, timedelta(days=1))
+        rows = {(r.slot, r.start, r.held.daily_limit): r.count for r in planned.rows}
+    assert rows == {(Slot.NOW, None, 0): 4, (Slot.HOUR, datetime(2026, 3, 7, tzinfo=UTC), 6): 6}
 
 
 def test_send_rate_in_the_database_bucket(

@@ -13,7 +13,7 @@ import time
 
 import click
 
-from nurture.cli.output import human, say
+from nurture.cli.output import say, when
 from nurture.config import base_url_elsewhere, listening_url
 from nurture.context import current
 from nurture.errors import NurtureError
@@ -201,7 +201,7 @@ def web(host: str, port: int) -> None:
     """
     _port_is_free(host, port)
     _open_keys()
-    _links_follow(host, port)
+    _say_where_the_forms_are(_links_follow(host, port))
     cmd = _web_command(host, port)
     os.execv(cmd[0], cmd)
 
@@ -341,11 +341,11 @@ def _report_deferred(ids: list[int]) -> None:
     if not deferred.count:
         return
     why = f" ({deferred.reason.splitlines()[0][:160]})" if deferred.reason else ""
-    when = ""
+    later = ""
     if deferred.next_try is not None:
         minutes = max(0, round((deferred.next_try - now()).total_seconds() / 60))
-        when = f"; next try from {human(deferred.next_try)} (in {minutes} min)"
+        later = f"; next try from {when(deferred.next_try, named=True)} (in {minutes} min)"
     say(
-        f"deferred {deferred.count}: the mail server did not take them{why}{when}, by the next "
+        f"deferred {deferred.count}: the mail server did not take them{why}{later}, by the next "
         "dispatch pass (see `nurture deliveries list --status queued`)"
     )

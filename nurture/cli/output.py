@@ -14,18 +14,23 @@ import re
 import sys
 import unicodedata
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 import click
-from rich.console import Console
+from rich.cells import cell_len
+from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from nurture.clock import practice_zone
+
 console = Console(highlight=False)
 
-_ISO_UTC = re.compile(r"^(\d{4}-\d\d-\d\d)T(\d\d:\d\d)(:\d\d(\.\d+)?)?\+00:00$")
+# An ISO instant with its offset, as the services hand times to commands.
+_ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?([+-]\d\d:\d\d|Z)$")
 # ESC-introduced sequences (CSI "ESC [ ... final", OSC "ESC ] ... BEL|ST", two-byte ESC x)
 # and their one-character C1 forms: removed whole, so no stray "[31m" is left behind.
 _ESCAPES = re.compile(
@@ -68,13 +73,48 @@ def is_terminal() -> bool:
     return bool(getattr(stream, "isatty", None) and stream.isatty())
 
 
-def human(value: Any) -> str:
-    """A cell for people: UTC instants to the minute ("2026-03-06 14:00Z"), None as blank."""
+def zone_name(zone: tzinfo | None = None) -> str:
+    """The practice's zone as people know it: its IANA name, else its abbreviation."""
+    zone = zone or practice_zone()
+    return getattr(zone, "key", None) or datetime.now(zone).tzname() or "UTC"
+
+
+# How times are shown: to the minute, or the day (of a schedule).
+MINUTE = "minute"
+DAY = "day"
+
+
+def when(
+    value: datetime | str | None,
+    style: str = MINUTE,
+    *,
+    zone: tzinfo | None = None,
+    named: bool = False,
+) -> str:
+    """The one way a time is shown to people: in the practice's zone (NURTURE_TIMEZONE),
+    "2026-12-04 10:00" (MINUTE) or "Fri 4 Dec" (DAY); `named` adds the zone, for a time in
+    a sentence (a table names it once, in its caption)."""
     if value is None:
         return ""
-    if isinstance(value, datetime):
-        value = value.isoformat()
-    return _ISO_UTC.sub(r"\1 \2Z", clean(value))
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    zone = zone or practice_zone()
+    local = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(zone)
+    text = f"{local:%a} {local.day} {local:%b}" if style == DAY else f"{local:%Y-%m-%d %H:%M}"
+    return f"{text} {zone_name(zone)}" if named else text
+
+
+def human(value: Any) -> str:
+    """A cell for people: instants in the practice's zone, to the minute; None as blank."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO.match(value)):
+        return when(value)
+    return clean(value)
+
+
+def is_time(value: Any) -> bool:
+    return isinstance(value, datetime) or (isinstance(value, str) and bool(_ISO.match(value)))
 
 
 def machine(value: Any) -> str:
@@ -106,14 +146,143 @@ def tsv(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> None:
     click.echo("\n".join(lines))
 
 
-def table(rows: list[dict[str, Any]], columns: Sequence[str], title: str = "") -> Table:
-    table = Table(title=escape(clean(title)) if title else None)
-    for col in columns:
-        table.add_column(col.replace("_", " "), overflow="fold")
+# A column of long words (addresses, slugs, step keys) may be shortened to this many cells,
+# ending in "…", before a table gives up and stacks; a word is never split across lines.
+SHORTEST = 12
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A table cell: its words, kept whole (a line breaks only between them), and its style."""
+
+    words: tuple[str, ...]
+    style: str = ""
+
+    @classmethod
+    def of(cls, value: Any, style: str = "", *, sep: str = " ") -> Cell:
+        text = human(value)
+        return cls(tuple(w for w in text.split(sep) if w) if text else (), style)
+
+    @property
+    def natural(self) -> int:
+        return cell_len(" ".join(self.words))
+
+    @property
+    def longest(self) -> int:
+        return max((cell_len(w) for w in self.words), default=0)
+
+
+def _shorten(word: str, width: int) -> str:
+    if cell_len(word) <= width:
+        return word
+    cut = word
+    while cut and cell_len(cut) > width - 1:
+        cut = cut[:-1]
+    return cut + "…"
+
+
+def _wrap(words: Sequence[str], width: int) -> str:
+    """Words into lines of at most `width` cells, breaking only between words."""
+    lines: list[str] = []
+    for word in (_shorten(w, width) for w in words):
+        if lines and cell_len(lines[-1]) + 1 + cell_len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "\n".join(lines)
+
+
+def _widths(headers: Sequence[str], rows: Sequence[Sequence[Cell]], room: int) -> list[int] | None:
+    """Each column's width so the table fits `room` cells without splitting a word (long
+    words shortened to SHORTEST at most), or None when even that is too wide."""
+    head = [Cell.of(h) for h in headers]
+    natural = [max([head[i].natural, *(r[i].natural for r in rows)]) for i in range(len(head))]
+    longest = [max([head[i].longest, *(r[i].longest for r in rows)]) for i in range(len(head))]
+    least = [max(head[i].longest, min(longest[i], SHORTEST), 1) for i in range(len(head))]
+    room -= 3 * len(headers) + 1  # borders and a space either side of each cell
+    if sum(natural) <= room:
+        return natural
+    if sum(least) > room:
+        return None
+    widths, spare = list(least), room - sum(least)
+    # First every word whole, then every cell on one line; each time to the columns that
+    # need least first, so the fewest cells are shortened or wrapped.
+    for goal in (longest, natural):
+        for i in sorted(range(len(widths)), key=lambda i: goal[i] - widths[i]):
+            more = max(0, min(goal[i] - widths[i], spare))
+            widths[i] += more
+            spare -= more
+    return widths
+
+
+def fitted(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Cell]],
+    *,
+    title: str = "",
+    caption: str | None = None,
+    right: Iterable[int] = (),
+    width: int | None = None,
+) -> RenderableType:
+    """A table that fits the terminal: columns narrowed by wrapping between words, then by
+    shortening long words with "…"; when even that does not fit, each row stacked as
+    "header  value" lines. Never a word split across lines (`confirme│d`)."""
+    width = width or console.width
+    right = set(right)
+    title_text = escape(clean(title)) if title else None
+    widths = _widths(headers, rows, width)
+    if widths is None:
+        return _stacked(headers, rows, title_text, caption, width)
+    table = Table(title=title_text, caption=caption, title_justify="left", caption_justify="left")
+    for i, (header, w) in enumerate(zip(headers, widths, strict=True)):
+        justify: JustifyMethod = "right" if i in right else "left"
+        table.add_column(_wrap(header.split(), w), width=w, justify=justify, overflow="ellipsis")
     for row in rows:
         # Text, not markup: a name like "[b]" is data, never styling.
-        table.add_row(*(Text(human(row.get(c))) for c in columns))
+        cells = zip(row, widths, strict=True)
+        table.add_row(*(Text(_wrap(c.words, w), style=c.style) for c, w in cells))
     return table
+
+
+def _stacked(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Cell]],
+    title: str | None,
+    caption: str | None,
+    width: int,
+) -> RenderableType:
+    label = max(cell_len(h) for h in headers)
+    room = max(width - label - 2, SHORTEST)
+    parts: list[RenderableType] = [Text.from_markup(title, style="italic")] if title else []
+    for row in rows:
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(width=label, style="dim")
+        grid.add_column(width=room, overflow="ellipsis")
+        for header, c in zip(headers, row, strict=True):
+            if c.words:
+                grid.add_row(header, Text(_wrap(c.words, room), style=c.style))
+        parts += [Text(""), grid] if parts else [grid]
+    if caption:
+        parts.append(Text(caption, style="dim"))
+    return Group(*parts)
+
+
+def table(rows: list[dict[str, Any]], columns: Sequence[str], title: str = "") -> RenderableType:
+    """Rows of a listing as a fitted table. Columns empty in every row are left out (a pipe
+    and --json keep them all); times are in the practice's zone, named in the caption."""
+    shown = [c for c in columns if any(row.get(c) not in (None, "") for row in rows)] or list(
+        columns
+    )
+    times = any(is_time(row.get(c)) for row in rows for c in shown)
+    cells = [[Cell.of(row.get(c)) for c in shown] for row in rows]
+    right = [i for i, c in enumerate(shown) if all(isinstance(r.get(c), int) for r in rows)]
+    return fitted(
+        [c.replace("_", " ") for c in shown],
+        cells,
+        title=title,
+        caption=f"times in {zone_name()}" if times else None,
+        right=right,
+    )
 
 
 def emit(

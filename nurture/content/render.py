@@ -9,6 +9,7 @@ practice's postal address.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import traceback
 from dataclasses import dataclass, field, replace
@@ -61,6 +62,9 @@ class EmailContext:
     preheader: str = ""
     # A shared or watched inbox: the preview must not reveal what the email is about.
     discreet: bool = False
+    # "Take a break for two weeks" (subscribers/breaks.py), beside unsubscribe; empty in an
+    # email that belongs to no sequence yet (the confirmation).
+    break_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -252,9 +256,10 @@ def render_email(ctx: EmailContext) -> RenderedEmail:
     # under it: a doubled link scores as spam, rspamd URI_COUNT_ODD) and spelled out here,
     # the plain fallback for clients that show no HTML.
     invitation = f"{ctx.consult_note.strip()}\n\n" if ctx.consult_note.strip() else ""
+    pause = f"{break_words(ctx.discreet).capitalize()}: {ctx.break_url}\n" if ctx.break_url else ""
     text = (
         f"{text_body}\n\n{invitation}{ctx.consult_text}:\n{ctx.consult_url}\n\n"
-        f"-- \n{ctx.reason}\nUnsubscribe: {ctx.unsubscribe_url}\n"
+        f"-- \n{ctx.reason}\nUnsubscribe: {ctx.unsubscribe_url}\n{pause}"
         f"{ctx.practice_name}, {ctx.postal_address}\n"
     )
     html = _layout().render(
@@ -267,9 +272,17 @@ def render_email(ctx: EmailContext) -> RenderedEmail:
         consult_text=ctx.consult_text,
         reason=ctx.reason,
         unsubscribe_url=ctx.unsubscribe_url,
+        break_url=ctx.break_url,
+        break_text=break_words(ctx.discreet),
         postal_address=ctx.postal_address,
     )
     return RenderedEmail(subject=subject, text=text, html=html)
+
+
+def break_words(discreet: bool) -> str:
+    """The footer's break link, in words that suit the inbox: discreet mode says nothing a
+    person reading over a shoulder would wonder about."""
+    return "pause these emails for two weeks" if discreet else "take a break for two weeks"
 
 
 def sample_context(
@@ -284,6 +297,7 @@ def sample_context(
         consult_url=consult_url,
         consult_text=consult_text,
         unsubscribe_url="https://example.invalid/unsubscribe/check",
+        break_url="https://example.invalid/break/check",
         postal_address=postal_address,
         practice_name=practice_name,
         reason="check",
@@ -402,3 +416,26 @@ def empty_name_lines(source: str) -> list[int]:
     except TemplateSyntaxError:
         return []
     return sorted(set(_bare_names(tree)))
+
+
+# A line that ends this way may well end where the writer meant it to ("Warmly,").
+_LINE_END = re.compile(r"[.,;:!?)\"'\u201d\u2019*_]\s*$")
+# Shorter lines are more likely a list written as lines, or an address, than a wrapped text.
+WRAPPED_LINE_CHARS = 40
+
+
+def wrapped_paragraph_lines(source: str) -> list[int]:
+    """Lines of a body where a paragraph seems wrapped at a fixed width (a long line cut
+    mid-sentence, the next going on in lower case): each such line break now shows in the
+    letter, so the writer should join the lines. The first line of each such paragraph."""
+    found = []
+    for token in _markdown.parse(source):
+        if token.type != "inline" or not token.map:
+            continue
+        lines = token.content.split("\n")
+        for i, (line, following) in enumerate(itertools.pairwise(lines)):
+            cut = len(line) >= WRAPPED_LINE_CHARS and not _LINE_END.search(line)
+            if cut and following[:1].islower():
+                found.append(token.map[0] + i + 1)
+                break
+    return found

@@ -39,6 +39,10 @@ def unsubscribe_url(public_id: str) -> str:
     return f"{current().settings.base_url}/unsubscribe/{tokens.unsubscribe_token(public_id)}"
 
 
+def break_url(public_id: str) -> str:
+    return f"{current().settings.base_url}/break/{tokens.break_token(public_id)}"
+
+
 def test_message_id(slug: str, step_key: str, domain: str) -> str:
     # A test is a message of its own: never the real one's stable ID, which a mail client
     # would thread with (or hide behind) the real email, and the file backend would
@@ -129,6 +133,7 @@ def render_step(
         consult_text=cfg.consult.text or "Book a free consult",
         consult_note=cfg.consult.note or "",
         unsubscribe_url=unsubscribe_url(public_id),
+        break_url=break_url(public_id),
         postal_address=cfg.postal_address,
         practice_name=cfg.practice,
         reason=reason_line(seq, came_by),

@@ -34,9 +34,14 @@ class EventKind(enum.StrEnum):
     # another (`subscribers move`: recorded on the sequence they left, naming the other).
     REMOVED = "removed"
     MOVED = "moved"
+    # The reader chose "take a break" in an email's footer (nurture/subscribers/breaks.py).
+    TOOK_BREAK = "took_break"
     # Left by `forget` for each sent or failed email, so stats keep their counts.
     SENT_ERASED = "sent_erased"
     FAILED_ERASED = "failed_erased"
+    # Left by `forget` for each sequence the person was in, so the funnel keeps its signups.
+    CONFIRMED_ERASED = "confirmed_erased"
+    UNCONFIRMED_ERASED = "unconfirmed_erased"
 
 
 class Event(Base):

@@ -1,7 +1,7 @@
 """Recording an event webhook: the outbox row written with the change it announces.
 
 Every change worth announcing already records an `Event` row (confirmed, unsubscribed,
-booked, bounced, complained, replied, forgotten). A `before_flush` hook on every
+booked, bounced, complained, replied, forgotten, took a break). A `before_flush` hook on every
 session (`capture`, installed by nurture.runtime) turns each new such row into an
 `event_outbox` row in the same flush, so in the same transaction: a rolled-back change
 announces nothing, a committed one is never lost. New code that records one of these kinds,
@@ -41,11 +41,15 @@ KINDS = (
     EventKind.COMPLAINED,
     EventKind.REPLIED,
     EventKind.FORGOTTEN,
+    EventKind.TOOK_BREAK,
 )
+# The contract names a reader's break `subscriber.paused`: they paused their own emails. An
+# operator's or a reply's pause (EventKind.PAUSED) is not announced.
+_TYPE_WORD: dict[str, str] = {EventKind.TOOK_BREAK: "paused"}
 
 
 def event_type(kind: str) -> str:
-    return f"subscriber.{kind}"
+    return f"subscriber.{_TYPE_WORD.get(kind, kind)}"
 
 
 def body_place(msg_id: str) -> str:

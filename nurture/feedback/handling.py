@@ -103,7 +103,7 @@ def _soft(s: Session, sub: Subscriber, d: Delivery | None, data: dict[str, Any])
     count, first = s.execute(
         select(func.count(), func.min(Event.created_at)).where(
             Event.subscriber_id == sub.id,
-            Event.kind == "soft_bounced",
+            Event.kind == EventKind.SOFT_BOUNCED,
             Event.created_at >= at - SOFT_WINDOW,
         )
     ).one()

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture.delivery.models import Delivery, DeliveryStatus
+from nurture.events.models import EventKind
 from nurture.sequences.models import Step
 from nurture.subscribers.models import Enrollment
 
@@ -40,4 +41,12 @@ def attribute_step(s: Session, subscriber_id: int, at: datetime) -> tuple[int, i
 
 
 # Events counted per step: for the step they name, else the last one sent before them.
-ATTRIBUTED = ["unsubscribed", "booked", "bounced", "soft_bounced", "complained", "replied"]
+ATTRIBUTED: tuple[EventKind, ...] = (
+    EventKind.UNSUBSCRIBED,
+    EventKind.BOOKED,
+    EventKind.BOUNCED,
+    EventKind.SOFT_BOUNCED,
+    EventKind.COMPLAINED,
+    EventKind.REPLIED,
+    EventKind.TOOK_BREAK,
+)

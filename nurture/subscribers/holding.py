@@ -33,7 +33,12 @@ def _enrollments(s: Session, sub: Subscriber, slug: str | None) -> list[Enrollme
 
 
 def pause_enrollment(s: Session, e: Enrollment, *, by: str) -> bool:
-    """Hold one enrollment where it is. False if it was not running."""
+    """Hold one enrollment where it is. False if it was not running. Held during the
+    reader's break, it stays held after the break (subscribers/breaks.py)."""
+    if e.status == EnrollmentStatus.PAUSED and e.paused_until is not None and by != "break":
+        e.paused_until = None
+        record_event(s, EventKind.PAUSED, e.subscriber, data={"by": by}, sequence_id=e.sequence_id)
+        return True
     if e.status != EnrollmentStatus.ACTIVE:
         return False
     in_flight = s.scalar(
@@ -57,6 +62,7 @@ def resume_enrollment(s: Session, e: Enrollment, *, by: str) -> bool:
     if e.status != EnrollmentStatus.PAUSED:
         return False
     at = now()
+    e.paused_until = None
     if e.next_step_id is None:
         nxt = step_after(live_steps(s, e.sequence_id), e.last_step)
         if nxt is None:

@@ -127,6 +127,9 @@ class Enrollment(Base):
     # The last step sent (NULL = none yet): live edits place new steps relative to it.
     last_step_id: Mapped[int | None] = mapped_column(ForeignKey("steps.id", ondelete="SET NULL"))
     last_sent_at: Mapped[datetime | None]
+    # Set while PAUSED by the reader's own "take a break" (subscribers/breaks.py): the pause
+    # ends by itself then. NULL for a pause that waits for a person (an operator, a reply).
+    paused_until: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=now)
     started_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]

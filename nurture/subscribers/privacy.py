@@ -35,7 +35,7 @@ from nurture.mail.backends import get_backend
 from nurture.sequences.models import Sequence, Step
 from nurture.subscribers.addresses import find_subscriber, normalize_email
 from nurture.subscribers.attribution import ATTRIBUTED, attribute_step
-from nurture.subscribers.models import Enrollment, Subscriber
+from nurture.subscribers.models import Enrollment, EnrollmentStatus, Subscriber
 from nurture.subscribers.queries import person
 from nurture.subscribers.suppression import suppress
 
@@ -135,6 +135,7 @@ def erase(s: Session, sub: Subscriber) -> int:
     to them or free text. Returns how many events were kept."""
     events = list(s.scalars(select(Event).where(Event.subscriber_id == sub.id)))
     _keep_delivery_counts(s, sub.id)
+    _keep_signup_counts(s, sub.id)
     for ev in events:
         # Stats attribute an unsubscribe, booking, bounce, complaint or reply to the last
         # step sent before it; fix that now, while the deliveries that tell it still exist.
@@ -174,6 +175,19 @@ def leave_nothing(addresses: Iterable[str]) -> Copies:
     checkpoint(get_engine())
     delete_delivered_messages(current().settings.broker_url)
     return Copies(removed, left)
+
+
+def _keep_signup_counts(s: Session, subscriber_id: int) -> None:
+    """One anonymous event per sequence the person was in: the funnel's "signed up" and
+    "confirmed" outlive them (nurture/reports.py)."""
+    for sequence_id, status in s.execute(
+        select(Enrollment.sequence_id, Enrollment.status).where(
+            Enrollment.subscriber_id == subscriber_id
+        )
+    ):
+        waited = status == EnrollmentStatus.PENDING
+        kind = EventKind.UNCONFIRMED_ERASED if waited else EventKind.CONFIRMED_ERASED
+        s.add(Event(kind=kind, sequence_id=sequence_id))
 
 
 def _keep_delivery_counts(s: Session, subscriber_id: int) -> None:

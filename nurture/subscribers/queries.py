@@ -155,6 +155,7 @@ def _enrollment(e: Enrollment, names: _Names) -> dict[str, Any]:
         "last_sent_at": iso(e.last_sent_at),
         "next_step": names.key(e.next_step_id),
         "next_due_at": iso(e.next_due_at),
+        "paused_until": iso(e.paused_until),  # the end of the reader's break
         "ended_at": iso(e.ended_at),
     }
 

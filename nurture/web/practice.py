@@ -26,11 +26,14 @@ class Practice:
     name: str  # the practice (sequence.yaml from.name)
     from_name: str  # the sender name in the reader's inbox
     series: str  # the sequence's name
+    discreet: bool = False  # the page words itself neutrally (it may be read over a shoulder)
 
 
 def of_sequence(seq: Sequence) -> Practice:
     cfg = seq.config  # the one typed reading of sequence.yaml (sequences/settings.py)
-    return Practice(name=cfg.practice, from_name=cfg.inbox_from_name, series=seq.name)
+    return Practice(
+        name=cfg.practice, from_name=cfg.inbox_from_name, series=seq.name, discreet=cfg.is_discreet
+    )
 
 
 def for_slug(slug: str) -> Practice | None:
@@ -52,7 +55,15 @@ def for_confirm_token(token: str) -> Practice | None:
 def for_unsubscribe_token(token: str) -> Practice | None:
     """The practice of the person's latest sequence (an unsubscribe link names a person,
     not a sequence). Raises tokens.BadToken for a token that is not one of ours."""
-    claims = tokens.read(tokens.UNSUBSCRIBE, token)
+    return _for_person(tokens.read(tokens.UNSUBSCRIBE, token))
+
+
+def for_break_token(token: str) -> Practice | None:
+    """As for_unsubscribe_token, for a "take a break" link."""
+    return _for_person(tokens.read(tokens.BREAK, token))
+
+
+def _for_person(claims: tokens.Claims) -> Practice | None:
     with reading() as s:
         sub = subscriber_for(s, claims)
         if sub is None:

@@ -1,8 +1,8 @@
 """The subscriber's pages. Thin: parse the request, call a service, render a template.
 
 No view sets a cookie: the signup form carries a signed, expiring token (it must work inside
-a cross-site iframe, where cookies are blocked), and confirming or unsubscribing needs
-nothing but the token in the link. GET never changes state: mail scanners fetch links.
+a cross-site iframe, where cookies are blocked), and confirming, unsubscribing or taking a
+break needs nothing but the token in the link. GET never changes state: mail scanners fetch links.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from nurture.context import current
 from nurture.delivery.links import follow
 from nurture.feedback import webhooks as feedback_webhooks
 from nurture.sequences.archive import form_closed
-from nurture.subscribers import confirmation, signup
+from nurture.subscribers import breaks, confirmation, signup
 from nurture.subscribers import unsubscribe as unsubscribe_
 from nurture.web import forms, practice
 
@@ -179,6 +179,20 @@ def unsubscribe(token: str) -> Any:
     except tokens.BadToken as exc:
         return _bad_token(exc)
     return render_template("pages/unsubscribed.html", practice=whose)
+
+
+@bp.route("/break/<token>", methods=["GET", "POST"])
+def take_break(token: str) -> Any:
+    # As unsubscribe: only POST changes anything; GET and HEAD (mail scanners) show the button.
+    try:
+        whose = practice.for_break_token(token)
+        if request.method != "POST":
+            state = breaks.break_state(token)
+            return render_template("pages/break.html", token=token, practice=whose, state=state)
+        state = breaks.break_by_token(token)
+    except tokens.BadToken as exc:
+        return _bad_token(exc)
+    return render_template("pages/break_taken.html", practice=whose, state=state)
 
 
 @bp.get("/l/<token>")

@@ -139,10 +139,9 @@ def test_a_dry_run_names_first_sends_like_the_import(
 
 
 def _zone() -> str:
-    from nurture.clock import practice_zone
+    from nurture.cli.output import zone_name
 
-    zone = practice_zone()
-    return str(getattr(zone, "key", None) or zone.tzname(None))
+    return zone_name()
 
 
 def test_many_differing_names_are_listed_up_to_a_limit_then_counted(

@@ -1,4 +1,6 @@
-"""Importing a large CSV: rows per second and peak memory, on SQLite and PostgreSQL.
+"""Importing a large CSV: rows per second and peak memory, on SQLite and PostgreSQL, and
+how long its --dry-run takes before (everyone new) and after (everyone known), beside the
+same import run again (everyone known, for real).
 
     python -m bench.csv_import [--rows 100000]
 
@@ -18,6 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.support import runtime_from_env
@@ -63,9 +66,14 @@ def child(db_url: str, csv_path: Path, folder: Path) -> None:
     upgrade(runtime_from_env().settings.database_url)
     with transaction() as s:
         apply_spec(s, load_folder(folder))
+    # The dry run an operator runs first (everyone new), then the import, then a dry run of
+    # the same file again (everyone known: the one-by-one path through the consent rules).
+    dry_new = _timed(lambda: import_csv(csv_path, "bench", confirmed=True, dry_run=True))
     start = time.perf_counter()
     result = import_csv(csv_path, "bench", confirmed=True)
     seconds = time.perf_counter() - start
+    dry_known = _timed(lambda: import_csv(csv_path, "bench", confirmed=True, dry_run=True))
+    again = _timed(lambda: import_csv(csv_path, "bench", confirmed=True))  # the same, for real
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     print(
         json.dumps(
@@ -74,9 +82,18 @@ def child(db_url: str, csv_path: Path, folder: Path) -> None:
                 "seconds": round(seconds, 2),
                 "rows_per_s": round(result.added / seconds),
                 "peak_rss_mib": round(peak_kib / 1024, 1),
+                "dry_new_s": round(dry_new, 2),
+                "dry_known_s": round(dry_known, 2),
+                "again_s": round(again, 2),
             }
         )
     )
+
+
+def _timed(work: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
 
 
 def _postgres() -> tuple[str, str] | None:
@@ -152,11 +169,14 @@ def main() -> None:
                 print(f"  {results[-1]}", flush=True)
             finally:
                 _drop_postgres(pg[1])
-        print("\ndatabase     rows     seconds  rows/s   peak RSS (MiB)")
+        print(
+            "\ndatabase     rows     seconds  rows/s   peak RSS (MiB)  "
+            "dry run new, dry run known, import again (s)"
+        )
         for r in results:
             print(
                 f"{r['database']:<12} {r['rows']:<8} {r['seconds']:<8} {r['rows_per_s']:<8} "
-                f"{r['peak_rss_mib']}"
+                f"{r['peak_rss_mib']:<15} {r['dry_new_s']}, {r['dry_known_s']}, {r['again_s']}"
             )
 
 

@@ -14,6 +14,7 @@ from nurture.db import transaction
 from nurture.subscribers import importing
 from nurture.subscribers.models import Subscriber
 from tests.cli_helpers import dump, run
+from tests.test_operator_sequences import apply_copy
 
 
 def _names() -> dict[str, str | None]:
@@ -88,13 +89,7 @@ def test_update_names_takes_the_files_name_and_says_so(
 def test_another_sequences_import_does_not_rename_anyone(
     quick_sequence: str, clock: FrozenClock, tmp_path: Path
 ) -> None:
-    other = tmp_path / "seqs" / "other"
-    other.mkdir(parents=True)
-    src = Path(__file__).parent / "fixtures" / "sequences" / "quick"
-    for f in src.iterdir():
-        text = f.read_text().replace("slug: quick", "slug: other")
-        (other / f.name).write_text(text)
-    assert run("sequences", "apply", str(other)).code == 0
+    apply_copy(tmp_path, "other")
     first = tmp_path / "a.csv"
     first.write_text("email,first_name\nalex@example.com,Alex\n")
     assert _import(first)[0] == 0
@@ -120,11 +115,15 @@ def test_a_dry_run_over_several_chunks_counts_a_repeated_address_once(
 ) -> None:
     monkeypatch.setattr(importing, "CHUNK", 2)
     path = tmp_path / "p.csv"
-    path.write_text("email\na@example.com\nb@example.com\nc@example.com\na@example.com\n")
+    path.write_text(
+        "email,first_name\na@example.com,Al\nb@example.com,\nc@example.com,\na@example.com,Alf\n"
+    )
     _, dry, _ = _import(path, "--dry-run", "--confirmed")
     _, real, _ = _import(path, "--confirmed")
     assert dry.splitlines()[0] == "would " + real.splitlines()[0].replace("imported", "import")
     assert "3 new, 0 already known, 1 already enrolled" in real
+    assert dry.splitlines()[1:-1] == real.splitlines()[1:]
+    assert 'line 5: name "Al" kept; this row says "Alf"' in real
 
 
 def test_a_dry_run_names_first_sends_like_the_import(
@@ -140,7 +139,46 @@ def test_a_dry_run_names_first_sends_like_the_import(
 
 
 def _zone() -> str:
-    from nurture.clock import practice_zone
+    from nurture.cli.output import zone_name
 
-    zone = practice_zone()
-    return str(getattr(zone, "key", None) or zone.tzname(None))
+    return zone_name()
+
+
+def test_many_differing_names_are_listed_up_to_a_limit_then_counted(
+    quick_sequence: str, clock: FrozenClock, tmp_path: Path
+) -> None:
+    n = importing.MAX_REPORTED + 5
+    first = tmp_path / "a.csv"
+    first.write_text("email,first_name\n" + "".join(f"p{i}@example.com,Al\n" for i in range(n)))
+    _import(first)
+    second = tmp_path / "b.csv"
+    second.write_text("email,first_name\n" + "".join(f"p{i}@example.com,Bo\n" for i in range(n)))
+    _, out, _ = _import(second, "--dry-run")
+    lines = out.splitlines()
+    assert sum('name "Al" kept' in line for line in lines) == importing.MAX_REPORTED
+    assert "(and 5 more names differ)" in lines
+
+
+def test_a_paused_sequence_is_said(quick_sequence: str, clock: FrozenClock, tmp_path: Path) -> None:
+    assert run("sequences", "pause", "quick").code == 0
+    path = tmp_path / "p.csv"
+    path.write_text("email\nann@example.com\n")
+    _, out, _ = _import(path, "--confirmed", "--dry-run")
+    assert "the sequence is paused: nothing goes until `sequences resume`" in out
+
+
+def test_a_known_persons_new_time_zone_is_said_at_its_line(
+    quick_sequence: str, clock: FrozenClock, tmp_path: Path, db: str
+) -> None:
+    apply_copy(tmp_path, "other")
+    first = tmp_path / "a.csv"
+    first.write_text("email,timezone\nann@example.com,Europe/Paris\n")
+    _import(first)
+    moved = tmp_path / "b.csv"
+    moved.write_text("email,timezone\nann@example.com,Europe/Berlin\n")
+    before = dump(db)
+    _, dry, _ = _import(moved, "--dry-run", slug="other")
+    assert 'line 2: time zone would change from "Europe/Paris" to "Europe/Berlin"' in dry
+    assert dump(db) == before
+    _, out, _ = _import(moved, slug="other")
+    assert 'line 2: time zone changed from "Europe/Paris" to "Europe/Berlin"' in out

@@ -74,6 +74,9 @@ def test_column_names_any_header(quick_sequence: str, clock: FrozenClock, tmp_pa
     path.write_text("email,E-mail 1\nold@example.com,bob@example.com\n")
     assert _import(path, "--column", "email=E-mail 1")[0] == 0
     assert "bob@example.com" in _people() and "old@example.com" not in _people()
+    path.write_text("email,E-mail 1\nold@example.com,cy@example.com\n")
+    assert _import(path, "--column", "email=e-mail1")[0] == 0  # spacing and case aside
+    assert "cy@example.com" in _people()
 
 
 def test_no_email_column_names_the_columns_found(

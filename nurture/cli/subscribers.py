@@ -6,7 +6,6 @@ import csv
 import json
 import sys
 from dataclasses import asdict
-from datetime import datetime, tzinfo
 from pathlib import Path
 
 import click
@@ -27,8 +26,9 @@ from nurture.cli.output import (
     say,
     tsv,
     when,
+    zone_name,
 )
-from nurture.clock import now, practice_zone
+from nurture.clock import now
 from nurture.db import reading, transaction
 from nurture.errors import NurtureError
 from nurture.mail.backends import MailError
@@ -217,6 +217,8 @@ def import_lines(
     lines += result.lines()
     if result.skipped > len(result.skipped_lines):
         lines.append(f"(and {result.skipped - len(result.skipped_lines)} more skipped)")
+    if result.zones_changed > len(result.zone_lines):
+        lines.append(f"(and {result.zones_changed - len(result.zone_lines)} more time zones)")
     if result.names_differ > len(result.name_lines):
         lines.append(f"(and {result.names_differ - len(result.name_lines)} more names differ)")
     lines.append(first_emails(result, confirmed=confirmed, paused=paused))
@@ -234,25 +236,16 @@ def first_emails(result: importing.ImportResult, *, confirmed: bool, paused: boo
         )
     if not result.first_sends:
         return "first emails: none (nobody new starts the sequence)"
-    zone = practice_zone()
     t = now()
     at_once = sum(n for due, n in result.first_sends.items() if due <= t)
     later = sorted((due, n) for due, n in result.first_sends.items() if due > t)
     parts = [f"{at_once} now (inside their send window)"] if at_once else []
-    parts += [f"{n} at {local_time(due, zone)}" for due, n in later[:SHOWN_TIMES]]
+    parts += [f"{n} at {when(due)}" for due, n in later[:SHOWN_TIMES]]
     if len(later) > SHOWN_TIMES:
         rest = sum(n for _, n in later[SHOWN_TIMES:])
-        parts.append(f"{rest} more until {local_time(later[-1][0], zone)}")
+        parts.append(f"{rest} more until {when(later[-1][0])}")
     hold = "; the sequence is paused: nothing goes until `sequences resume`" if paused else ""
-    return f"first emails ({zone_name(zone, t)} time): {', '.join(parts)}{hold}"
-
-
-def local_time(at: datetime, zone: tzinfo) -> str:
-    return at.astimezone(zone).strftime("%a %Y-%m-%d %H:%M")
-
-
-def zone_name(zone: tzinfo, at: datetime) -> str:
-    return str(getattr(zone, "key", None) or zone.tzname(at) or "UTC")
+    return f"first emails ({zone_name()} time): {', '.join(parts)}{hold}"
 
 
 @subscribers.command("list")
@@ -463,12 +456,8 @@ def move_(email: str, source: str, target: str) -> None:
         moved = moving.move(s, sub, get_sequence(s, source), get_sequence(s, target))
         by_command(s, "reader move", sub.id, f"{source} -> {target}")
     if moved.started and moved.first_due is not None:
-        zone, t = practice_zone(), now()
-        when = "now" if moved.first_due <= t else local_time(moved.first_due, zone)
-        say(
-            f"moved from {source} to {target}; its first email goes {when} "
-            f"({zone_name(zone, t)} time)"
-        )
+        goes = "now" if moved.first_due <= now() else when(moved.first_due, named=True)
+        say(f"moved from {source} to {target}; its first email goes {goes}")
     elif moved.started:
         say(f"moved from {source} to {target}; it has no email left for them")
     else:
@@ -494,11 +483,10 @@ def resend_confirmation(email: str, slug: str | None) -> None:
     except MailError as exc:
         raise NurtureError(f"not sent: {exc}; run this again to retry") from None
     if asked.limit_until is not None:
-        zone = practice_zone()
         raise NurtureError(
             f"not sent: this address already had {confirmation.CONFIRMATIONS_PER_DAY} "
             "confirmation emails in the last 24 hours, the most it gets; another may go from "
-            f"{local_time(asked.limit_until, zone)} ({zone_name(zone, asked.limit_until)} time)"
+            f"{when(asked.limit_until, named=True)}"
         )
     if not asked.sent:
         raise NurtureError("not sent: their signup no longer waits for a confirmation")
@@ -521,21 +509,16 @@ def consent_(email: str, as_json: bool) -> None:
     if as_json:
         print_json(proof)
         return
-    zone = practice_zone()
     say(f"{proof['email']} ({proof['status']}): {len(proof['consents'])} consent(s)")
     for c in proof["consents"]:
-        given = datetime.fromisoformat(c["given_at"])
         where = {
             "form": f"the signup form{' on ' + c['page'] if c['page'] else ''}",
-            "import": "an import by the operator",
-            "operator": "added by the operator",
+            "import": "an operator's import",
+            "operator": "an operator, who holds their consent",
         }.get(c["how"], c["how"])
-        confirmed = c["confirmed_at"]
-        said_yes = (
-            local_time(datetime.fromisoformat(confirmed), zone) if confirmed else "not confirmed"
-        )
-        say(f"\n{c['sequence'] or '(sequence deleted)'}: came by {where}")
-        say(f"  agreed     {local_time(given, zone)} ({zone_name(zone, given)} time)")
+        said_yes = when(c["confirmed_at"], named=True) or "not confirmed"
+        say(f"\n{c['sequence'] or '(sequence deleted)'}: came through {where}")
+        say(f"  agreed     {when(c['given_at'], named=True)}")
         say(f"  confirmed  {said_yes}")
         say(f"  words      ({c['version']}) {c['text']}")
 

@@ -45,7 +45,6 @@ from nurture.sequences.schedule import is_valid_timezone
 from nurture.sequences.services import get_sequence, live_steps
 from nurture.subscribers.addresses import (
     email_index,
-    find_subscriber,
     normalize_email,
     person_columns,
     rename,
@@ -127,6 +126,8 @@ class ImportResult:
     name_lines: list[tuple[int, str]] = field(default_factory=list)
     names_differ: int = 0
     renamed: int = 0  # names taken from the file (update_names)
+    zone_lines: list[tuple[int, str]] = field(default_factory=list)
+    zones_changed: int = 0
     # When the first emails go: a count per due time (UTC). Empty without --confirmed.
     first_sends: Counter[datetime] = field(default_factory=Counter)
 
@@ -155,9 +156,19 @@ class ImportResult:
             note = f'name "{held}" kept; this row says "{given}" (--update-names takes it)'
         self.name_lines.append((line, f"line {line}: {note}"))
 
+    def zone_changes(self, line: int, held: str, given: str) -> None:
+        # Their later emails follow the new zone: said, as a name's change is.
+        self.zones_changed += 1
+        if len(self.zone_lines) < MAX_REPORTED:
+            change = "would change" if self.dry_run else "changed"
+            self.zone_lines.append(
+                (line, f'line {line}: time zone {change} from "{held}" to "{given}"')
+            )
+
     def lines(self) -> list[str]:
         """The rows worth a look, in the file's order."""
-        return [text for _, text in sorted(self.skipped_lines + self.name_lines)]
+        notes = self.skipped_lines + self.name_lines + self.zone_lines
+        return [text for _, text in sorted(notes)]
 
 
 NOT_UTF8 = 'not UTF-8 text (in a spreadsheet, save the file as "CSV UTF-8")'
@@ -255,6 +266,8 @@ def find_columns(
         wanted = (chosen or {}).get(name)
         if wanted is not None:
             hits = [i for i, h in enumerate(names) if h.casefold() == wanted.strip().casefold()]
+            # Else the same words however spaced or punctuated ("e-mail1" for "E-mail 1").
+            hits = hits or [i for i, h in enumerate(names) if _key(h) == _key(wanted)]
             if not hits:
                 raise NurtureError(
                     f'{where}: no column "{wanted}" (--column {name}); '
@@ -437,7 +450,9 @@ class _Import:
     result: ImportResult
     # A dry run writes nothing, so a later chunk would take an address an earlier one
     # "added" for new: it is remembered here instead, as the real import's rows would be.
-    planned: set[str] = field(default_factory=set)
+    # (address to the name its row gave; the steps, read once)
+    planned: dict[str, Row] = field(default_factory=dict)
+    steps: list[tuple[int, int]] | None = None  # (id, delay_seconds) of each live step
 
     def chunk(self, s: Session, rows: list[Row]) -> None:
         seq = s.get_one(Sequence, self.seq_id)
@@ -450,6 +465,9 @@ class _Import:
         for email, row in latest.items():
             if email in self.planned and email not in careful:
                 self.result.already += 1
+                held = self.planned[email].first_name
+                if held and row.first_name and held != row.first_name:
+                    self.result.name_differs(row.line, held, row.first_name, self.update_names)
             elif email in careful:
                 self._known(s, seq, row)
         if fresh and self.dry_run:
@@ -460,7 +478,9 @@ class _Import:
         s.flush()
 
     def _known(self, s: Session, seq: Sequence, row: Row) -> None:
-        sub = find_subscriber(s, row.email)
+        # row.email is normalised already (find_subscriber would validate it once more).
+        sub = s.scalar(select(Subscriber).where(Subscriber.email_index == email_index(row.email)))
+        zone = sub.timezone if sub is not None else None
         if self.dry_run:
             added = decide(
                 s, row.email, sub, seq, self.confirmed, put_back=False
@@ -487,6 +507,8 @@ class _Import:
             self.result.already += 1
         else:
             self.result.updated += 1
+            if zone and row.timezone and zone != row.timezone:
+                self.result.zone_changes(row.line, zone, row.timezone)
         if added.first_due is not None:
             self.result.first_sends[added.first_due] += 1
         held = sub.first_name if sub is not None else None
@@ -503,7 +525,7 @@ class _Import:
         steps they had, as start_enrollment does)."""
         due = None
         if self.confirmed:
-            steps = live_steps(s, seq.id)
+            steps = self._steps(s, seq)
             if sub is not None:
                 had = set(
                     s.scalars(
@@ -512,18 +534,23 @@ class _Import:
                         .where(Enrollment.subscriber_id == sub.id, Enrollment.sequence_id == seq.id)
                     )
                 )
-                steps = [st for st in steps if st.id not in had]
+                steps = [st for st in steps if st[0] not in had]
             tz = row.timezone or (sub.timezone if sub is not None else None)
             if steps:
-                due = first_send(seq, tz, now(), steps[0].delay_seconds, waiting=False)
+                due = first_send(seq, tz, now(), steps[0][1], waiting=False)
         return OperatorAdd(Outcome.ADDED, first_due=due)
 
+    def _steps(self, s: Session, seq: Sequence) -> list[tuple[int, int]]:
+        if self.steps is None:
+            self.steps = [(st.id, st.delay_seconds) for st in live_steps(s, seq.id)]
+        return self.steps
+
     def _plan_new(self, s: Session, seq: Sequence, rows: list[Row]) -> None:
-        self.planned.update(r.email for r in rows)
-        steps = live_steps(s, seq.id) if self.confirmed else []
+        self.planned.update((r.email, r) for r in rows)
+        steps = self._steps(s, seq) if self.confirmed else []
         for r in rows:
             if steps:
-                due = first_send(seq, r.timezone, now(), steps[0].delay_seconds, waiting=False)
+                due = first_send(seq, r.timezone, now(), steps[0][1], waiting=False)
                 self.result.first_sends[due] += 1
 
 

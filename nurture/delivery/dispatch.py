@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeAlias, TypeVar
+from typing import TypeAlias
 
 from sqlalchemy import Row, and_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -22,16 +22,14 @@ from sqlalchemy.orm import Session
 
 from nurture.clock import now
 from nurture.context import current
-from nurture.db import transaction
+from nurture.db import chunks, transaction
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.sequences.models import Sequence as SequenceRow
 from nurture.sequences.models import SequenceStatus
 from nurture.subscribers.models import Enrollment, Subscriber
 from nurture.subscribers.rules import mailable
 
-T = TypeVar("T")
 Enqueue = Callable[[list[int]], None]
-INSERT_ROWS = 1000
 # A string: Row takes its column types this way only from SQLAlchemy 2.1 on.
 _DueRow: TypeAlias = "Row[int, int | None, datetime | None]"
 
@@ -108,7 +106,7 @@ def _insert_queued(
     claimed: list[int] = []
     # Multi-row VALUES in slices: each row is 7 parameters, and SQLite allows 32,766 per
     # statement (PostgreSQL 65,535).
-    for rows_slice in batches(values, INSERT_ROWS):
+    for rows_slice in chunks(values):
         stmt = (
             insert(Delivery)
             .values(rows_slice)
@@ -140,10 +138,6 @@ def reclaim_expired(s: Session, at: datetime, limit: int, lease: timedelta) -> l
     return ids
 
 
-def batches(items: Sequence[T], size: int) -> list[list[T]]:
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
-
-
 # Claims per transaction: workers start on the first thousand while the next is claimed,
 # instead of idling until a whole backlog is claimed.
 CLAIM_SLICE = 1000
@@ -164,7 +158,7 @@ def dispatch_once(enqueue: Enqueue, *, limit: int = CLAIM_SLICE) -> DispatchResu
             reclaimed = reclaim_expired(s, at, limit, lease)
             claimed = claim_due(s, at, limit, lease)
         work = reclaimed + claimed
-        for batch in batches(work, settings.batch_size):
+        for batch in chunks(work, settings.batch_size):
             enqueue(batch)
             result.batches += 1
         result.reclaimed += len(reclaimed)

@@ -35,6 +35,8 @@ from nurture.mail.message import ascii_domain, envelope_of, wire_bytes
 
 
 class _NoConnection:
+    connections = 0
+
     def __enter__(self) -> Self:
         return self
 
@@ -117,11 +119,12 @@ class SMTPBackend:
         self.username, self.password = username, password
         self.timeout = timeout
         self._conn: smtplib.SMTP | None = None
+        self.connections = 0
 
     def __enter__(self) -> Self:
         # The connection opens on the first send(): a failure to connect is then one more
         # "this server later" that the batch loop handles like a connection dropped midway.
-        self.reconnects = 0
+        self.connections = 0
         return self
 
     def _connect(self) -> smtplib.SMTP:
@@ -180,7 +183,7 @@ class SMTPBackend:
     def send(self, msg: EmailMessage) -> None:
         if self._conn is None:
             self._conn = self._connect()
-            self.reconnects += 1
+            self.connections += 1
         conn = self._conn
         from_addr, to_addrs = envelope_of(msg)
         data = wire_bytes(msg)

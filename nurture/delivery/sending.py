@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -161,8 +161,15 @@ def _decide_and_send(
 # A batch may open this many extra connections (plus one per five messages): a relay that
 # drops us after every few messages is then "this server later", not an endless loop.
 MAX_RECONNECTS = 5
-# Connection-level refusals among the last messages that mean "this server later".
-REFUSALS_WINDOW, REFUSALS_TO_THROTTLE = 10, 3
+# Tries a message gets within its batch when the connection is lost under it: a relay that
+# refuses one message in ten at random refuses the same one twice now and then, and a
+# third time rarely; only past these does it wait for its backoff.
+TRIES_IN_BATCH = 5
+# Connection-level refusals among the last messages that mean "slower, all of you" even
+# when their words say nothing of rates: half of them. Refusals at random (one in ten)
+# almost never come that thick; a relay that refuses what comes faster than it takes
+# refuses nearly everything at our full pace, and less once the pace comes down.
+REFUSALS_WINDOW, REFUSALS_TO_THROTTLE = 20, 10
 # Waits before opening a connection again after failing to open one (seconds).
 CONNECT_WAITS = (0.5, 2.0)
 
@@ -178,7 +185,7 @@ class _Batch:
     result: BatchResult
     pending: deque[Delivery]
     max_connections: int
-    retried: set[int] = field(default_factory=set)
+    tries: Counter[int] = field(default_factory=Counter)
     recent: deque[bool] = field(default_factory=lambda: deque(maxlen=REFUSALS_WINDOW))
     connect_failures: int = 0
 
@@ -261,10 +268,11 @@ def _next(b: _Batch) -> bool:
 
 def _connection_lost(b: _Batch, d: Delivery, exc: ConnectionLostError) -> bool:
     """The connection is gone (a 421, a drop) or would not open. The message goes to the
-    end of this batch for one more try on a fresh connection, and everything behind it
-    goes on at once. Repeated refusals, or a refusal to connect, mean "this server later":
-    the whole pipeline slows down (the shared limiter), and a server that will not take a
-    connection at all leaves the rest of the batch to its backoff."""
+    end of this batch for another try on a fresh connection, and everything behind it goes
+    on at once: one refusal costs a reconnect, not anyone's pace. A refusal that speaks of
+    rates, or refusals as thick as a relay pushed past its pace answers with, slow the
+    whole pipeline down (the shared limiter); a relay that keeps dropping us, or will not
+    take a connection at all, leaves the rest of the batch to its backoff."""
     b.recent.append(True)
     if exc.throttle or sum(b.recent) >= REFUSALS_TO_THROTTLE:
         b.limiter.throttle()
@@ -279,9 +287,9 @@ def _connection_lost(b: _Batch, d: Delivery, exc: ConnectionLostError) -> bool:
             _fail(b, pending.id, exc, Verdict.LATER)
         b.pending.clear()
         return False
-    if d.id in b.retried:
+    b.tries[d.id] += 1
+    if b.tries[d.id] >= TRIES_IN_BATCH:
         _fail(b, d.id, exc, Verdict.LATER)
     else:
-        b.retried.add(d.id)
         b.pending.append(d)
     return True

@@ -303,9 +303,10 @@ def _by_code(code: int, text: bytes | str, what: str, *, at_rcpt: bool = False) 
 
 
 # Wording relays use when they cap a sender's rate: Amazon SES "454 Throttling failure:
-# Maximum sending rate exceeded", Gmail "421 4.7.28 ... unusual rate", Microsoft "4.7.500
-# Server busy", "too many connections/messages". Only 421 and 454 count: a 450/451 on one
-# recipient ("mailbox busy", greylisting) is about that message, not our pace.
+# Maximum sending rate exceeded" (and its bare "454 4.7.0"), Gmail "421 4.7.28 ... unusual
+# rate", Microsoft "4.7.500 Server busy", "too many connections/messages". Only 421 and 454
+# count: a 450/451 on one recipient ("mailbox busy", greylisting) is about that message,
+# not our pace; a 421 that says nothing of rates is a connection lost, not a slow-down.
 _THROTTLING = re.compile(
     rb"rate|throttl|too many|too fast|slow down|limit|exceed|busy|4\.7\.28|4\.7\.500",
     re.IGNORECASE,
@@ -313,6 +314,8 @@ _THROTTLING = re.compile(
 
 
 def _is_throttling(code: int, text: bytes) -> bool:
+    if code == 454 and text.lstrip().startswith(b"4.7.0"):
+        return True
     return code in {421, 454} and bool(_THROTTLING.search(text))
 
 

@@ -1,11 +1,12 @@
 """Claiming due work. Due times live in the database (enrollments.next_due_at); a dispatch
 pass turns due enrollments into QUEUED deliveries and hands their ids to workers.
 
-Claims are atomic: on PostgreSQL candidates are picked with FOR UPDATE SKIP LOCKED, so two
-dispatchers never claim the same enrollment; SQLite has no SKIP LOCKED, but every
-transaction there begins IMMEDIATE (one writer at a time) and the claiming UPDATE is
-conditional, checked by row count. A delivery row is unique per (enrollment, step), so even
-a bug here could not record the same step twice.
+Claims are atomic: on PostgreSQL one statement per slice picks the candidates with FOR
+UPDATE SKIP LOCKED (so two dispatchers never claim the same enrollment), clears their due
+time and inserts their deliveries, all in the server. SQLite has no SKIP LOCKED and no
+data-modifying CTE, but every transaction there begins IMMEDIATE (one writer at a time) and
+the claiming UPDATE is conditional, checked by row count. A delivery row is unique per
+(enrollment, step), so even a bug here could not record the same step twice.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeAlias
 
-from sqlalchemy import Row, and_, select, update
+from sqlalchemy import Insert, Integer, Row, and_, any_, bindparam, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -43,33 +44,72 @@ class DispatchResult:
 
 def claim_due(s: Session, at: datetime, limit: int, lease: timedelta) -> list[int]:
     """Turn up to `limit` due enrollments into QUEUED deliveries; their ids."""
-    postgres = s.get_bind().dialect.name == "postgresql"
-    rows = _select_due(s, at, limit, lock=postgres)
+    if s.get_bind().dialect.name == "postgresql":
+        params = {"at": at, "limit": limit, "lease_until": at + lease}
+        # Core, not the ORM: a parameter dict given to an ORM INSERT reads as a row.
+        return list(s.connection().execute(_CLAIM, params).scalars())
+    rows = s.execute(_DUE, {"at": at, "limit": limit}).all()
     if not rows:
         return []
     _take(s, [r.id for r in rows])
-    return _insert_queued(s, rows, at, lease, postgres=postgres)
+    return _insert_queued(s, rows, at, lease)
 
 
-def _select_due(s: Session, at: datetime, limit: int, *, lock: bool) -> Sequence[_DueRow]:
-    """Due enrollments of active sequences whose subscriber may be mailed, oldest due first."""
-    pick = (
-        select(Enrollment.id, Enrollment.next_step_id, Enrollment.next_due_at)
-        .join(SequenceRow, SequenceRow.id == Enrollment.sequence_id)
-        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
-        .where(
-            mailable(),
-            Enrollment.next_due_at <= at,
-            Enrollment.next_step_id.is_not(None),
-            SequenceRow.status == SequenceStatus.ACTIVE,
-        )
-        .order_by(Enrollment.next_due_at)
-        .limit(limit)
+# Due enrollments of active sequences whose subscriber may be mailed, oldest due first.
+_DUE = (
+    select(Enrollment.id, Enrollment.next_step_id, Enrollment.next_due_at)
+    .join(SequenceRow, SequenceRow.id == Enrollment.sequence_id)
+    .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+    .where(
+        mailable(),
+        Enrollment.next_due_at <= bindparam("at", type_=Enrollment.next_due_at.type),
+        Enrollment.next_step_id.is_not(None),
+        SequenceRow.status == SequenceStatus.ACTIVE,
     )
-    if lock:
-        # Another dispatcher skips the rows this one holds instead of waiting for them.
-        pick = pick.with_for_update(of=Enrollment, skip_locked=True)
-    return s.execute(pick).all()
+    .order_by(Enrollment.next_due_at)
+    .limit(bindparam("limit", type_=Integer))
+)
+
+
+def _claim_statement() -> Insert:
+    """PostgreSQL's claim of one slice, in one statement: pick (another dispatcher skips
+    the rows this one holds instead of waiting for them), clear next_due_at (the claim),
+    insert the deliveries (one that exists for the step already is left alone and its id
+    not returned)."""
+    due = _DUE.with_for_update(of=Enrollment, skip_locked=True).cte("due")
+    taken = (
+        update(Enrollment)
+        # By id through the primary key: joined to the CTE alone, the planner guesses its
+        # size and scans the whole table instead.
+        .where(Enrollment.id == any_(func.array(select(due.c.id).scalar_subquery())))
+        .where(Enrollment.id == due.c.id)
+        .values(next_due_at=None)
+        .returning(Enrollment.id, due.c.next_step_id, due.c.next_due_at)
+        .cte("taken")
+    )
+    at = Delivery.claimed_at.type
+    rows = select(
+        taken.c.id,
+        taken.c.next_step_id,
+        literal(DeliveryStatus.QUEUED.value),
+        taken.c.next_due_at,
+        bindparam("at", type_=at),
+        bindparam("lease_until", type_=at),
+        literal(0),
+    )
+    columns = ["enrollment_id", "step_id", "status", "due_at", "claimed_at", "lease_until",
+               "attempts"]  # fmt: skip
+    return (
+        pg_insert(Delivery)
+        .from_select(columns, rows)
+        .on_conflict_do_nothing(index_elements=["enrollment_id", "step_id"])
+        .returning(Delivery.id)
+        # Data-modifying CTEs must stand at the top of the statement.
+        .add_cte(due, taken, nest_here=True)
+    )
+
+
+_CLAIM = _claim_statement()
 
 
 def _take(s: Session, ids: list[int]) -> None:
@@ -86,7 +126,7 @@ def _take(s: Session, ids: list[int]) -> None:
 
 
 def _insert_queued(
-    s: Session, rows: Sequence[_DueRow], at: datetime, lease: timedelta, *, postgres: bool
+    s: Session, rows: Sequence[_DueRow], at: datetime, lease: timedelta
 ) -> list[int]:
     """A QUEUED delivery per claimed enrollment, leased to `at + lease`; their ids. One that
     exists for the step already is left alone (and its id not returned)."""
@@ -102,13 +142,12 @@ def _insert_queued(
         }
         for r in rows
     ]
-    insert = pg_insert if postgres else sqlite_insert
     claimed: list[int] = []
     # Multi-row VALUES in slices: each row is 7 parameters, and SQLite allows 32,766 per
-    # statement (PostgreSQL 65,535).
+    # statement.
     for rows_slice in chunks(values):
         stmt = (
-            insert(Delivery)
+            sqlite_insert(Delivery)
             .values(rows_slice)
             .on_conflict_do_nothing(index_elements=["enrollment_id", "step_id"])
             .returning(Delivery.id)

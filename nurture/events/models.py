@@ -30,6 +30,10 @@ class EventKind(enum.StrEnum):
     RESUMED = "resumed"
     CLICKED = "clicked"
     RETRIED = "retried"
+    # An operator took someone out of one sequence (`subscribers remove`), or moved them to
+    # another (`subscribers move`: recorded on the sequence they left, naming the other).
+    REMOVED = "removed"
+    MOVED = "moved"
     # Left by `forget` for each sent or failed email, so stats keep their counts.
     SENT_ERASED = "sent_erased"
     FAILED_ERASED = "failed_erased"

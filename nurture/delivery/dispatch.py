@@ -13,10 +13,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypeAlias
 
-from sqlalchemy import Insert, Integer, Row, and_, any_, bindparam, func, literal, select, update
+from sqlalchemy import (
+    Insert,
+    Integer,
+    Row,
+    and_,
+    any_,
+    bindparam,
+    func,
+    literal,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -32,7 +44,7 @@ from nurture.subscribers.rules import mailable
 
 Enqueue = Callable[[list[int]], None]
 # A string: Row takes its column types this way only from SQLAlchemy 2.1 on.
-_DueRow: TypeAlias = "Row[int, int | None, datetime | None]"
+_DueRow: TypeAlias = "Row[int, int, int | None, datetime | None]"
 
 
 @dataclass
@@ -42,31 +54,61 @@ class DispatchResult:
     batches: int = 0
 
 
-def claim_due(s: Session, at: datetime, limit: int, lease: timedelta) -> list[int]:
-    """Turn up to `limit` due enrollments into QUEUED deliveries; their ids."""
+# Before every due time: where a dispatch pass starts claiming.
+START: tuple[datetime, int] = (datetime(1, 1, 1, tzinfo=UTC), 0)
+
+
+@dataclass
+class Claimed:
+    ids: list[int]  # the new QUEUED deliveries
+    # The last (next_due_at, enrollment id) claimed: where the pass's next slice starts.
+    last: tuple[datetime, int]
+
+
+def claim_due(
+    s: Session, at: datetime, limit: int, lease: timedelta, after: tuple[datetime, int] = START
+) -> Claimed:
+    """Turn up to `limit` enrollments due by `at`, and after `after` in claiming order, into
+    QUEUED deliveries. Starting where the previous slice ended keeps a pass over a large
+    backlog from rereading the index entries of all it claimed (they stay until vacuum)."""
+    params = {"at": at, "limit": limit, "after_due": after[0], "after_id": after[1]}
     if s.get_bind().dialect.name == "postgresql":
-        params = {"at": at, "limit": limit, "lease_until": at + lease}
+        params["lease_until"] = at + lease
         # Core, not the ORM: a parameter dict given to an ORM INSERT reads as a row.
-        return list(s.connection().execute(_CLAIM, params).scalars())
-    rows = s.execute(_DUE, {"at": at, "limit": limit}).all()
-    if not rows:
-        return []
-    _take(s, [r.id for r in rows])
-    return _insert_queued(s, rows, at, lease)
+        rows = s.connection().execute(_CLAIM, params).all()
+        ids = [r.id for r in rows]
+    else:
+        rows = s.execute(_DUE, params).all()
+        if rows:
+            _take(s, [r.id for r in rows])
+        ids = _insert_queued(s, rows, at, lease) if rows else []
+    last = max(((r.next_due_at, r.enrollment_id) for r in rows), default=after)
+    return Claimed(ids, last)
 
 
 # Due enrollments of active sequences whose subscriber may be mailed, oldest due first.
 _DUE = (
-    select(Enrollment.id, Enrollment.next_step_id, Enrollment.next_due_at)
+    select(
+        Enrollment.id,
+        Enrollment.id.label("enrollment_id"),
+        Enrollment.next_step_id,
+        Enrollment.next_due_at,
+    )
     .join(SequenceRow, SequenceRow.id == Enrollment.sequence_id)
     .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
     .where(
         mailable(),
         Enrollment.next_due_at <= bindparam("at", type_=Enrollment.next_due_at.type),
+        # ix_enrollments_claim: (status, next_due_at, id)
+        tuple_(Enrollment.next_due_at, Enrollment.id)
+        > tuple_(
+            bindparam("after_due", type_=Enrollment.next_due_at.type),
+            bindparam("after_id", type_=Integer),
+        ),
         Enrollment.next_step_id.is_not(None),
         SequenceRow.status == SequenceStatus.ACTIVE,
     )
-    .order_by(Enrollment.next_due_at)
+    .order_by(Enrollment.next_due_at, Enrollment.id)
     .limit(bindparam("limit", type_=Integer))
 )
 
@@ -103,7 +145,7 @@ def _claim_statement() -> Insert:
         pg_insert(Delivery)
         .from_select(columns, rows)
         .on_conflict_do_nothing(index_elements=["enrollment_id", "step_id"])
-        .returning(Delivery.id)
+        .returning(Delivery.id, Delivery.due_at.label("next_due_at"), Delivery.enrollment_id)
         # Data-modifying CTEs must stand at the top of the statement.
         .add_cte(due, taken, nest_here=True)
     )
@@ -191,11 +233,13 @@ def dispatch_once(enqueue: Enqueue, *, limit: int = CLAIM_SLICE) -> DispatchResu
     settings = current().settings
     lease = timedelta(seconds=settings.lease_seconds)
     result = DispatchResult()
+    after = START
     while True:
         with transaction() as s:
             at = now()
             reclaimed = reclaim_expired(s, at, limit, lease)
-            claimed = claim_due(s, at, limit, lease)
+            slice_ = claim_due(s, at, limit, lease, after)
+        claimed, after = slice_.ids, slice_.last
         work = reclaimed + claimed
         for batch in chunks(work, settings.batch_size):
             enqueue(batch)

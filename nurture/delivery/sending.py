@@ -46,6 +46,7 @@ from nurture.mail.backends import (
     TransientMailError,
     get_backend,
 )
+from nurture.mail.message import message_id_of
 from nurture.sequences.models import SequenceStatus, Step
 from nurture.sequences.schedule import due_for, is_immediate_first, reader_zone, window_of
 from nurture.sequences.services import step_after
@@ -154,7 +155,7 @@ def _decide_and_send(
         came_by=e.source,
     )
     backend.send(msg)  # raises on failure; send_one ends the transaction unchanged
-    store.record_sent(d.id, msg["Message-ID"], _advance(d, steps, at))
+    store.record_sent(d.id, message_id_of(msg), _advance(d, steps, at))
     result.sent.append(d.id)
 
 

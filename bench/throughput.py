@@ -142,6 +142,7 @@ def breakdown(n: int) -> dict[str, float]:
     """Where one worker process spends its time per message (ms), measured in-process."""
     from nurture.delivery import sending
     from nurture.delivery.dispatch import dispatch_once
+    from nurture.delivery.store_postgres import PostgresStore
     from nurture.mail import backends
 
     spent: Counter[str] = Counter()
@@ -156,30 +157,26 @@ def breakdown(n: int) -> dict[str, float]:
 
         return wrapper
 
-    originals = {
-        "_fresh_state": sending._fresh_state,
-        "compose": sending.compose,
-        "_record_sent": sending._record_sent,
-    }
-    labels = {
-        "_fresh_state": "lock + re-check",
-        "compose": "render + MIME",
-        "_record_sent": "mark sent + advance",
-    }
-    smtp_send = backends.SMTPBackend.send
+    # (owner, attribute, label): the store's lock is where PostgreSQL's round trip is (the
+    # previous message's commit travels with it); record_sent only queues its writes.
+    hooks = [
+        (PostgresStore, "lock", "lock + re-check"),
+        (sending, "compose", "render + MIME"),
+        (backends.SMTPBackend, "send", "SMTP"),
+        (PostgresStore, "record_sent", "mark sent + advance"),
+    ]
+    originals = [getattr(owner, name) for owner, name, _ in hooks]
     try:
-        for name, fn in originals.items():
-            setattr(sending, name, timed(labels[name], fn))
-        backends.SMTPBackend.send = timed("SMTP", smtp_send)  # type: ignore[method-assign]
+        for (owner, name, label), fn in zip(hooks, originals, strict=True):
+            setattr(owner, name, timed(label, fn))
         ids: list[int] = []
         dispatch_once(ids.extend, limit=n)
         start = time.perf_counter()
         sending.send_batch(ids)
         total = time.perf_counter() - start
     finally:
-        for name, fn in originals.items():
-            setattr(sending, name, fn)
-        backends.SMTPBackend.send = smtp_send  # type: ignore[method-assign]
+        for (owner, name, _), fn in zip(hooks, originals, strict=True):
+            setattr(owner, name, fn)
     per = {k: v / len(ids) * 1000 for k, v in spent.items()}
     per["commit + rest"] = total / len(ids) * 1000 - sum(per.values())
     per["total"] = total / len(ids) * 1000

@@ -11,6 +11,7 @@ imports, edits, purges and key rotation go in batches), so a writer waits little
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -106,6 +107,19 @@ def make_engine(url: str) -> Engine:
         connect_args={"connect_timeout": 10},
         hide_parameters=True,
     )
+
+
+# Rows per bulk statement: SQLite allows 32,766 parameters per statement (PostgreSQL 65,535),
+# and a transaction of a few thousand rows keeps every other writer's wait short.
+CHUNK_ROWS = 1000
+
+T = TypeVar("T")
+
+
+def chunks(items: Sequence[T], size: int = CHUNK_ROWS) -> Iterator[list[T]]:
+    """`items` in consecutive lists of at most `size`: one bulk statement each."""
+    for i in range(0, len(items), size):
+        yield list(items[i : i + size])
 
 
 def insert_ignoring_conflict(conn: Any, model: type[Base]) -> Any:

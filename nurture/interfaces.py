@@ -49,6 +49,10 @@ class PermanentMailError(MailError):
 
 
 class MailBackend(Protocol):
+    # Connections opened since __enter__ (0 for a backend without any): how a batch tells
+    # a relay that keeps dropping us from one that dropped us once.
+    connections: int
+
     def __enter__(self) -> MailBackend: ...
 
     def __exit__(

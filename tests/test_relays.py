@@ -5,6 +5,7 @@ workers on the real Redis, a real SMTP server (aiosmtpd, with and without PIPELI
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 import uuid
@@ -33,12 +34,25 @@ pytestmark = [pytest.mark.celery]
 
 class RelayHandler:
     """Accepts mail, except: the first attempt for every address in `refuse_once` gets a
-    421 and the connection is closed, as busy relays do. Advertises PIPELINING on demand.
-    Keeps (arrival time, recipient) of every accepted message."""
+    421 and the connection is closed, as busy relays do. After DATA, a share of messages
+    picked at random (`refuse_share`), or every message beyond `cap` a second, gets a 421
+    and the connection closes. Advertises PIPELINING on demand. Keeps (arrival time,
+    recipient) of every accepted message."""
 
-    def __init__(self, *, refuse_once: set[str] | None = None, pipelining: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        refuse_once: set[str] | None = None,
+        pipelining: bool = False,
+        refuse_share: float = 0.0,
+        cap: float | None = None,
+    ) -> None:
         self.refuse_once = set(refuse_once or ())
         self.pipelining = pipelining
+        self.refuse_share = refuse_share
+        self.cap = cap
+        self.last_accepted = 0.0
+        self.random = random.Random(20)
         self.refused: Counter[str] = Counter()
         self.received: list[tuple[float, str]] = []
         self.hard_bounce: set[str] = set()
@@ -68,8 +82,16 @@ class RelayHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self.lock:
+            t = time.monotonic()
+            too_soon = self.cap is not None and t - self.last_accepted < 1 / self.cap
+            if too_soon or self.random.random() < self.refuse_share:
+                self.refused.update(envelope.rcpt_tos)
+                # Nothing in the words about rates: only the timing can tell.
+                asyncio.get_running_loop().call_later(0.01, server.transport.close)
+                return "421 4.3.2 service not available, closing transmission channel"
+            self.last_accepted = t
             for rcpt in envelope.rcpt_tos:
-                self.received.append((time.monotonic(), rcpt))
+                self.received.append((t, rcpt))
         return "250 OK"
 
     def addresses(self) -> list[str]:
@@ -200,3 +222,56 @@ def test_send_rate_holds_across_two_worker_processes(
     assert (len(times) - 1) / span <= rate * 1.1, span
     for i in range(len(times) - 20):
         assert times[i + 20] - times[i] >= 20 / rate - 0.3  # no window runs ahead either
+
+
+def test_random_421s_after_data_cost_a_retry_not_the_pace(
+    postgres_only: str, broker: str, tmp_path: Path
+) -> None:
+    # One message in ten refused at random, and the connection closed, with nothing in the
+    # reply about rates: each refusal costs a reconnect and that message's retry, and every
+    # worker keeps its full pace (halving it on every burst of refusals drained this in
+    # minutes).
+    readers = _seed(600)
+    handler = RelayHandler(refuse_share=0.1, pipelining=True)
+    with Relay(handler) as relay:
+        env = _env(postgres_only, broker, relay.url, NURTURE_DISPATCH_INTERVAL="0.5")
+        worker = Worker(env, concurrency=2, log=tmp_path / "worker.log")
+        try:
+            wait_until(lambda: bool(handler.addresses()), timeout=30)
+            start = time.monotonic()
+            done = wait_until(lambda: len(handler.addresses()) >= 600, timeout=60)
+            elapsed = time.monotonic() - start
+            time.sleep(1.0)
+        finally:
+            worker.stop()
+        assert done, f"{len(handler.addresses())} of 600 arrived\n{worker.tail()}"
+    got = Counter(handler.addresses())
+    assert set(got) == set(readers) and max(got.values()) == 1
+    assert sum(handler.refused.values()) >= 30  # the refusals did happen
+    assert elapsed < 30, elapsed
+
+
+def test_refusals_that_rise_with_the_pace_slow_every_worker(
+    postgres_only: str, broker: str, tmp_path: Path
+) -> None:
+    # A relay that refuses whatever comes faster than 10 a second, its words saying nothing
+    # of rates: at full pace nearly every message is refused, so the pace must come down
+    # for all workers together (each one alone would keep hitting the cap), and then most
+    # messages get through at the first try.
+    readers = _seed(60)
+    handler = RelayHandler(cap=10.0, pipelining=True)
+    with Relay(handler) as relay:
+        env = _env(
+            postgres_only, broker, relay.url,
+            NURTURE_DISPATCH_INTERVAL="0.5", NURTURE_BATCH_SIZE="30",
+        )  # fmt: skip
+        worker = Worker(env, concurrency=2, log=tmp_path / "worker.log")
+        try:
+            done = wait_until(lambda: len(handler.addresses()) >= 60, timeout=50)
+            time.sleep(0.5)
+        finally:
+            worker.stop()
+        assert done, f"{len(handler.addresses())} of 60 arrived\n{worker.tail()}"
+    assert sorted(handler.addresses()) == sorted(readers)
+    # Without a shared slow-down every message would be refused again and again.
+    assert sum(handler.refused.values()) < 60, handler.refused

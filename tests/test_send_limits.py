@@ -157,11 +157,13 @@ def test_a_throttling_reply_slows_every_worker_then_recovers(redis_settings: str
 def test_throttling_wording_tells_the_server_from_the_message() -> None:
     ses = _by_code(454, b"Throttling failure: Maximum sending rate exceeded.", "x")
     gmail = _by_code(421, b"4.7.28 Our system has detected an unusual rate", "x")
+    ses_bare = _by_code(454, b"4.7.0 Try again later", "x")
+    closing = _by_code(421, b"4.3.2 service not available, closing transmission channel", "x")
     greylist = _by_code(451, b"4.7.1 greylisted, try again later", "x")
     busy_mailbox = _by_code(450, b"4.2.1 mailbox busy, too many messages", "x")
-    for error in (ses, gmail):
+    for error in (ses, gmail, ses_bare):
         assert isinstance(error, TransientMailError) and error.throttle
-    for error in (greylist, busy_mailbox):
+    for error in (greylist, busy_mailbox, closing):
         assert isinstance(error, TransientMailError) and not error.throttle
 
 

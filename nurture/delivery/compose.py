@@ -84,8 +84,10 @@ def build_email(
     key: str,
     test: bool = False,
     date: datetime | None = None,
+    unsubscribe: str | None = None,
 ) -> EmailMessage:
-    """The envelope and headers every email shares; `key` makes its Message-ID stable."""
+    """The envelope and headers every email shares; `key` makes its Message-ID stable.
+    `unsubscribe`: the reader's unsubscribe URL when the caller has it already."""
     settings = current().settings
     cfg = seq.config
     domain = domain_of(cfg.from_.email)
@@ -97,7 +99,7 @@ def build_email(
         to_name=to_name,
         reply_to=cfg.reply_to,
         list_id=f"{label}.{domain}",
-        unsubscribe_url=unsubscribe_url(public_id),
+        unsubscribe_url=unsubscribe or unsubscribe_url(public_id),
         unsubscribe_mailto=None,
         message_id=(
             test_message_id(label, key, domain)
@@ -121,6 +123,7 @@ def render_step(
     first_name: str | None,
     rewrite: LinkRewriter | None = None,
     came_by: str | None = WEB_FORM,
+    unsubscribe: str | None = None,
 ) -> RenderedEmail:
     settings = current().settings
     cfg = seq.config
@@ -132,7 +135,7 @@ def render_step(
         consult_url=consult_url,
         consult_text=cfg.consult.text or "Book a free consult",
         consult_note=cfg.consult.note or "",
-        unsubscribe_url=unsubscribe_url(public_id),
+        unsubscribe_url=unsubscribe or unsubscribe_url(public_id),
         break_url=break_url(public_id),
         postal_address=cfg.postal_address,
         practice_name=cfg.practice,
@@ -159,13 +162,15 @@ def compose(
     delivery_id: int | None = None,
 ) -> EmailMessage:
     """`delivery_id` tags the envelope sender (VERP) when NURTURE_BOUNCE_ADDRESS is set."""
+    # Signed once: the link in the footer and the List-Unsubscribe header are one token.
+    unsubscribe = unsubscribe_url(public_id)
     rendered = render_step(
         seq, step, public_id=public_id, first_name=first_name, rewrite=rewrite,
-        came_by=came_by,
+        came_by=came_by, unsubscribe=unsubscribe,
     )  # fmt: skip
     msg = build_email(
         seq, rendered, public_id=public_id, email=email, to_name=first_name,
-        key=step.key, test=test, date=date,
+        key=step.key, test=test, date=date, unsubscribe=unsubscribe,
     )  # fmt: skip
     settings = current().settings
     if settings.bounce_address and isinstance(msg, OutgoingMessage):

@@ -1,39 +1,50 @@
 """Claiming due work. Due times live in the database (enrollments.next_due_at); a dispatch
 pass turns due enrollments into QUEUED deliveries and hands their ids to workers.
 
-Claims are atomic: on PostgreSQL candidates are picked with FOR UPDATE SKIP LOCKED, so two
-dispatchers never claim the same enrollment; SQLite has no SKIP LOCKED, but every
-transaction there begins IMMEDIATE (one writer at a time) and the claiming UPDATE is
-conditional, checked by row count. A delivery row is unique per (enrollment, step), so even
-a bug here could not record the same step twice.
+Claims are atomic: on PostgreSQL one statement per slice picks the candidates with FOR
+UPDATE SKIP LOCKED (so two dispatchers never claim the same enrollment), clears their due
+time and inserts their deliveries, all in the server. SQLite has no SKIP LOCKED and no
+data-modifying CTE, but every transaction there begins IMMEDIATE (one writer at a time) and
+the claiming UPDATE is conditional, checked by row count. A delivery row is unique per
+(enrollment, step), so even a bug here could not record the same step twice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TypeAlias, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import TypeAlias
 
-from sqlalchemy import Row, and_, select, update
+from sqlalchemy import (
+    Insert,
+    Integer,
+    Row,
+    and_,
+    any_,
+    bindparam,
+    func,
+    literal,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from nurture.clock import now
 from nurture.context import current
-from nurture.db import transaction
+from nurture.db import chunks, transaction
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.sequences.models import Sequence as SequenceRow
 from nurture.sequences.models import SequenceStatus
 from nurture.subscribers.models import Enrollment, Subscriber
 from nurture.subscribers.rules import mailable
 
-T = TypeVar("T")
 Enqueue = Callable[[list[int]], None]
-INSERT_ROWS = 1000
 # A string: Row takes its column types this way only from SQLAlchemy 2.1 on.
-_DueRow: TypeAlias = "Row[int, int | None, datetime | None]"
+_DueRow: TypeAlias = "Row[int, int, int | None, datetime | None]"
 
 
 @dataclass
@@ -43,35 +54,104 @@ class DispatchResult:
     batches: int = 0
 
 
-def claim_due(s: Session, at: datetime, limit: int, lease: timedelta) -> list[int]:
-    """Turn up to `limit` due enrollments into QUEUED deliveries; their ids."""
-    postgres = s.get_bind().dialect.name == "postgresql"
-    rows = _select_due(s, at, limit, lock=postgres)
-    if not rows:
-        return []
-    _take(s, [r.id for r in rows])
-    return _insert_queued(s, rows, at, lease, postgres=postgres)
+# Before every due time: where a dispatch pass starts claiming.
+START: tuple[datetime, int] = (datetime(1, 1, 1, tzinfo=UTC), 0)
 
 
-def _select_due(s: Session, at: datetime, limit: int, *, lock: bool) -> Sequence[_DueRow]:
-    """Due enrollments of active sequences whose subscriber may be mailed, oldest due first."""
-    pick = (
-        select(Enrollment.id, Enrollment.next_step_id, Enrollment.next_due_at)
-        .join(SequenceRow, SequenceRow.id == Enrollment.sequence_id)
-        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
-        .where(
-            mailable(),
-            Enrollment.next_due_at <= at,
-            Enrollment.next_step_id.is_not(None),
-            SequenceRow.status == SequenceStatus.ACTIVE,
-        )
-        .order_by(Enrollment.next_due_at)
-        .limit(limit)
+@dataclass
+class Claimed:
+    ids: list[int]  # the new QUEUED deliveries
+    # The last (next_due_at, enrollment id) claimed: where the pass's next slice starts.
+    last: tuple[datetime, int]
+
+
+def claim_due(
+    s: Session, at: datetime, limit: int, lease: timedelta, after: tuple[datetime, int] = START
+) -> Claimed:
+    """Turn up to `limit` enrollments due by `at`, and after `after` in claiming order, into
+    QUEUED deliveries. Starting where the previous slice ended keeps a pass over a large
+    backlog from rereading the index entries of all it claimed (they stay until vacuum)."""
+    params = {"at": at, "limit": limit, "after_due": after[0], "after_id": after[1]}
+    if s.get_bind().dialect.name == "postgresql":
+        params["lease_until"] = at + lease
+        # Core, not the ORM: a parameter dict given to an ORM INSERT reads as a row.
+        rows = s.connection().execute(_CLAIM, params).all()
+        ids = [r.id for r in rows]
+    else:
+        rows = s.execute(_DUE, params).all()
+        if rows:
+            _take(s, [r.id for r in rows])
+        ids = _insert_queued(s, rows, at, lease) if rows else []
+    last = max(((r.next_due_at, r.enrollment_id) for r in rows), default=after)
+    return Claimed(ids, last)
+
+
+# Due enrollments of active sequences whose subscriber may be mailed, oldest due first.
+_DUE = (
+    select(
+        Enrollment.id,
+        Enrollment.id.label("enrollment_id"),
+        Enrollment.next_step_id,
+        Enrollment.next_due_at,
     )
-    if lock:
-        # Another dispatcher skips the rows this one holds instead of waiting for them.
-        pick = pick.with_for_update(of=Enrollment, skip_locked=True)
-    return s.execute(pick).all()
+    .join(SequenceRow, SequenceRow.id == Enrollment.sequence_id)
+    .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+    .where(
+        mailable(),
+        Enrollment.next_due_at <= bindparam("at", type_=Enrollment.next_due_at.type),
+        # ix_enrollments_claim: (status, next_due_at, id)
+        tuple_(Enrollment.next_due_at, Enrollment.id)
+        > tuple_(
+            bindparam("after_due", type_=Enrollment.next_due_at.type),
+            bindparam("after_id", type_=Integer),
+        ),
+        Enrollment.next_step_id.is_not(None),
+        SequenceRow.status == SequenceStatus.ACTIVE,
+    )
+    .order_by(Enrollment.next_due_at, Enrollment.id)
+    .limit(bindparam("limit", type_=Integer))
+)
+
+
+def _claim_statement() -> Insert:
+    """PostgreSQL's claim of one slice, in one statement: pick (another dispatcher skips
+    the rows this one holds instead of waiting for them), clear next_due_at (the claim),
+    insert the deliveries (one that exists for the step already is left alone and its id
+    not returned)."""
+    due = _DUE.with_for_update(of=Enrollment, skip_locked=True).cte("due")
+    taken = (
+        update(Enrollment)
+        # By id through the primary key: joined to the CTE alone, the planner guesses its
+        # size and scans the whole table instead.
+        .where(Enrollment.id == any_(func.array(select(due.c.id).scalar_subquery())))
+        .where(Enrollment.id == due.c.id)
+        .values(next_due_at=None)
+        .returning(Enrollment.id, due.c.next_step_id, due.c.next_due_at)
+        .cte("taken")
+    )
+    at = Delivery.claimed_at.type
+    rows = select(
+        taken.c.id,
+        taken.c.next_step_id,
+        literal(DeliveryStatus.QUEUED.value),
+        taken.c.next_due_at,
+        bindparam("at", type_=at),
+        bindparam("lease_until", type_=at),
+        literal(0),
+    )
+    columns = ["enrollment_id", "step_id", "status", "due_at", "claimed_at", "lease_until",
+               "attempts"]  # fmt: skip
+    return (
+        pg_insert(Delivery)
+        .from_select(columns, rows)
+        .on_conflict_do_nothing(index_elements=["enrollment_id", "step_id"])
+        .returning(Delivery.id, Delivery.due_at.label("next_due_at"), Delivery.enrollment_id)
+        # Data-modifying CTEs must stand at the top of the statement.
+        .add_cte(due, taken, nest_here=True)
+    )
+
+
+_CLAIM = _claim_statement()
 
 
 def _take(s: Session, ids: list[int]) -> None:
@@ -88,7 +168,7 @@ def _take(s: Session, ids: list[int]) -> None:
 
 
 def _insert_queued(
-    s: Session, rows: Sequence[_DueRow], at: datetime, lease: timedelta, *, postgres: bool
+    s: Session, rows: Sequence[_DueRow], at: datetime, lease: timedelta
 ) -> list[int]:
     """A QUEUED delivery per claimed enrollment, leased to `at + lease`; their ids. One that
     exists for the step already is left alone (and its id not returned)."""
@@ -104,13 +184,12 @@ def _insert_queued(
         }
         for r in rows
     ]
-    insert = pg_insert if postgres else sqlite_insert
     claimed: list[int] = []
     # Multi-row VALUES in slices: each row is 7 parameters, and SQLite allows 32,766 per
-    # statement (PostgreSQL 65,535).
-    for rows_slice in batches(values, INSERT_ROWS):
+    # statement.
+    for rows_slice in chunks(values):
         stmt = (
-            insert(Delivery)
+            sqlite_insert(Delivery)
             .values(rows_slice)
             .on_conflict_do_nothing(index_elements=["enrollment_id", "step_id"])
             .returning(Delivery.id)
@@ -140,10 +219,6 @@ def reclaim_expired(s: Session, at: datetime, limit: int, lease: timedelta) -> l
     return ids
 
 
-def batches(items: Sequence[T], size: int) -> list[list[T]]:
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
-
-
 # Claims per transaction: workers start on the first thousand while the next is claimed,
 # instead of idling until a whole backlog is claimed.
 CLAIM_SLICE = 1000
@@ -158,13 +233,15 @@ def dispatch_once(enqueue: Enqueue, *, limit: int = CLAIM_SLICE) -> DispatchResu
     settings = current().settings
     lease = timedelta(seconds=settings.lease_seconds)
     result = DispatchResult()
+    after = START
     while True:
         with transaction() as s:
             at = now()
             reclaimed = reclaim_expired(s, at, limit, lease)
-            claimed = claim_due(s, at, limit, lease)
+            slice_ = claim_due(s, at, limit, lease, after)
+        claimed, after = slice_.ids, slice_.last
         work = reclaimed + claimed
-        for batch in batches(work, settings.batch_size):
+        for batch in chunks(work, settings.batch_size):
             enqueue(batch)
             result.batches += 1
         result.reclaimed += len(reclaimed)

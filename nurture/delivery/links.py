@@ -10,9 +10,8 @@ are counted only while tracking is on for the link's sequence.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlsplit
-
-from sqlalchemy.orm import Session
 
 from nurture import tokens
 from nurture.context import current
@@ -29,9 +28,10 @@ def link_url(link_id: int, public_id: str) -> str:
     return f"{current().settings.base_url}/l/{tokens.link_token(link_id, public_id)}"
 
 
-def rewriter_for(s: Session, delivery: Delivery) -> LinkRewriter | None:
-    """The rewrite hook for one delivery, or None when its sequence tracks no clicks
-    (then links go straight to their targets and nothing is stored)."""
+def rewriter_for(delivery: Delivery, store: Callable[[str, bool], int]) -> LinkRewriter | None:
+    """The rewrite hook for one delivery, or None when its sequence tracks no clicks (then
+    links go straight to their targets and nothing is stored). `store` keeps a link for the
+    delivery (inside its send's transaction) and gives its id."""
     if not clicks_tracked(delivery.enrollment.sequence.config):
         return None
     seen: dict[tuple[str, bool], str] = {}
@@ -42,10 +42,7 @@ def rewriter_for(s: Session, delivery: Delivery) -> LinkRewriter | None:
             return url  # mailto: and friends stay as they are
         key = (url, is_consult)
         if key not in seen:
-            link = Link(delivery_id=delivery.id, url=url, is_consult=is_consult)
-            s.add(link)
-            s.flush()
-            seen[key] = link_url(link.id, person)
+            seen[key] = link_url(store(url, is_consult), person)
         return seen[key]
 
     return rewrite

@@ -1,4 +1,9 @@
-"""How a failed delivery is retried: `nurture deliveries retry ID` or `--all-failed`.
+"""How a failed delivery is retried: by itself, after a passing failure (next_try), or by
+the operator, after a final one (`nurture deliveries retry ID` or `--all-failed`).
+
+A passing failure (a 4xx, a lost connection) keeps the delivery QUEUED with its lease moved
+to the next try, so the dispatcher's reclaim pass hands it out again then; backoff doubles
+from a minute to an hour, and after MAX_ATTEMPTS tries the delivery fails.
 
 A failed send goes back to QUEUED with an expired lease, so the dispatcher's reclaim pass
 hands it to a worker, which checks again whether the person may still be mailed. Retrying
@@ -8,7 +13,7 @@ good, booked, forgotten), so the operator hears it now.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,6 +23,18 @@ from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.errors import NotFound, NurtureError
 from nurture.events.models import Event, EventKind
 from nurture.subscribers.rules import why_not_mail
+
+MAX_ATTEMPTS = 8
+
+
+def backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(60 * 2 ** max(attempts - 1, 0), 3600))
+
+
+def next_try(attempts: int, at: datetime) -> datetime | None:
+    """When a delivery that failed for a passing reason `attempts` times goes again; None
+    when it has had its tries."""
+    return None if attempts >= MAX_ATTEMPTS else at + backoff(attempts)
 
 
 def _not_retryable(d: Delivery) -> str | None:

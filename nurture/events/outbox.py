@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from nurture.clock import now
 from nurture.context import current
+from nurture.db import chunks
 from nurture.events.models import Event, EventKind, OutboxEvent, OutboxStatus
 from nurture.sequences.models import Sequence
 from nurture.subscribers.models import Subscriber
@@ -115,6 +116,6 @@ def queue_many(s: Session, kind: str, people: Iterable[tuple[str, str | None]]) 
         return 0
     at = now()
     rows = [new_row(kind, body_for(kind, email, slug, at), at) for email, slug in people]
-    for i in range(0, len(rows), 1000):
-        s.execute(insert(OutboxEvent), rows[i : i + 1000])
+    for chunk in chunks(rows):
+        s.execute(insert(OutboxEvent), chunk)
     return len(rows)

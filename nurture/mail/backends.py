@@ -35,6 +35,8 @@ from nurture.mail.message import ascii_domain, envelope_of, wire_bytes
 
 
 class _NoConnection:
+    connections = 0
+
     def __enter__(self) -> Self:
         return self
 
@@ -119,11 +121,12 @@ class SMTPBackend:
         self.username, self.password = username, password
         self.timeout = timeout
         self._conn: smtplib.SMTP | None = None
+        self.connections = 0
 
     def __enter__(self) -> Self:
         # The connection opens on the first send(): a failure to connect is then one more
         # "this server later" that the batch loop handles like a connection dropped midway.
-        self.reconnects = 0
+        self.connections = 0
         return self
 
     def _connect(self) -> smtplib.SMTP:
@@ -182,7 +185,7 @@ class SMTPBackend:
     def send(self, msg: EmailMessage) -> None:
         if self._conn is None:
             self._conn = self._connect()
-            self.reconnects += 1
+            self.connections += 1
         conn = self._conn
         from_addr, to_addrs = envelope_of(msg)
         data = wire_bytes(msg)
@@ -302,9 +305,10 @@ def _by_code(code: int, text: bytes | str, what: str, *, at_rcpt: bool = False) 
 
 
 # Wording relays use when they cap a sender's rate: Amazon SES "454 Throttling failure:
-# Maximum sending rate exceeded", Gmail "421 4.7.28 ... unusual rate", Microsoft "4.7.500
-# Server busy", "too many connections/messages". Only 421 and 454 count: a 450/451 on one
-# recipient ("mailbox busy", greylisting) is about that message, not our pace.
+# Maximum sending rate exceeded" (and its bare "454 4.7.0"), Gmail "421 4.7.28 ... unusual
+# rate", Microsoft "4.7.500 Server busy", "too many connections/messages". Only 421 and 454
+# count: a 450/451 on one recipient ("mailbox busy", greylisting) is about that message,
+# not our pace; a 421 that says nothing of rates is a connection lost, not a slow-down.
 _THROTTLING = re.compile(
     rb"rate|throttl|too many|too fast|slow down|limit|exceed|busy|4\.7\.28|4\.7\.500",
     re.IGNORECASE,
@@ -312,6 +316,8 @@ _THROTTLING = re.compile(
 
 
 def _is_throttling(code: int, text: bytes) -> bool:
+    if code == 454 and text.lstrip().startswith(b"4.7.0"):
+        return True
     return code in {421, 454} and bool(_THROTTLING.search(text))
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from nurture.clock import now
-from nurture.db import reading
+from nurture.db import chunks, reading
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.errors import NurtureError
 from nurture.sequences.models import Sequence
@@ -44,8 +44,7 @@ def archive(s: Session, slug: str, *, stop: bool) -> Archived:
     )
     if not stop:
         return Archived(already=already, stopped=0, finishing=len(open_ids))
-    for i in range(0, len(open_ids), 1000):
-        chunk = open_ids[i : i + 1000]
+    for chunk in chunks(open_ids):
         s.execute(
             update(Enrollment)
             .where(Enrollment.id.in_(chunk))

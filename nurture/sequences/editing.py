@@ -42,6 +42,7 @@ from sqlalchemy import Row, select, update
 from sqlalchemy.orm import Session
 
 from nurture.clock import now
+from nurture.db import chunks
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.sequences.schedule import (
@@ -604,5 +605,5 @@ def _bulk_update_enrollments(s: Session, values: list[dict[str, Any]]) -> None:
     for v in values:
         groups.setdefault(tuple(sorted(v)), []).append(v)
     for rows in groups.values():
-        for i in range(0, len(rows), 1000):
-            s.execute(update(Enrollment), rows[i : i + 1000])
+        for chunk in chunks(rows):
+            s.execute(update(Enrollment), chunk)

@@ -7,6 +7,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from nurture.clock import now
+from nurture.db import chunks
 from nurture.errors import NotFound
 from nurture.sequences.models import Sequence, SequenceStatus, Step
 from nurture.sequences.schedule import reader_zone, window_of
@@ -72,6 +73,6 @@ def resume(s: Session, slug: str) -> int:
         {"id": row.id, "next_due_at": window.next_open(at, reader_zone(row.timezone, default_tz))}
         for row in overdue
     ]
-    for i in range(0, len(values), 1000):
-        s.execute(update(Enrollment), values[i : i + 1000])
+    for chunk in chunks(values):
+        s.execute(update(Enrollment), chunk)
     return len(values)

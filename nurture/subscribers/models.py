@@ -111,7 +111,8 @@ class Enrollment(Base):
     __tablename__ = "enrollments"
     __table_args__ = (
         UniqueConstraint("subscriber_id", "sequence_id"),
-        Index("ix_enrollments_due", "status", "next_due_at"),
+        # The order a dispatch pass claims in (delivery/dispatch.py).
+        Index("ix_enrollments_claim", "status", "next_due_at", "id"),
         {"sqlite_autoincrement": True},
     )
 

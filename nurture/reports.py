@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from nurture.clock import now, practice_zone
@@ -25,7 +24,7 @@ from nurture.delivery.limits import next_utc_day, sent_today
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.events.models import Event, EventKind
 from nurture.sequences.models import Sequence, SequenceStatus, Step
-from nurture.sequences.schedule import pushed_by_quiet_day, reader_zone, window_of
+from nurture.sequences.schedule import SendWindow, pushed_by_quiet_day, reader_zone, window_of
 from nurture.sequences.services import get_sequence
 from nurture.sequences.settings import clicks_tracked
 from nurture.subscribers.attribution import ATTRIBUTED, last_sent_step
@@ -121,48 +120,79 @@ def schedule(s: Session, within: timedelta, zone: tzinfo | None = None) -> Sched
     """Sends due within `within` from now, per sequence and step, per hour of the practice's
     zone (up to two days ahead) or per day. Held back (with why): a send that waits for the
     reader's window, one a quiet day pushed on, one today's daily limit cannot take (it waits
-    for the next UTC day, as the workers make it) and, in their own slot, the paused ones."""
+    for the next UTC day, as the workers make it) and, in their own slot, the paused ones.
+
+    Counted in the database, per quarter hour (every zone's offset is a multiple of 15
+    minutes, so a quarter hour lies in one hour and one day of any zone): a large list is a
+    few hundred groups here, not a row per reader. Only sends near a quiet day are read one
+    by one, to tell a quiet day's push from the window's."""
     at = now()
     zone = zone or practice_zone()
     hourly = within <= timedelta(days=2)
+    until = at + within
+    sequences = {q.id: q for q in s.scalars(select(Sequence))}
     quota = _DailyQuota(s, at)
+    groups = _due_groups(s, at, until, quota.tomorrow)
+    quiet = _quiet_pushed(s, sequences, at, until)
+    slots = _Slots(zone, hourly)
     counts: Counter[_Key] = Counter()
     held: dict[_Key, Counter[Held]] = {}
     spans: dict[_Key, tuple[datetime, datetime]] = {}
-    for due in _due_sends(s, at + within):
-        reason = _held(due, at, quota)
-        when = quota.tomorrow if reason is Held.DAILY_LIMIT else due.due_at
-        key = _key(due, reason, when, at, zone, hourly)
-        counts[key] += 1
-        if reason is not None and key.slot is not Slot.NOW:
-            held.setdefault(key, Counter())[reason] += 1
-        if key.slot in (Slot.HOUR, Slot.DAY):
-            local = when.astimezone(zone)
-            first, last = spans.get(key, (local, local))
-            spans[key] = (min(first, local), max(last, local))
-    rows = tuple(
-        ScheduleRow(
-            slot=key.slot,
-            start=key.start,
-            first=spans.get(key, (None, None))[0],
-            last=spans.get(key, (None, None))[1],
-            sequence=key.sequence,
-            step=key.step,
-            position=key.position,
-            count=n,
-            held=HeldBack.of(held.get(key, Counter())),
+
+    def count(key: _Key, n: int, first: datetime, last: datetime, why: Counter[Held]) -> None:
+        counts[key] += n
+        if key.slot is not Slot.NOW:
+            held.setdefault(key, Counter()).update(why)
+        if key.start is not None:
+            was = spans.get(key, (first, last))
+            spans[key] = (min(was[0], first), max(was[1], last))
+
+    for g in sorted(groups, key=lambda g: g.first):
+        seq = sequences[g.sequence_id]
+        name = (seq.slug, g.position, g.step)
+        if g.paused or seq.status == SequenceStatus.PAUSED:
+            count(_Key(Slot.PAUSED, None, *name), g.n, g.first, g.last, Counter({Held.PAUSED: g.n}))
+            continue
+        kept = quota.take(g.n, g.first, at_tomorrow=g.at_tomorrow)
+        if kept < g.n:
+            slot, start = slots.of(quota.tomorrow)
+            moved = g.n - kept
+            why = Counter({Held.DAILY_LIMIT: moved})
+            count(_Key(slot, start, *name), moved, quota.tomorrow, quota.tomorrow, why)
+        if not kept:
+            continue
+        if g.overdue:
+            count(_Key(Slot.NOW, None, *name), kept, g.first, g.last, Counter())
+            continue
+        pushed = min(quiet.get((g.sequence_id, g.position, g.quarter), 0), kept) if g.late else 0
+        why = Counter({Held.QUIET_DAY: pushed, Held.WINDOW: kept - pushed if g.late else 0})
+        slot, start = slots.of(g.first)
+        count(_Key(slot, start, *name), kept, g.first, g.last, +why)
+    rows = []
+    for key, n in sorted(counts.items(), key=lambda kv: kv[0].order()):
+        span = spans.get(key)
+        rows.append(
+            ScheduleRow(
+                slot=key.slot,
+                start=key.start,
+                first=span[0].astimezone(zone) if span else None,
+                last=span[1].astimezone(zone) if span else None,
+                sequence=key.sequence,
+                step=key.step,
+                position=key.position,
+                count=n,
+                held=HeldBack.of(held.get(key, Counter())),
+            )
         )
-        for key, n in sorted(counts.items(), key=lambda kv: kv[0].order())
-    )
-    return Schedule(at, at + within, zone, hourly, rows)
+    return Schedule(at, until, zone, hourly, tuple(rows))
 
 
 _SLOT_ORDER = {Slot.NOW: 0, Slot.HOUR: 1, Slot.DAY: 1, Slot.PAUSED: 2}
 _NO_TIME = datetime.min.replace(tzinfo=UTC)
+QUARTER = 900  # seconds
 
 
-@dataclass(frozen=True)
-class _Key:
+class _Key(NamedTuple):
     slot: Slot
     start: datetime | None
     sequence: str
@@ -173,89 +203,165 @@ class _Key:
         return (_SLOT_ORDER[self.slot], self.start or _NO_TIME, self.sequence, self.position)
 
 
-@dataclass(frozen=True)
-class _Due:
-    """One send that is due: its sequence and step, and what its time was computed from."""
+class _Slots:
+    """The hour or day of the zone an instant falls in, worked out once per quarter hour."""
 
-    sequence: Sequence
+    def __init__(self, zone: tzinfo, hourly: bool) -> None:
+        self.zone, self.hourly = zone, hourly
+        self.known: dict[int, tuple[Slot, datetime]] = {}
+
+    def of(self, when: datetime) -> tuple[Slot, datetime]:
+        quarter = int(when.timestamp()) // QUARTER
+        found = self.known.get(quarter)
+        if found is None:
+            local = datetime.fromtimestamp(quarter * QUARTER, UTC).astimezone(self.zone)
+            if self.hourly:
+                found = (Slot.HOUR, local.replace(minute=0))
+            else:
+                found = (Slot.DAY, datetime.combine(local.date(), time(), self.zone))
+            self.known[quarter] = found
+        return found
+
+
+class _Group(NamedTuple):
+    """Due sends alike in everything the schedule shows: sequence, step, quarter hour, and
+    whether they are paused, overdue, later than their delay alone, or at the daily limit's
+    midnight."""
+
+    sequence_id: int
     position: int
     step: str
-    due_at: datetime
     paused: bool
-    delay: timedelta
-    after: datetime | None
-    timezone: str | None
+    overdue: bool
+    late: bool
+    at_tomorrow: bool
+    quarter: int
+    n: int
+    first: datetime
+    last: datetime
 
 
-def _due_sends(s: Session, until: datetime) -> Iterable[_Due]:
-    """Each confirmed reader's next send due by `until`, paused ones included (as held)."""
-    sequences = {q.id: q for q in s.scalars(select(Sequence))}
-    rows = s.execute(
+def _epoch(s: Session, column: Any) -> Any:
+    """Seconds since 1970 of a stored instant, in SQL (SQLite keeps them as UTC text)."""
+    if s.get_bind().dialect.name == "sqlite":
+        return func.cast(func.strftime("%s", column), Integer)
+    return func.floor(func.extract("epoch", column))
+
+
+def _times(s: Session) -> tuple[Any, Any]:
+    """In SQL, as seconds: a send's due time, and the earliest its delay alone allows."""
+    due = _epoch(s, Enrollment.next_due_at)
+    earliest = _epoch(s, func.coalesce(Enrollment.last_sent_at, Enrollment.started_at))
+    return due, earliest + Step.delay_seconds
+
+
+def _due_where(until: datetime) -> Any:
+    return and_(
+        Subscriber.status == SubscriberStatus.CONFIRMED,
+        Enrollment.status.in_([EnrollmentStatus.ACTIVE, EnrollmentStatus.PAUSED]),
+        Enrollment.next_due_at <= until,
+    )
+
+
+def _due_groups(s: Session, at: datetime, until: datetime, tomorrow: datetime) -> list[_Group]:
+    """Each confirmed reader's next send due by `until`, paused ones included, in groups."""
+    due, earliest = _times(s)
+    late = case((due > earliest, True), else_=False)
+    columns = (
+        Enrollment.sequence_id,
+        Step.position,
+        Step.key,
+        Enrollment.status == EnrollmentStatus.PAUSED,
+        Enrollment.next_due_at <= at,
+        late,
+        Enrollment.next_due_at == tomorrow,
+        func.floor(due / QUARTER),
+    )
+    query = (
         select(
-            Enrollment.sequence_id,
-            Enrollment.status,
-            Enrollment.next_due_at,
-            func.coalesce(Enrollment.last_sent_at, Enrollment.started_at),
-            Step.position,
-            Step.key,
-            Step.delay_seconds,
-            Subscriber.timezone,
+            *columns,
+            func.count(),
+            func.min(Enrollment.next_due_at),
+            func.max(Enrollment.next_due_at),
         )
         .join(Step, Step.id == Enrollment.next_step_id)
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
-        .where(
-            Subscriber.status == SubscriberStatus.CONFIRMED,
-            Enrollment.status.in_([EnrollmentStatus.ACTIVE, EnrollmentStatus.PAUSED]),
-            Enrollment.next_due_at <= until,
-        )
-        .order_by(Enrollment.next_due_at)
-        .execution_options(yield_per=5000)
+        .where(_due_where(until))
+        .group_by(*columns)
     )
-    for seq_id, status, due, after, position, key, delay, tz_name in rows:
-        if due is None:  # not reached: the query asks for a due time
-            continue
-        seq = sequences[seq_id]
-        yield _Due(
-            sequence=seq,
-            position=position,
-            step=key,
-            due_at=due,
-            paused=status == EnrollmentStatus.PAUSED or seq.status == SequenceStatus.PAUSED,
-            delay=timedelta(seconds=delay),
-            after=after,
-            timezone=tz_name,
+    return [
+        _Group(
+            seq_id,
+            pos,
+            key,
+            bool(paused),
+            bool(overdue),
+            bool(late_),
+            bool(tomo),
+            int(q),
+            n,
+            lo,
+            hi,
         )
+        for seq_id, pos, key, paused, overdue, late_, tomo, q, n, lo, hi in s.execute(query)
+    ]
 
 
-def _held(due: _Due, at: datetime, quota: _DailyQuota) -> Held | None:
-    """Why this send waits, if it does. Paused sends take no quota: they are not sent."""
-    if due.paused:
-        return Held.PAUSED
-    if quota.waits(due.due_at):
-        return Held.DAILY_LIMIT
-    if due.after is None or due.due_at <= due.after + due.delay:
-        return None
-    config = due.sequence.config
-    if config.quiet_days:
-        tz = reader_zone(due.timezone, config.timezone)
-        window = window_of(due.sequence)
-        if pushed_by_quiet_day(window, tz, due.after, due.delay, due.due_at):
-            return Held.QUIET_DAY
-    return Held.WINDOW
+def _quiet_pushed(
+    s: Session, sequences: dict[int, Sequence], at: datetime, until: datetime
+) -> Counter[tuple[int, int, int]]:
+    """Per (sequence, step position, quarter hour): the sends a quiet day pushed there. Only
+    sends whose earliest time and due time lie around a quiet date are read and checked."""
+    pushed: Counter[tuple[int, int, int]] = Counter()
+    due, earliest = _times(s)
+    for seq in sequences.values():
+        window = window_of(seq)
+        if not window.quiet:
+            continue
+        # A reader's date is at most 14 hours ahead of UTC and 12 behind.
+        near = [
+            and_(due >= int(day_start) - 14 * 3600, earliest <= int(day_start) + 36 * 3600)
+            for day_start in _quiet_dates(window, at, until)
+        ]
+        if not near:
+            continue
+        rows = s.execute(
+            select(
+                Step.position,
+                Enrollment.next_due_at,
+                func.coalesce(Enrollment.last_sent_at, Enrollment.started_at),
+                Step.delay_seconds,
+                Subscriber.timezone,
+            )
+            .join(Step, Step.id == Enrollment.next_step_id)
+            .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+            .where(
+                _due_where(until),
+                Enrollment.sequence_id == seq.id,
+                Enrollment.status == EnrollmentStatus.ACTIVE,
+                Enrollment.next_due_at > at,
+                due > earliest,
+                or_(*near),
+            )
+        )
+        for position, due_at, after, delay, tz_name in rows:
+            if due_at is None or after is None:  # not reached: the query asks for both
+                continue
+            tz = reader_zone(tz_name, seq.config.timezone)
+            if pushed_by_quiet_day(window, tz, after, timedelta(seconds=delay), due_at):
+                pushed[(seq.id, position, int(due_at.timestamp()) // QUARTER)] += 1
+    return pushed
 
 
-def _key(
-    due: _Due, reason: Held | None, when: datetime, at: datetime, zone: tzinfo, hourly: bool
-) -> _Key:
-    if reason is Held.PAUSED:
-        slot, start = Slot.PAUSED, None
-    elif when <= at:
-        slot, start = Slot.NOW, None
-    elif hourly:
-        slot, start = Slot.HOUR, when.astimezone(zone).replace(minute=0, second=0, microsecond=0)
-    else:
-        slot, start = Slot.DAY, datetime.combine(when.astimezone(zone).date(), time(), zone)
-    return _Key(slot, start, due.sequence.slug, due.position, due.step)
+def _quiet_dates(window: SendWindow, at: datetime, until: datetime) -> list[float]:
+    """The quiet dates around the horizon, as the UTC midnight that begins each."""
+    day, last = (at - timedelta(days=2)).date(), (until + timedelta(days=2)).date()
+    found = []
+    while day <= last:
+        if window.quiet.is_quiet(day):
+            found.append(datetime.combine(day, time(), UTC).timestamp())
+        day += timedelta(days=1)
+    return found
 
 
 class _DailyQuota:
@@ -268,14 +374,15 @@ class _DailyQuota:
         self.tomorrow = next_utc_day(at)
         self.left = max(0, self.limit - sent_today(s, at)) if self.limit else 0
 
-    def waits(self, due: datetime) -> bool:
-        """Whether this send, the next in due order, waits for tomorrow's quota."""
+    def take(self, n: int, due: datetime, *, at_tomorrow: bool) -> int:
+        """Of n sends due then (the next in due order), how many today's quota lets go."""
         if not self.limit or due > self.tomorrow:
-            return False
-        if due == self.tomorrow or self.left == 0:
-            return True
-        self.left -= 1
-        return False
+            return n
+        if at_tomorrow:
+            return 0
+        kept = min(n, self.left)
+        self.left -= kept
+        return kept
 
 
 # --- stats ----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 # The two commands of the README:
-#   make run    set up, migrate the embedded SQLite database, apply the default sequence, run
+#   make run    set up, make keys (first start), migrate the embedded SQLite database, apply the
+#               default sequence (first start only: a restart never publishes edits half made), run
 #   make test   set up (system packages, services, venv) and run lint, types and the tests
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -28,9 +29,12 @@ runtime: $(BIN)/.runtime
 
 setup: $(BIN)/.installed
 
+# Keys of its own on a first start: no .env and no database yet (a database sealed with the
+# development key keeps it until `nurture init` and `nurture keys rotate`, said at start).
 run: runtime
+	@test -f .env || test -f nurture.db || $(BIN)/nurture init
 	$(BIN)/nurture db upgrade
-	$(BIN)/nurture sequences apply templates/sequences
+	$(BIN)/nurture sequences apply templates/sequences --if-empty
 	$(BIN)/nurture run --host $(HOST) --port $(PORT)
 
 demo: runtime

@@ -143,12 +143,39 @@ def delete_delivered_messages(broker_url: str) -> int:
         engine.dispose()
 
 
+# Beat starts these every few seconds; three lines a pass ("Sending due task", "received",
+# "succeeded") buried everything worth reading. They are logged at debug level instead; what
+# a pass hands on (send_batch) and what goes wrong still log at info and above.
+ROUTINE_TASKS = frozenset(
+    {"nurture.dispatch", "nurture.tidy", "nurture.events_sweep", "nurture.inbox_check"}
+)
+ROUTINE_LOGGERS = ("celery.beat", "celery.worker.strategy", "celery.app.trace")
+
+
+class RoutineAtDebug(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not _names_routine_task(record.args):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def _names_routine_task(args: object) -> bool:
+    if isinstance(args, dict):  # celery.app.trace and the worker: a context dict
+        return args.get("name") in ROUTINE_TASKS
+    return isinstance(args, tuple) and any(a in ROUTINE_TASKS for a in args if isinstance(a, str))
+
+
 @setup_logging.connect
 def _logging(**_: object) -> None:
     # Our own format; Celery's default logs task arguments, which we keep free of PII anyway.
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for name in ROUTINE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RoutineAtDebug) for f in logger.filters):
+            logger.addFilter(RoutineAtDebug())
 
 
 @beat_embedded_init.connect

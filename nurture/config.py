@@ -422,3 +422,30 @@ def warn_once(flag: str, message: str) -> None:
         return
     os.environ[flag] = "1"
     log.warning("%s", message)
+
+
+# Addresses that mean "this machine" in a URL, and those a server binds to listen on all of
+# its addresses: a link to either reaches a server bound to any of them from here.
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
+
+
+def listening_url(host: str, port: int) -> str:
+    """The URL a browser on this machine opens to reach a server bound to host:port."""
+    shown = "localhost" if host in LOOPBACK_NAMES | WILDCARD_HOSTS else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
+def base_url_elsewhere(base_url: str, host: str, port: int) -> bool:
+    """NURTURE_BASE_URL names this machine, but not where the server listens. A public URL
+    never counts: a reverse proxy answers it on a port of its own."""
+    parts = urlsplit(base_url)
+    name = (parts.hostname or "").lower()
+    if name not in LOOPBACK_NAMES and name != host.lower():
+        return False
+    loopback_only = host in LOOPBACK_NAMES | WILDCARD_HOSTS
+    if name in LOOPBACK_NAMES and not loopback_only:
+        return True  # bound to one outside address: localhost does not reach it
+    return (parts.port or (443 if parts.scheme == "https" else 80)) != port

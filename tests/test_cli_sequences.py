@@ -297,7 +297,7 @@ def test_subject_template_error_names_its_line(db: str, tmp_path: Path) -> None:
     (folder / "sequence.yaml").write_text(text.replace('"Step two"', '"Step {{ two"'))
     ran = run("sequences", "apply", str(folder))
     assert ran.code == 1
-    assert "sequence.yaml:12: step 2 (two): subject: step 'two' subject: template error" in ran.err
+    assert "sequence.yaml:12: step 2 (two): subject: template error" in ran.err
 
 
 def test_template_error_names_the_body_file_and_line(db: str, tmp_path: Path) -> None:
@@ -305,7 +305,7 @@ def test_template_error_names_the_body_file_and_line(db: str, tmp_path: Path) ->
     (folder / "three.md").write_text("Hello\n\n{% if %}\n")
     ran = run("sequences", "apply", str(folder))
     assert ran.code == 1
-    assert "three.md:3: step 'three' body: template error" in ran.err
+    assert "three.md:3: step 3 (three): body: template error" in ran.err
 
 
 def test_missing_path_and_unknown_slug(db: str, tmp_path: Path) -> None:
@@ -359,3 +359,75 @@ def test_two_folders_with_one_slug_are_refused(db: str, tmp_path: Path) -> None:
     ran = run("sequences", "apply", str(tmp_path / "seqs"))
     assert ran.code == 1 and "slug 'quick' is also used by" in ran.err
     assert run("sequences", "list", "--json").json() == []
+
+
+def test_every_mistake_of_every_folder_is_reported_at_once(db: str, tmp_path: Path) -> None:
+    # Four mistakes used to take four runs: each run named only the first.
+    folder = sequence_copy(tmp_path)
+    text = (folder / "sequence.yaml").read_text()
+    text = text.replace("{key: two, delay: 1m", "{key: two, dealy: 1m")
+    text = text.replace("{key: three, delay: 1m", "{key: three, delay: 5")
+    text = text.replace("body: four.md", "body: missing.md")
+    text = text.replace("timezone: America/New_York", "timezone: Mars/Olympus")
+    (folder / "sequence.yaml").write_text(text)
+    (folder / "one.md").write_text("Hello\n\n{{ subscriber.frist_name }}\n")
+    other = tmp_path / "seqs" / "other"
+    shutil.copytree(FIXTURES / "sequences" / "quick", other)
+    other_yaml = (other / "sequence.yaml").read_text().replace("slug: quick", "slug: other")
+    (other / "sequence.yaml").write_text(other_yaml.replace("{key: three,", "{key: two,"))
+    before = dump(db)
+    ran = run("sequences", "apply", str(tmp_path / "seqs"))
+    assert ran.code == 1 and "Traceback" not in ran.err
+    lines = ran.err.splitlines()
+    assert lines[0] == "Error: 6 mistakes, nothing was changed:", ran.err
+    expected = [  # by folder, file and line
+        "other/sequence.yaml:13: step 3: key: duplicate step key 'two'",
+        "quick/one.md:3: step 1 (one): body: template error: unknown variable 'frist_name'",
+        "quick/sequence.yaml:8: timezone: unknown time zone 'Mars/Olympus'",
+        "quick/sequence.yaml:12: step 2 (two): unknown key 'dealy' (did you mean 'delay'?)",
+        "quick/sequence.yaml:13: step 3 (three): delay: bad delay 5: add a unit",
+        "quick/sequence.yaml:14: step 4 (four): body: no file 'missing.md'",
+    ]
+    for want, line in zip(expected, lines[1:], strict=True):
+        assert want in line, ran.err
+    assert "Field required" not in ran.err  # the typo explains the missing delay
+    assert dump(db) == before
+
+
+def test_a_greeting_that_can_read_hi_comma_is_warned_about(db: str, tmp_path: Path) -> None:
+    folder = sequence_copy(tmp_path)
+    (folder / "two.md").write_text("Hi {{ subscriber.first_name }},\n\nA note.\n")
+    (folder / "three.md").write_text('Hi {{ subscriber.first_name | default("there") }},\n')
+    ran = run("sequences", "apply", str(folder))
+    assert ran.code == 0, ran.err
+    warnings = [line for line in ran.err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, ran.err
+    assert "two.md:1: a reader who gave no name reads a gap here" in warnings[0]
+    assert '{{ subscriber.first_name | default("there") }}' in warnings[0]
+
+
+def test_the_file_spec_extends_the_one_settings_model() -> None:
+    from nurture.sequences.settings import SequenceSettings
+    from nurture.sequences.spec import SequenceSpec
+
+    assert issubclass(SequenceSpec, SequenceSettings)
+    # Declared once: the spec adds only what the database keeps outside `settings`.
+    own = set(SequenceSpec.__annotations__) - {"model_config"}
+    assert own == {"slug", "name", "steps"}
+
+
+def test_if_empty_applies_on_a_first_start_only(db: str, tmp_path: Path) -> None:
+    # `make run` on every restart used to publish whatever the folder held, edits half made.
+    folder = sequence_copy(tmp_path)
+    first = run("sequences", "apply", str(folder), "--if-empty")
+    assert first.code == 0, first.err
+    assert "now live:\n  quick: Quick test sequence [active], 4 steps, 0 people in it" in first.out
+    (folder / "two.md").write_text("Half a thought, {{ not finished")
+    set_steps(folder, QUICK_STEPS.replace('subject: "Step one"', 'subject: "Step 1, new"'))
+    before = dump(db)
+    again = run("sequences", "apply", str(folder), "--if-empty")
+    assert again.code == 0, again.err
+    assert f"sequences already live, so {folder} was not applied again" in again.out
+    assert "  quick: Quick test sequence [active], 4 steps" in again.out
+    assert dump(db) == before
+    assert run("sequences", "apply", str(folder)).code == 1  # without it, the edit is read

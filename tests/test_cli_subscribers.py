@@ -71,7 +71,8 @@ def test_import_confirmed_enrols_everyone(
         "bob@example.com",
         "cy@example.com",
     ]
-    assert drain() == 3
+    # 09:00 in New York, inside the window; 15:00 in Paris, Ann's email waits for her morning.
+    assert drain() == 2
     with transaction() as s:
         assert {c.source for c in s.scalars(select(Consent))} == {"import"}
     again = run("subscribers", "import", str(path), "--sequence", "quick", "--confirmed")
@@ -107,7 +108,9 @@ def test_import_bad_row_reports_line_and_imports_nothing(
 def test_import_file_errors(quick_sequence: str, tmp_path: Path) -> None:
     no_email = write_csv(tmp_path / "a.csv", ["name,timezone", "Ann,"])
     ran = run("subscribers", "import", str(no_email), "--sequence", "quick")
-    assert ran.code == 1 and f"{no_email}:1: no 'email' column" in ran.err
+    # The file's own columns are named, not the ones expected.
+    assert ran.code == 1
+    assert f'{no_email}:1: no column of email addresses; the file\'s columns: "name", ' in ran.err
     empty = write_csv(tmp_path / "b.csv", [])
     empty.write_text("")
     assert (

@@ -34,8 +34,8 @@ def test_preview_prints_headers_and_text(applied: str, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "Subject: You are not the only one asking this" in result.output
     assert "List-Unsubscribe: <https://nurture.test/unsubscribe/" in result.output
-    assert "Hello," in result.output and "Book a free 15-minute consult:" in result.output
-    assert "Hello," in html.read_text() and "https://example.org/book" in html.read_text()
+    assert "Hi there," in result.output and "Book a free 15-minute consult:" in result.output
+    assert "Hi there," in html.read_text() and "https://example.org/book" in html.read_text()
 
 
 def test_preview_by_number_for_a_subscriber(applied: str) -> None:
@@ -63,3 +63,16 @@ def test_send_test_is_marked_and_not_recorded(applied: str, outbox: list) -> Non
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     with transaction() as s:
         assert s.query(Delivery).count() == 0
+
+
+def test_send_test_says_which_file_it_wrote(
+    applied: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import reload_runtime
+
+    monkeypatch.setenv("NURTURE_MAIL_URL", f"file://{tmp_path}/outbox")
+    reload_runtime()
+    result = run("send-test", applied, "welcome", "--to", "me@example.org")
+    assert result.exit_code == 0, result.output
+    (eml,) = (tmp_path / "outbox").glob("*.eml")
+    assert result.output.rstrip().endswith(f"; written to {eml}"), result.output

@@ -72,7 +72,16 @@ def test_embedded_run_delivers_the_first_step_to_outbox(tmp_path: Path) -> None:
         log.close()
     assert len(list(outbox.glob("*.eml"))) == 2  # the welcome and the reader's confirmation
     log_bytes = (tmp_path / "run.log").read_bytes()
+    # No NURTURE_BASE_URL in development: links go where `run --port` listens, not to :8000.
+    here = f"http://localhost:{port}"
+    assert f"signup form: {here}/subscribe/partner-refuses-therapy" in log_bytes.decode()
+    for eml in outbox.glob("*.eml"):
+        message = eml.read_text()
+        assert f"{here}/unsubscribe/" in message or f"{here}/confirm/" in message, eml.name
+        assert "localhost:8000" not in message, eml.name
     assert b"you@example.com" not in log_bytes  # no PII in logs
+    # A dispatch pass every second, and not one line of it at info level.
+    assert b"Task nurture.dispatch" not in log_bytes and b"due task dispatch" not in log_bytes
     assert b"reader@example.com" not in log_bytes
     # Web, worker and beat inherit that it was said: once for the whole run, not five times.
     assert log_bytes.count(b"NURTURE_SECRET_KEY is not set") == 1, log_bytes.decode()[-3000:]

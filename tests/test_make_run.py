@@ -3,6 +3,7 @@ choice, no packaging warnings, and nothing it leaves behind shows up in `git sta
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tomllib
@@ -25,7 +26,10 @@ def test_make_run_installs_runtime_only_and_takes_a_port() -> None:
     installs = [line for line in out.splitlines() if "pip install" in line and " -e " in line]
     assert installs and all("[test]" not in line for line in installs), out
     assert "nurture run --host 127.0.0.1 --port 8123" in out
-    assert "nurture db upgrade" in out and "nurture sequences apply templates/sequences" in out
+    assert "nurture db upgrade" in out
+    # A restart never publishes edits half made: the default sequence goes in on a first start.
+    assert "nurture sequences apply templates/sequences --if-empty" in out
+    assert "test -f .env || test -f nurture.db || /tmp/nurture-make-n-venv/bin/nurture init" in out
 
 
 def test_make_test_still_installs_the_test_tools() -> None:
@@ -48,6 +52,9 @@ def test_the_license_is_an_spdx_string_for_a_setuptools_that_reads_it() -> None:
         "nurture.db-wal",
         "nurture.db-shm",
         "nurture-broker.db-wal",
+        ".env",
+        "nurture-backup.db",
+        "backups/nurture-2026-01-31.db",
     ],
 )
 def test_what_make_run_leaves_is_ignored(name: str) -> None:
@@ -55,3 +62,16 @@ def test_what_make_run_leaves_is_ignored(name: str) -> None:
         pytest.skip("not a git checkout")
     ran = subprocess.run(["git", "check-ignore", "-q", name], cwd=ROOT)
     assert ran.returncode == 0, f"{name} is not ignored"
+
+
+def test_every_backup_the_guide_writes_is_ignored() -> None:
+    # A backup holds everyone's data: the one-liners must write where git never looks.
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    targets = re.findall(r"backup\(sqlite3\.connect\(f?'([^']+)'\)\)", guide)
+    assert len(targets) >= 2, targets
+    for target in targets:
+        example = target.replace("{datetime.date.today()}", "2026-01-31")
+        ran = subprocess.run(["git", "check-ignore", "-q", example], cwd=ROOT)
+        assert ran.returncode == 0, f"{example} is not ignored"

@@ -184,7 +184,7 @@ def test_unreachable_postgresql_is_one_line_without_the_password(tmp_path: Path)
     assert "s3cret-pw" not in ran.stderr and "Traceback" not in ran.stderr
 
 
-AT_LINE_3 = "three.md:3: step 'three' body: template error at line 3:"
+AT_LINE_3 = "three.md:3: step 3 (three): body: template error:"
 
 
 @pytest.mark.parametrize(

@@ -58,7 +58,7 @@ def test_every_command_in_the_readme_runs(
     )
     # What `make run` does before it starts the services.
     assert run("db", "upgrade").code == 0
-    assert run("sequences", "apply", "templates/sequences").code == 0
+    assert run("sequences", "apply", "templates/sequences", "--if-empty").code == 0
     commands = _commands()
     assert len(commands) >= 10
     for args in commands:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from markupsafe import escape
 
-from nurture.content.render import EmailContext, _layout, render_email
+from nurture.content.render import EmailContext, _layout, empty_name_lines, render_email
 from nurture.sequences.spec import SequenceSpec, SpecError, load_folder
 from tests.conftest import DEFAULT_SEQUENCE, sample_context
 
@@ -59,7 +59,7 @@ def test_every_step_renders_text_and_html(default_spec: SequenceSpec) -> None:
 def test_greeting_falls_back_without_a_name(default_spec: SequenceSpec) -> None:
     for name in (None, ""):
         email = render_email(sample_context(default_spec, default_spec.steps[0], first_name=name))
-        assert email.text.startswith("Hello,")
+        assert email.text.startswith("Hi there,")
         assert "Hi ," not in email.text + email.html
 
 
@@ -195,3 +195,82 @@ def test_discreet_subjects_must_name_steps(tmp_path: Path) -> None:
     )
     with pytest.raises(SpecError, match="nope"):
         load_folder(tmp_path)
+
+
+def _letter(body: str, first_name: str | None = None) -> EmailContext:
+    return EmailContext(
+        subject="s",
+        body_markdown=body,
+        first_name=first_name,
+        consult_url="https://example.org/book",
+        consult_text="Book",
+        unsubscribe_url="https://example.org/u/t",
+        postal_address="1 Example Street",
+        practice_name="P",
+        reason="Because.",
+        base_url="https://example.org",
+    )
+
+
+def test_a_single_newline_is_a_line_break_in_both_parts() -> None:
+    # Written as a letter is written: the signature under "Warmly," stays on its own line.
+    email = render_email(_letter("Thank you.\n\nWarmly,\nThe team at P"))
+    assert email.text.startswith("Thank you.\n\nWarmly,\nThe team at P\n")
+    assert re.search(r"Warmly,<br\s*/?>\s*The team at P", email.html)
+
+
+def test_a_line_break_inside_a_list_item_keeps_its_indent() -> None:
+    text = render_email(_letter("- one\n  more of one\n- two\n\n1. first\n   still first")).text
+    assert text.startswith("- one\n  more of one\n- two\n\n1. first\n   still first\n")
+
+
+@pytest.mark.parametrize(
+    ("name", "greeting"), [(None, "Hi there,"), ("", "Hi there,"), ("Sam", "Hi Sam,")]
+)
+def test_default_stands_in_for_a_missing_name(name: str | None, greeting: str) -> None:
+    body = 'Hi {{ subscriber.first_name | default("there") }},\n\nA line.'
+    assert render_email(_letter(body, first_name=name)).text.startswith(greeting + "\n\nA line.")
+
+
+def test_default_does_not_hide_a_misspelt_variable() -> None:
+    from jinja2 import UndefinedError
+
+    with pytest.raises(UndefinedError):
+        render_email(_letter('Hi {{ subscriber.frist_name | default("there") }},'))
+
+
+@pytest.mark.parametrize(
+    ("body", "lines"),
+    [
+        ("Hi {{ subscriber.first_name }},", [1]),
+        ("Hello.\n\n{{ first_name }}, a word.", [3]),
+        ('Hi {{ subscriber.first_name | default("there") }},', []),
+        ("{% if subscriber.first_name %}Hi {{ subscriber.first_name }},{% endif %}", []),
+        ("{% if first_name %}Hi {{ first_name }}{% else %}Hi {{ first_name }}{% endif %}", [1]),
+        ('{{ first_name or "friend" }}, {{ "x" if first_name else "y" }}', []),
+        ("No name at all.", []),
+    ],
+)
+def test_a_name_that_can_render_empty_is_found(body: str, lines: list[int]) -> None:
+    assert empty_name_lines(body) == lines
+
+
+def test_the_default_sequence_greets_everyone(default_spec: SequenceSpec) -> None:
+    for step in default_spec.steps:
+        assert empty_name_lines(step.body_text) == [], step.key
+
+
+def test_a_template_problem_carries_its_part_and_line(default_spec: SequenceSpec) -> None:
+    from nurture.content.render import TemplateProblem, check_step_templates
+    from nurture.content.render import sample_context as checking
+
+    sample = checking(
+        consult_url="https://example.org/b", consult_text="Book", postal_address="1 Example St",
+        practice_name="P",
+    )  # fmt: skip
+    problems = check_step_templates(sample, "Hi {{ x", "One\n\nTwo {{ nope }}\n", "{% if %}")
+    assert [(p.part, p.line) for p in problems] == [
+        ("subject", 1), ("discreet subject", 1), ("body", 3),
+    ]  # fmt: skip
+    assert all(isinstance(p, TemplateProblem) and p.message for p in problems)
+    assert check_step_templates(sample, "Hello", "Hi {{ first_name | default('you') }}") == []

@@ -345,3 +345,19 @@ def test_rate_limiter_survives_garbage_collection(quick_sequence: str, clock: Fr
     fresh = create_app(current(), TESTING=True, ENQUEUE_CONFIRMATION=print)
     gc.collect()
     assert post_signup(fresh.test_client(), "gc@example.com").status_code == 200
+
+
+def test_the_home_page_lists_the_open_forms(client: FlaskClient) -> None:
+    # `nurture run` prints its address: opening it must not answer "Page not found".
+    r = client.get("/")
+    assert r.status_code == 200
+    html = r.get_data(as_text=True)
+    assert '<a href="/subscribe/quick">Quick test sequence</a>' in html
+    assert "Test Practice" in html and "Page not found" not in html
+    assert client.get("/subscribe/quick").status_code == 200
+    with transaction() as s:
+        from nurture.sequences.archive import archive
+
+        archive(s, "quick", stop=False)
+    closed = client.get("/").get_data(as_text=True)
+    assert "/subscribe/quick" not in closed and "no email series to sign up for" in closed

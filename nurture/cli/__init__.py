@@ -3,7 +3,10 @@ over the services: parse options, call one service in one transaction, print the
 
 from __future__ import annotations
 
+import inspect
+import re
 import sys
+import textwrap
 from importlib import import_module
 from typing import Any
 
@@ -83,8 +86,57 @@ def cli(ctx: click.Context) -> None:
     ctx.with_resource(use(ctx.obj))
 
 
+# An example is a command to copy, so it is never re-wrapped by Click (which breaks lines at
+# hyphens: `partner-` / `refuses-therapy`); a long one continues on the next line after a
+# backslash, as a shell reads it. Fits 80 columns with the help's indent.
+EXAMPLE_WIDTH = 76
+_EXAMPLE = re.compile(r"^Example: .*$", re.M)
+
+
+def _example_block(match: re.Match[str]) -> str:
+    lines = textwrap.wrap(
+        match.group(0),
+        EXAMPLE_WIDTH - 2,
+        subsequent_indent="    ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    return "\b\n" + " \\\n".join(lines)
+
+
+def _first_sentence(help_text: str) -> str:
+    words = inspect.cleandoc(help_text).split("\n\n")[0].split()
+    end = next((i for i, w in enumerate(words) if w.endswith(".")), len(words) - 1)
+    return " ".join(words[: end + 1])
+
+
+def _tidy_help(cmd: click.Command) -> None:
+    """Command lists show each command's first sentence whole, wrapped to the terminal,
+    instead of cut with "..." at a width that leaves three words; examples stay whole."""
+    if cmd.help:
+        cmd.short_help = cmd.short_help or _first_sentence(cmd.help)
+        cmd.help = _EXAMPLE.sub(_example_block, inspect.cleandoc(cmd.help))
+    if cmd.epilog:
+        cmd.epilog = _EXAMPLE.sub(_example_block, cmd.epilog)
+    for param in cmd.params:
+        # An optional argument given a metavar ("ID") reads as required in the usage line.
+        if isinstance(param, click.Argument) and not param.required and param.metavar:
+            param.metavar = f"[{param.metavar.strip('[]')}]"
+        # A long list of choices as the metavar pushes the option past 80 columns: name the
+        # value instead, and list the choices in the help, which wraps.
+        choices = getattr(param.type, "choices", None)
+        if isinstance(param, click.Option) and choices and param.metavar is None:
+            listed = ", ".join(str(c) for c in choices)
+            if len(listed) > 30 and param.name:
+                param.metavar = param.name.upper()
+                param.help = f"{param.help or ''} One of: {listed}.".strip()
+    for sub in getattr(cmd, "commands", {}).values():
+        _tidy_help(sub)
+
+
 for _name in COMMAND_MODULES:
     import_module(_name).register(cli)
+_tidy_help(cli)
 
 
 def exit_code(exc: BaseException) -> int:

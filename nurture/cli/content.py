@@ -18,7 +18,7 @@ from nurture.cli.output import clean, say
 from nurture.db import reading
 from nurture.delivery.compose import compose
 from nurture.errors import NotFound, NurtureError
-from nurture.mail.backends import MailError, get_backend
+from nurture.mail.backends import FileBackend, MailError, get_backend
 from nurture.sequences.models import Sequence, Step
 from nurture.sequences.services import get_sequence, live_steps
 from nurture.subscribers.addresses import find_subscriber, normalize_email
@@ -122,9 +122,12 @@ def send_test(slug: str, step: str, address: str) -> None:
     Example: nurture send-test partner-refuses-therapy welcome --to me@example.org
     """
     msg = _message_for(slug, step, address, test=True)
+    written = ""
     try:
         with get_backend() as backend:
             backend.send(msg)
+            if isinstance(backend, FileBackend):  # nothing left the machine: say where it is
+                written = f"; written to {backend.file_for(msg)}"
     except MailError as exc:
         raise NurtureError(f"test send failed: {exc}") from None
-    say(f"sent test of {slug} step {step} to {address} (Message-ID {msg['Message-ID']})")
+    say(f"sent test of {slug} step {step} to {address} (Message-ID {msg['Message-ID']}){written}")

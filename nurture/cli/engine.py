@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,7 +14,9 @@ import time
 import click
 
 from nurture.cli.output import say, when
+from nurture.config import base_url_elsewhere, listening_url
 from nurture.context import current
+from nurture.errors import NurtureError
 from nurture.process_tree import child_of_this_process
 
 # How long `nurture run` waits for its children to stop before it kills them (and all they
@@ -133,6 +137,50 @@ def _web_command(host: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
+def _port_is_free(host: str, port: int) -> None:
+    """A port already taken stops here with one line, before gunicorn starts and prints
+    five tracebacks while `nurture run` says it is running."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror:
+        raise NurtureError(f"--host {host}: not an address of this machine") from None
+    with socket.socket(family, kind, proto) as probe:
+        # As gunicorn binds: a port left in TIME_WAIT by a stopped server is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise NurtureError(
+                    f"port {port} on {host} is already in use (is nurture already running?): "
+                    f"stop it, or choose another with --port"
+                ) from None
+            raise NurtureError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _links_follow(host: str, port: int) -> str:
+    """The base URL links will carry, for a server on host:port. In development with no
+    NURTURE_BASE_URL, links follow --host/--port: the children (web, worker) read it from
+    the environment. A NURTURE_BASE_URL naming this machine on another port is said at
+    start, since every link in every email would go where nothing listens."""
+    settings = current().settings
+    if "base_url" not in settings.model_fields_set:
+        if settings.env == "development":
+            os.environ["NURTURE_BASE_URL"] = listening_url(host, port)
+            return os.environ["NURTURE_BASE_URL"]
+        return settings.base_url
+    if base_url_elsewhere(settings.base_url, host, port):
+        say(
+            f"warning: NURTURE_BASE_URL is {settings.base_url}, but nurture listens on "
+            f"{host}:{port}: links in emails will point where nothing listens "
+            "(unset NURTURE_BASE_URL in development, or make the two agree)",
+            err=True,
+        )
+    return settings.base_url
+
+
 def _prepare_embedded_broker() -> None:
     """Create the SQLite broker's tables and queue once, before worker and beat race to."""
     settings = current().settings
@@ -151,7 +199,9 @@ def web(host: str, port: int) -> None:
 
     Example: nurture web --host 0.0.0.0 --port 8000
     """
+    _port_is_free(host, port)
     _open_keys()
+    _links_follow(host, port)
     cmd = _web_command(host, port)
     os.execv(cmd[0], cmd)
 
@@ -168,13 +218,16 @@ def run(host: str, port: int, concurrency: int | None) -> None:
     """
     from nurture.migrations import upgrade
 
+    _port_is_free(host, port)
     upgrade(current().settings.database_url, settings=current().settings)
     _open_keys()
     _prepare_embedded_broker()
     current().settings.secret  # noqa: B018  (warns here, once, if it is the development key)
+    base_url = _links_follow(host, port)
     worker_cmd = _celery(*_worker_args(concurrency), "--beat", "--schedule", _beat_file())
     procs = [_start(_web_command(host, port)), _start(worker_cmd)]
-    click.echo(f"nurture is running: http://{host}:{port}/healthz  (Ctrl-C stops it)")
+    click.echo(f"nurture is running on {listening_url(host, port)}  (Ctrl-C stops it)")
+    _say_where_the_forms_are(base_url)
     stopping = False
 
     def stop(*_: object) -> None:
@@ -191,6 +244,18 @@ def run(host: str, port: int, concurrency: int | None) -> None:
     failed = [p for p in procs if p.returncode not in (0, -signal.SIGTERM, None)]
     if failed and not stopping:
         sys.exit(1)
+
+
+def _say_where_the_forms_are(base_url: str) -> None:
+    from nurture.db import reading
+    from nurture.sequences.services import open_forms
+
+    with reading() as s:
+        slugs = [seq.slug for seq in open_forms(s)]
+    if not slugs:
+        say("no signup forms yet: `nurture sequences apply templates/sequences` makes one")
+    for slug in slugs:
+        say(f"  signup form: {base_url}/subscribe/{slug}")
 
 
 def _start(cmd: list[str]) -> subprocess.Popen[bytes]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from sqlalchemy import func, select
@@ -38,8 +39,14 @@ def sequences() -> None:
 @click.option(
     "--dry-run", is_flag=True, help="Print what would change for people enrolled; change nothing."
 )
+@click.option(
+    "--if-empty",
+    is_flag=True,
+    help="Only on a first start: apply when no sequence exists yet; otherwise read no file, "
+    "change nothing and say what is live.",
+)
 @json_option
-def apply(path: Path, dry_run: bool, as_json: bool) -> None:
+def apply(path: Path, dry_run: bool, if_empty: bool, as_json: bool) -> None:
     """Create or update sequences from a sequence folder (or a folder of them).
 
     Every file is checked before anything is written: one bad file and nothing changes.
@@ -48,9 +55,22 @@ def apply(path: Path, dry_run: bool, as_json: bool) -> None:
     are cancelled and they move on to the next step; a changed delay re-times sends not
     yet claimed; a renamed key is a removal plus an addition.
 
+    With --if-empty (what `make run` does) a restart never publishes edits half made: the
+    folder is applied only to a database without sequences.
+
     Example: nurture sequences apply templates/sequences/partner-refuses-therapy --dry-run
     """
-    specs = load_path(path)
+    if if_empty and _live_sequences():
+        say(
+            f"sequences already live, so {path} was not applied again (edits there wait for "
+            f"`nurture sequences apply {path}`; --dry-run first shows what they change):"
+        )
+        _say_live()
+        return
+    warnings: list[str] = []
+    specs = load_path(path, warnings)
+    for warning in warnings:  # said before the changes, so they are read with them
+        say(f"warning: {warning}", err=True)
     if dry_run:
         with reading() as s:  # planning only reads, and is rolled back
             plans = [plan_edit(s, spec) for _, spec in specs]
@@ -71,12 +91,28 @@ def apply(path: Path, dry_run: bool, as_json: bool) -> None:
             say(plan.summary())
         if dry_run:
             click.echo("dry run: nothing was changed")
+    if if_empty and not dry_run and not as_json:
+        say("now live:")
+        _say_live()
     # Only a note: sources document where a step's ideas come from; sending never needs them.
     if unknown:
         click.echo(
             f"note: {len(unknown)} step sources are not imported articles yet "
             f"(nurture articles import FILE...): {', '.join(unknown)}",
             err=True,
+        )
+
+
+def _live_sequences() -> int:
+    with reading() as s:
+        return s.scalar(select(func.count()).select_from(Sequence)) or 0
+
+
+def _say_live() -> None:
+    for row in _sequence_rows():
+        say(
+            f"  {row['slug']}: {row['name']} [{row['status']}], {row['steps']} steps, "
+            f"{row['active']} people in it"
         )
 
 
@@ -93,13 +129,7 @@ def _unknown_sources(s: Session, specs: list[tuple[Path, SequenceSpec]]) -> list
     )
 
 
-@sequences.command("list")
-@json_option
-def list_(as_json: bool) -> None:
-    """List sequences with their status, step count and people in them.
-
-    Example: nurture sequences list --json
-    """
+def _sequence_rows() -> list[dict[str, Any]]:
     with reading() as s:
         steps = (
             select(Step.sequence_id, func.count().label("n"))
@@ -119,7 +149,7 @@ def list_(as_json: bool) -> None:
             .outerjoin(active, active.c.sequence_id == Sequence.id)
             .order_by(Sequence.slug)
         ).all()
-        out = [
+        return [
             {
                 "slug": seq.slug,
                 "name": seq.name,
@@ -129,7 +159,16 @@ def list_(as_json: bool) -> None:
             }
             for seq, n_steps, n_active in rows
         ]
-    emit(out, ["slug", "name", "status", "steps", "active"], as_json, "sequences")
+
+
+@sequences.command("list")
+@json_option
+def list_(as_json: bool) -> None:
+    """List sequences with their status, step count and people in them.
+
+    Example: nurture sequences list --json
+    """
+    emit(_sequence_rows(), ["slug", "name", "status", "steps", "active"], as_json, "sequences")
 
 
 @sequences.command("show")

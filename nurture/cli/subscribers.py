@@ -6,6 +6,7 @@ import csv
 import json
 import sys
 from dataclasses import asdict
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 import click
@@ -26,15 +27,23 @@ from nurture.cli.output import (
     tsv,
     when,
 )
+from nurture.clock import now, practice_zone
 from nurture.db import reading, transaction
 from nurture.errors import NurtureError
+from nurture.mail.backends import MailError
 from nurture.sequences.archive import require_open
+from nurture.sequences.models import SequenceStatus
 from nurture.sequences.services import get_sequence
-from nurture.subscribers import holding, importing
+from nurture.subscribers import confirmation, holding, importing, moving
 from nurture.subscribers.addresses import get_subscriber
 from nurture.subscribers.operator import Asked, Outcome, add_one, skipped_message
 from nurture.subscribers.privacy import EXPORT_FIELDS, export_rows, forget_person, spreadsheet_safe
-from nurture.subscribers.queries import STATUSES, list_subscribers, subscriber_history
+from nurture.subscribers.queries import (
+    STATUSES,
+    consent_proof,
+    list_subscribers,
+    subscriber_history,
+)
 from nurture.subscribers.retention import purge
 from nurture.subscribers.unsubscribe import unsubscribe_by_email
 
@@ -45,7 +54,7 @@ def register(cli: click.Group) -> None:
 
 @click.group()
 def subscribers() -> None:
-    """Add, import, inspect, export, unsubscribe and forget subscribers.
+    """Add, import, move, inspect, export, unsubscribe and forget subscribers.
 
     Example: nurture subscribers list --sequence partner-refuses-therapy --status active
     """
@@ -99,33 +108,78 @@ def progress_bar() -> Progress:
     )
 
 
+def column_option(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str]:
+    chosen: dict[str, str] = {}
+    for value in values:
+        name, sep, header = value.partition("=")
+        name = name.strip().lower()
+        if not sep or not header.strip():
+            raise click.BadParameter(f'{value!r}: use FIELD=HEADER, e.g. email="E-mail 1"')
+        if name not in importing.COLUMNS:
+            raise click.BadParameter(f"{name!r}: the fields are {', '.join(importing.COLUMNS)}")
+        chosen[name] = header
+    return chosen
+
+
 @subscribers.command("import")
 @click.argument("csv_path", metavar="CSV", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--sequence", "slug", required=True, help="Sequence slug to enrol everyone in.")
 @click.option(
     "--confirmed",
     is_flag=True,
-    help="Everyone already confirmed elsewhere: start the sequence. Without it they are kept "
-    "as pending and receive nothing: a list is never cold-mailed confirmation requests.",
+    help="Everyone already confirmed elsewhere: start the sequence, each person's first email "
+    "in their own send window. Without it they are kept as pending and receive nothing: a "
+    "list is never cold-mailed confirmation requests.",
 )
 @click.option("--skip-invalid", is_flag=True, help="Import the good rows and report the bad ones.")
-def import_(csv_path: Path, slug: str, confirmed: bool, skip_invalid: bool) -> None:
-    """Import subscribers from a CSV file with columns email, first_name (optional) and
-    timezone (optional). The whole file is checked first: a bad row is reported with its
-    line number and nothing is imported, unless --skip-invalid.
+@click.option("--dry-run", is_flag=True, help="Print what the import would do, and change nothing.")
+@click.option(
+    "--column",
+    "columns",
+    multiple=True,
+    metavar="FIELD=HEADER",
+    callback=column_option,
+    help="Which column holds email, first_name or timezone, when its header is not one "
+    'nurture knows, e.g. --column email="E-mail 1". Repeatable.',
+)
+@click.option(
+    "--update-names",
+    is_flag=True,
+    help="Take the file's first name for people already known (without it the name held is "
+    "kept, and each row that differs is named).",
+)
+def import_(
+    csv_path: Path,
+    slug: str,
+    confirmed: bool,
+    skip_invalid: bool,
+    dry_run: bool,
+    columns: dict[str, str],
+    update_names: bool,
+) -> None:
+    """Import subscribers from a CSV file: a column of email addresses, and optionally first
+    names and time zones. Exports of Mailchimp, Kit, Google Contacts or Outlook are read as
+    they are (their header names are known; `,` `;` and tab separators are detected). The
+    whole file is checked first: a bad row is reported with its line number and nothing is
+    imported, unless --skip-invalid. It prints who is new, who was known, who was skipped
+    and why, and when the first emails go.
 
-    Example: nurture subscribers import people.csv --sequence partner-refuses-therapy --confirmed
+    Example: nurture subscribers import people.csv --sequence partner-refuses-therapy --dry-run
     """
     with reading() as s:
-        require_open(get_sequence(s, slug))  # unknown or archived: fail before reading
+        seq = get_sequence(s, slug)
+        require_open(seq)  # unknown or archived: fail before reading
+        paused = seq.status == SequenceStatus.PAUSED
     size = csv_path.stat().st_size if csv_path.exists() else 0
     with progress_bar() as bar:
         checking = bar.add_task("checking", total=size)
-        checked = importing.check_csv(csv_path, lambda n: bar.advance(checking, n))
+        checked = importing.check_csv(csv_path, lambda n: bar.advance(checking, n), columns)
         bar.remove_task(checking)
         for err in checked.errors:
             say(f"{csv_path}: {err}", err=True)  # a bad row's text is not ours to print raw
-        loading = bar.add_task("importing", total=checked.valid)
+        loading = bar.add_task("reading" if dry_run else "importing", total=checked.valid)
         result = importing.import_csv(
             csv_path,
             slug,
@@ -133,17 +187,71 @@ def import_(csv_path: Path, slug: str, confirmed: bool, skip_invalid: bool) -> N
             skip_invalid=skip_invalid,
             checked=checked,
             import_progress=lambda n: bar.advance(loading, n),
+            columns=columns,
+            update_names=update_names,
+            dry_run=dry_run,
         )
+    for line in import_lines(result, slug, confirmed=confirmed, paused=paused):
+        say(line)
+    if dry_run:
+        click.echo("dry run: nothing changed")
+
+
+def import_lines(
+    result: importing.ImportResult, slug: str, *, confirmed: bool, paused: bool
+) -> list[str]:
+    """What an import did (or, dry, would do): the summary, the rows worth a look, and when
+    the first emails go."""
     skipped = f", {result.check.bad} bad row(s) skipped" if result.check.bad else ""
     already = f", {result.already} already enrolled" if result.already else ""
     left = ", ".join(f"{n} {why}" for why, n in sorted(result.refused.items()))
     # People who left are never put back by an import: they are named by reason only.
-    refused = f", {sum(result.refused.values())} skipped who left ({left})" if left else ""
+    refused = f", {result.skipped} skipped who left ({left})" if left else ""
     repeated = f", {result.repeated} repeated row(s) merged" if result.repeated else ""
-    click.echo(
-        f"imported {result.added + result.updated} into {slug}: {result.added} new, "
+    verb = "would import" if result.dry_run else "imported"
+    lines = [
+        f"{verb} {result.added + result.updated} into {slug}: {result.added} new, "
         f"{result.updated} already known{already}{skipped}{refused}{repeated}"
-    )
+    ]
+    lines += result.lines()
+    if result.skipped > len(result.skipped_lines):
+        lines.append(f"(and {result.skipped - len(result.skipped_lines)} more skipped)")
+    if result.names_differ > len(result.name_lines):
+        lines.append(f"(and {result.names_differ - len(result.name_lines)} more names differ)")
+    lines.append(first_emails(result, confirmed=confirmed, paused=paused))
+    return lines
+
+
+SHOWN_TIMES = 4
+
+
+def first_emails(result: importing.ImportResult, *, confirmed: bool, paused: bool) -> str:
+    if not confirmed:
+        return (
+            "first emails: none; they wait as pending until they confirm (an import sends no "
+            "confirmation request: `subscribers resend-confirmation` asks one person)"
+        )
+    if not result.first_sends:
+        return "first emails: none (nobody new starts the sequence)"
+    zone = practice_zone()
+    t = now()
+    at_once = sum(n for due, n in result.first_sends.items() if due <= t)
+    later = sorted((due, n) for due, n in result.first_sends.items() if due > t)
+    parts = [f"{at_once} now (inside their send window)"] if at_once else []
+    parts += [f"{n} at {local_time(due, zone)}" for due, n in later[:SHOWN_TIMES]]
+    if len(later) > SHOWN_TIMES:
+        rest = sum(n for _, n in later[SHOWN_TIMES:])
+        parts.append(f"{rest} more until {local_time(later[-1][0], zone)}")
+    hold = "; the sequence is paused: nothing goes until `sequences resume`" if paused else ""
+    return f"first emails ({zone_name(zone, t)} time): {', '.join(parts)}{hold}"
+
+
+def local_time(at: datetime, zone: tzinfo) -> str:
+    return at.astimezone(zone).strftime("%a %Y-%m-%d %H:%M")
+
+
+def zone_name(zone: tzinfo, at: datetime) -> str:
+    return str(getattr(zone, "key", None) or zone.tzname(at) or "UTC")
 
 
 @subscribers.command("list")
@@ -308,6 +416,117 @@ def resume_(email: str, slug: str | None) -> None:
     with transaction() as s:
         n = holding.resume(s, get_subscriber(s, email), slug, by="cli")
     click.echo(f"resumed {n} sequence(s)" if n else "nothing to resume: no paused sequence")
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@click.option("--sequence", "slug", required=True, help="The sequence to take them out of.")
+def remove_(email: str, slug: str) -> None:
+    """Take someone out of one sequence: its queued emails are cancelled, nothing more of it
+    is sent. They stay subscribed, and their other sequences go on (to stop everything, use
+    `unsubscribe`). `add` puts them back later, with the steps they have not had.
+
+    Example: nurture subscribers remove ann@example.com --sequence partner-refuses-therapy
+    """
+    with transaction() as s:
+        ended = moving.remove(s, get_subscriber(s, email), get_sequence(s, slug), by="cli")
+    if ended is None:
+        say(f"removed from {slug}; their other sequences go on")
+    else:
+        say(f"nothing to remove: their place in {slug} already ended ({ended})")
+
+
+@subscribers.command("move")
+@click.argument("email")
+@click.option("--from", "source", required=True, help="The sequence they are in now.")
+@click.option("--to", "target", required=True, help="The sequence to move them to.")
+def move_(email: str, source: str, target: str) -> None:
+    """Move someone from one sequence to another: the first ends (its queued emails are
+    cancelled), the second starts from its first step, in their send window. Their consent
+    to it is recorded as held by you; someone who had not confirmed the first stays waiting
+    for their yes. People who left or booked are never moved.
+
+    Example: nurture subscribers move ann@example.com --from first-steps --to after-leaving
+    """
+    with transaction() as s:
+        moved = moving.move(
+            s, get_subscriber(s, email), get_sequence(s, source), get_sequence(s, target)
+        )
+    if moved.started and moved.first_due is not None:
+        zone, t = practice_zone(), now()
+        when = "now" if moved.first_due <= t else local_time(moved.first_due, zone)
+        say(
+            f"moved from {source} to {target}; its first email goes {when} "
+            f"({zone_name(zone, t)} time)"
+        )
+    elif moved.started:
+        say(f"moved from {source} to {target}; it has no email left for them")
+    else:
+        say(
+            f"moved from {source} to {target}; they have not confirmed yet, so nothing is sent "
+            f"until they do (`subscribers resend-confirmation EMAIL --sequence {target}`)"
+        )
+
+
+@subscribers.command("resend-confirmation")
+@click.argument("email")
+@click.option(
+    "--sequence", "slug", help="The sequence waiting for their yes (needed if several are)."
+)
+def resend_confirmation(email: str, slug: str | None) -> None:
+    """Send the confirmation email again to someone who has not confirmed. An address gets
+    at most three confirmation emails a day, however they are asked for.
+
+    Example: nurture subscribers resend-confirmation ann@example.com --sequence first-steps
+    """
+    try:
+        asked = confirmation.ask_again(email, slug)
+    except MailError as exc:
+        raise NurtureError(f"not sent: {exc}; run this again to retry") from None
+    if asked.limit_until is not None:
+        zone = practice_zone()
+        raise NurtureError(
+            f"not sent: this address already had {confirmation.CONFIRMATIONS_PER_DAY} "
+            "confirmation emails in the last 24 hours, the most it gets; another may go from "
+            f"{local_time(asked.limit_until, zone)} ({zone_name(zone, asked.limit_until)} time)"
+        )
+    if not asked.sent:
+        raise NurtureError("not sent: their signup no longer waits for a confirmation")
+    say(f"confirmation email sent for {asked.slug}: the sequence starts when they confirm")
+
+
+@subscribers.command("consent")
+@click.argument("email")
+@json_option
+def consent_(email: str, as_json: bool) -> None:
+    """Show the proof of someone's consent: for each sequence, when they agreed, the exact
+    words they agreed to, how they came (the form, an import, an operator) and from which
+    page, and when they confirmed.
+
+    Example: nurture subscribers consent ann@example.com --json
+    """
+    with reading() as s:
+        proof = consent_proof(s, email)
+    if as_json:
+        print_json(proof)
+        return
+    zone = practice_zone()
+    say(f"{proof['email']} ({proof['status']}): {len(proof['consents'])} consent(s)")
+    for c in proof["consents"]:
+        given = datetime.fromisoformat(c["given_at"])
+        where = {
+            "form": f"the signup form{' on ' + c['page'] if c['page'] else ''}",
+            "import": "an import by the operator",
+            "operator": "added by the operator",
+        }.get(c["how"], c["how"])
+        confirmed = c["confirmed_at"]
+        said_yes = (
+            local_time(datetime.fromisoformat(confirmed), zone) if confirmed else "not confirmed"
+        )
+        say(f"\n{c['sequence'] or '(sequence deleted)'}: came by {where}")
+        say(f"  agreed     {local_time(given, zone)} ({zone_name(zone, given)} time)")
+        say(f"  confirmed  {said_yes}")
+        say(f"  words      ({c['version']}) {c['text']}")
 
 
 @subscribers.command("forget")

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
-from jinja2 import Environment, StrictUndefined, Template, TemplateSyntaxError, UndefinedError
+from jinja2 import (
+    Environment,
+    StrictUndefined,
+    Template,
+    TemplateSyntaxError,
+    Undefined,
+    UndefinedError,
+    nodes,
+)
 from jinja2.sandbox import SandboxedEnvironment
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
@@ -68,8 +76,22 @@ class RenderedEmail:
 # Step bodies are operator-written, but rendered with a reader's name inside: a sandbox
 # keeps a template from reaching Python internals, and StrictUndefined catches typos early.
 _jinja = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-# Raw HTML in a body is off: a reader's name ends up inside the Markdown.
-_markdown = MarkdownIt("commonmark", {"html": False})
+
+
+def _default(value: Any, default_value: Any = "", boolean: bool = True) -> Any:
+    """`{{ subscriber.first_name | default("there") }}`: a reader without a name has an
+    empty one, not an undefined one, so here `default` covers empty values too (Jinja's
+    own only covers undefined ones). A misspelt variable is still refused, not defaulted."""
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    return default_value if boolean and not value else value
+
+
+_jinja.filters["default"] = _jinja.filters["d"] = _default
+# A letter is written as a letter: a single newline is a line break ("Warmly," above the
+# signature), as a reader expects, not a space as in CommonMark. Raw HTML in a body is off:
+# a reader's name ends up inside the Markdown.
+_markdown = MarkdownIt("commonmark", {"html": False, "breaks": True})
 # Markdown punctuation in a reader's name must stay text, never become a link or emphasis.
 _MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 
@@ -147,9 +169,7 @@ def _inline_text(token: Token, base_url: str) -> str:
     for child in token.children or []:
         if child.type in ("text", "code_inline"):
             out.append(child.content)
-        elif child.type == "softbreak":
-            out.append(" ")
-        elif child.type == "hardbreak":
+        elif child.type in ("softbreak", "hardbreak"):
             out.append("\n")
         elif child.type == "image":
             out.append(child.content)
@@ -199,9 +219,10 @@ def _text_body(tokens: list[Token], base_url: str) -> str:
             else:
                 text = "\n".join("    " + line for line in token.content.rstrip("\n").split("\n"))
             if marker is not None:
-                text, marker = indent + marker + text, None
+                lead, marker = indent + marker, None
+                text = lead + text.replace("\n", "\n" + " " * len(lead))
             elif lists:
-                text = indent + "   " + text
+                text = indent + "   " + text.replace("\n", "\n" + indent + "   ")
             if quote:
                 text = "\n".join("> " * quote + line for line in text.split("\n"))
             tight = bool(lists) and tokens[i - 1].hidden
@@ -300,33 +321,97 @@ def _render_problem(exc: Exception) -> str:
     return message
 
 
+@dataclass(frozen=True)
+class TemplateProblem:
+    """A mistake in one part of a step ("subject", "discreet subject" or "body"), at a line
+    of that part's own text (for a body, the line of its file)."""
+
+    part: str
+    line: int | None
+    message: str
+
+
 def check_step_templates(
-    sample: EmailContext,
-    step_key: str,
-    subject: str,
-    body: str,
-    discreet_subject: str | None = None,
-) -> None:
-    """Raise ValueError naming the step, the part and the line if a subject or body is not
-    a valid template, or fails to render for the sample reader (a misspelt variable)."""
-    subjects = [("subject", subject)]
+    sample: EmailContext, subject: str, body: str, discreet_subject: str | None = None
+) -> list[TemplateProblem]:
+    """Every part of a step that is not a valid template, or fails to render for a sample
+    reader with a name or without one (a misspelt variable). Empty when the step is good."""
+    parts = [("subject", subject)]
     if discreet_subject is not None:
-        subjects.append(("discreet subject", discreet_subject))
-    ctx = replace(sample, subject=subject, body_markdown=body)
-    for what, source in (*subjects, ("body", body)):
+        parts.append(("discreet subject", discreet_subject))
+    parts.append(("body", body))
+    problems: list[TemplateProblem] = []
+    for part, source in parts:
         try:
             _jinja.parse(source)
         except TemplateSyntaxError as exc:
-            raise ValueError(
-                f"step {step_key!r} {what}: template error at line {exc.lineno}: {exc.message}"
-            ) from None
-        # A misspelt variable only shows when rendering: try once with a sample reader.
-        try:
-            _step_template(source).render(_template_vars(ctx, for_markdown=what == "body"))
-        except Exception as exc:
-            line = _template_line(exc)
-            at = f" at line {line}" if line else ""
-            raise ValueError(
-                f"step {step_key!r} {what}: template error{at}: {_render_problem(exc)}"
-            ) from None
-    render_email(ctx)
+            problems.append(TemplateProblem(part, exc.lineno, f"template error: {exc.message}"))
+            continue
+        # A misspelt variable only shows when rendering: try with sample readers.
+        for first_name in (sample.first_name, None):
+            ctx = replace(sample, first_name=first_name)
+            try:
+                _step_template(source).render(_template_vars(ctx, for_markdown=part == "body"))
+            except Exception as exc:
+                message = f"template error: {_render_problem(exc)}"
+                problems.append(TemplateProblem(part, _template_line(exc), message))
+                break
+    if not problems:
+        render_email(replace(sample, subject=subject, body_markdown=body))
+    return problems
+
+
+# The names under which a template reads the reader's first name.
+_NAME_VARIABLES = {("subscriber", "first_name"), ("first_name",)}
+# What guards a name from rendering empty: `| default(...)`, `name or ...`, `a if name else b`.
+_GUARDS = (nodes.Or, nodes.CondExpr)
+
+
+def _names_the_reader(node: nodes.Node) -> bool:
+    if isinstance(node, nodes.Name):
+        return (node.name,) in _NAME_VARIABLES
+    if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name):
+        return (node.node.name, node.attr) in _NAME_VARIABLES
+    if (
+        isinstance(node, nodes.Getitem)
+        and isinstance(node.node, nodes.Name)
+        and isinstance(node.arg, nodes.Const)
+    ):
+        return (node.node.name, node.arg.value) in _NAME_VARIABLES
+    return False
+
+
+def _mentions_the_reader(node: nodes.Node) -> bool:
+    return _names_the_reader(node) or any(
+        _mentions_the_reader(child) for child in node.iter_child_nodes()
+    )
+
+
+def _bare_names(node: nodes.Node, guarded: bool = False, printed: bool = False) -> list[int]:
+    """Lines where the reader's name is printed with nothing to stand in when it is empty."""
+    if isinstance(node, nodes.If):
+        inside = guarded or _mentions_the_reader(node.test)
+        lines = [line for child in node.body for line in _bare_names(child, inside, printed)]
+        for child in [*node.elif_, *node.else_]:
+            lines += _bare_names(child, guarded, printed)
+        return lines
+    if isinstance(node, _GUARDS) or (
+        isinstance(node, nodes.Filter) and node.name in ("default", "d")
+    ):
+        guarded = True
+    printed = printed or isinstance(node, nodes.Output)
+    if _names_the_reader(node):
+        return [node.lineno] if printed and not guarded else []
+    return [
+        line for child in node.iter_child_nodes() for line in _bare_names(child, guarded, printed)
+    ]
+
+
+def empty_name_lines(source: str) -> list[int]:
+    """The lines of a template where a reader who gave no name would read a gap ("Hi ,").
+    A template that does not parse has none here: check_step_templates reports it."""
+    try:
+        tree = _jinja.parse(source)
+    except TemplateSyntaxError:
+        return []
+    return sorted(set(_bare_names(tree)))

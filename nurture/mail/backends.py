@@ -70,19 +70,21 @@ class FileBackend(_NoConnection):
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
+    def file_for(self, msg: EmailMessage) -> Path:
+        """The .eml a message is written to. Message-IDs are stable per subscriber and step,
+        so a resend overwrites its file."""
+        name = (msg["Message-ID"] or "message").strip("<>").split("@")[0]
+        return self.directory / f"{name}.eml"
+
     def send(self, msg: EmailMessage) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        # Message-IDs are stable per subscriber and step, so a resend overwrites its file.
-        name = (msg["Message-ID"] or "message").strip("<>").split("@")[0]
-        tmp = self.directory / f".{name}.eml.tmp"
+        eml = self.file_for(msg)
+        tmp = eml.with_name(f".{eml.name}.tmp")
         tmp.write_bytes(wire_bytes(msg))
-        tmp.replace(self.directory / f"{name}.eml")
+        tmp.replace(eml)
         html = msg.get_body(("html",))
         if html is not None:
-            (self.directory / f"{name}.html").write_text(
-                html.get_content(),
-                encoding="utf-8",
-            )
+            eml.with_suffix(".html").write_text(html.get_content(), encoding="utf-8")
 
     def forget(self, address: str) -> list[str]:
         """Every .eml to `address` and the .html beside it, deleted. OSError when a file

@@ -20,6 +20,14 @@ def get_sequence(s: Session, slug: str) -> Sequence:
     return seq
 
 
+def open_forms(s: Session) -> list[Sequence]:
+    """The sequences whose signup form takes readers: all but the archived (a paused one
+    still takes signups, who wait with the rest), by slug."""
+    return list(
+        s.scalars(select(Sequence).where(Sequence.archived_at.is_(None)).order_by(Sequence.slug))
+    )
+
+
 def live_steps(s: Session, sequence_id: int) -> list[Step]:
     return list(
         s.scalars(

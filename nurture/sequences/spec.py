@@ -2,78 +2,61 @@
 
 A folder is read and checked as a whole before anything touches the database, so a bad
 file is refused with its name (and line, where YAML gives one) and nothing is half-applied.
+Every mistake of every folder is reported at once: an operator fixes them in one pass, not
+one run of `sequences apply` per mistake.
 """
 
 from __future__ import annotations
 
 import difflib
-import re
-from datetime import date
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    EmailStr,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
+
+from nurture.content.render import (
+    TemplateProblem,
+    check_step_templates,
+    empty_name_lines,
+    sample_context,
+)
+from nurture.errors import NurtureError
+from nurture.sequences.schedule import parse_delay
+from nurture.sequences.settings import (
+    ConsultSpec,
+    DiscreetSpec,
+    FromSpec,
+    SequenceSettings,
+    WindowSpec,
+    _Strict,
 )
 
-from nurture.content.render import check_step_templates, sample_context
-from nurture.errors import NurtureError
-from nurture.sequences.schedule import (
-    QuietDays,
-    SendWindow,
-    is_valid_timezone,
-    parse_delay,
-    parse_quiet_day,
-)
+__all__ = [
+    "ConsultSpec", "DiscreetSpec", "FromSpec", "SequenceSpec", "SpecError", "StepSpec",
+    "WindowSpec", "load_folder", "load_path",
+]  # fmt: skip
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,99}$"
+# How a reader without a name should be greeted; said with every warning about one.
+GREETING_HINT = 'write {{ subscriber.first_name | default("there") }}'
 
 
 class SpecError(NurtureError):
-    pass
+    """Every mistake found, each as `file:line: where: what`; one per line."""
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FromSpec(_Strict):
-    name: str = Field(min_length=1, max_length=100)
-    email: EmailStr
-
-
-class ConsultSpec(_Strict):
-    url: str
-    text: str = Field(default="Book a free consult", min_length=1, max_length=200)
-    # Leads into the button at the foot of every email.
-    note: str = Field(default="", max_length=500)
-
-    @field_validator("url")
-    @classmethod
-    def _absolute(cls, v: str) -> str:
-        if not v.startswith(("https://", "http://")):
-            raise ValueError("consult.url must be an absolute http(s) URL")
-        return v
-
-
-class WindowSpec(_Strict):
-    start: str = "09:00"
-    end: str = "11:00"
-    days: list[str] = Field(
-        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-    )
-    # A first step with delay 0 goes out right after confirmation, whatever the hour: the
-    # reader just asked for it and is waiting. Later steps always keep to the window.
-    first_step_immediately: bool = True
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        if len(problems) == 1:
+            text = problems[0]
+        else:
+            text = f"{len(problems)} mistakes, nothing was changed:\n" + "\n".join(
+                f"  {p}" for p in problems
+            )
+        super().__init__(text)
 
 
 class StepSpec(_Strict):
@@ -96,99 +79,86 @@ class StepSpec(_Strict):
         return int(parse_delay(self.delay).total_seconds())
 
 
-class DiscreetSpec(_Strict):
-    """For readers who share or fear a watched inbox: nothing visible names the subject."""
-
-    # Off keeps the block ready for a practice to switch on; present and on means every
-    # email of the sequence goes out under the neutral name and subjects.
-    enabled: bool = True
-    from_name: str = Field(min_length=1, max_length=100)
-    # step key -> neutral subject; a step without one keeps its own subject.
-    subjects: dict[str, str] = Field(default_factory=dict)
+def _mistake(kind: str, message: str, loc: tuple[str | int, ...], **ctx: Any) -> InitErrorDetails:
+    return InitErrorDetails(
+        type=PydanticCustomError(kind, message, ctx or None), loc=loc, input=None
+    )
 
 
-def _quiet_day_text(v: Any) -> Any:
-    # An unquoted 2027-04-05 reaches us as a date; keep the text form the file meant.
-    return v.isoformat() if isinstance(v, date) else v
+def _again(err: ErrorDetails) -> InitErrorDetails:
+    return InitErrorDetails(
+        type=err["type"], loc=err["loc"], input=err["input"], ctx=err.get("ctx", {})
+    )
 
 
-def _check_quiet_day(v: str) -> str:
-    parse_quiet_day(v)
-    return v
+class SequenceSpec(SequenceSettings):
+    """A sequence.yaml: its settings (SequenceSettings) plus slug, name and steps."""
 
+    # The file is strict where stored settings are lenient: a misspelt key is a mistake.
+    model_config = ConfigDict(extra="forbid", populate_by_name=False)
 
-# Each date is checked on its own, so an error names the item (and its line).
-QuietDay = Annotated[str, BeforeValidator(_quiet_day_text), AfterValidator(_check_quiet_day)]
-
-
-class SequenceSpec(_Strict):
     slug: str = Field(pattern=SLUG)
     name: str = Field(min_length=1, max_length=200)
-    from_: FromSpec = Field(alias="from")
-    reply_to: EmailStr | None = None
-    consult: ConsultSpec
-    postal_address: str = Field(min_length=5, max_length=300)
-    timezone: str = "UTC"
-    send_window: WindowSpec = Field(default_factory=WindowSpec)
-    # Reader-local dates with no mail: "12-25" every year, "2027-04-05" once.
-    quiet_days: list[QuietDay] = Field(default_factory=list)
-    # Neutral From name and subjects for readers who share an inbox (see the content docs).
-    discreet: DiscreetSpec | None = None
-    tracking: dict[str, bool] | None = None
-    # What a reader's reply does to their place in this sequence: hold it until the
-    # practice resumes it (`subscribers resume`), end it, or carry on.
-    on_reply: Literal["pause", "stop", "continue"] = "pause"
-    article: dict[str, str] | None = None
     steps: list[StepSpec] = Field(min_length=1)
 
-    @field_validator("timezone")
+    @model_validator(mode="wrap")
     @classmethod
-    def _tz(cls, v: str) -> str:
-        if not is_valid_timezone(v):
-            raise ValueError(f"unknown time zone {v!r} (use an IANA name like Europe/London)")
-        return v
-
-    @field_validator("send_window")
-    @classmethod
-    def _window(cls, v: WindowSpec) -> WindowSpec:
-        SendWindow.from_config(v.model_dump(exclude={"first_step_immediately"}))
-        return v
-
-    @field_validator("quiet_days")
-    @classmethod
-    def _some_day_left(cls, v: list[str]) -> list[str]:
-        QuietDays.parse(list(v))
-        return v
-
-    @field_validator("steps")
-    @classmethod
-    def _unique_keys(cls, v: list[StepSpec]) -> list[StepSpec]:
-        seen: set[str] = set()
-        for step in v:
-            if step.key in seen:
-                raise ValueError(f"duplicate step key {step.key!r}")
-            seen.add(step.key)
-        return v
-
-    @model_validator(mode="after")
-    def _discreet_keys(self) -> SequenceSpec:
-        if self.discreet:
-            unknown = set(self.discreet.subjects) - {step.key for step in self.steps}
-            if unknown:
-                raise ValueError(f"discreet.subjects names unknown steps: {sorted(unknown)}")
-        return self
+    def _keys_name_steps(cls, data: Any, handler: Callable[[Any], SequenceSpec]) -> SequenceSpec:
+        """Step keys are unique, and discreet.subjects names only steps that exist. Checked
+        on the file's own data, beside every other mistake: after-validators would only run
+        once the rest is right, and the operator would meet these one run later."""
+        errors: list[InitErrorDetails] = []
+        try:
+            spec = handler(data)
+        except ValidationError as exc:
+            errors = [_again(err) for err in exc.errors()]
+        errors += _step_key_mistakes(data)
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return spec
 
     def settings_dict(self) -> dict[str, Any]:
-        settings = self.model_dump(mode="json", by_alias=True, exclude={"steps", "slug", "name"})
+        """What the database keeps: the settings part, as SequenceSettings reads it back."""
+        settings = self.model_dump(
+            mode="json", by_alias=True, include=set(SequenceSettings.model_fields)
+        )
         if not settings["quiet_days"]:
             del settings["quiet_days"]  # sequences stored before quiet days compare equal
         return settings
 
-    @property
-    def window(self) -> SendWindow:
-        return SendWindow.from_config(
-            self.send_window.model_dump(exclude={"first_step_immediately"}), list(self.quiet_days)
-        )
+
+def _step_key_mistakes(data: Any) -> list[InitErrorDetails]:
+    steps = data.get("steps") if isinstance(data, dict) else None
+    if not isinstance(steps, list):
+        return []
+    keys = [step.get("key") if isinstance(step, dict) else None for step in steps]
+    found: list[InitErrorDetails] = []
+    seen: set[str] = set()
+    for i, key in enumerate(keys):
+        if isinstance(key, str) and key in seen:
+            found.append(
+                _mistake(
+                    "duplicate_step", "duplicate step key '{key}'", ("steps", i, "key"), key=key
+                )
+            )
+        if isinstance(key, str):
+            seen.add(key)
+    discreet = data.get("discreet")
+    subjects = discreet.get("subjects") if isinstance(discreet, dict) else None
+    if isinstance(subjects, dict):
+        listed = ", ".join(str(k) for k in keys)
+        for name in subjects:
+            if name not in keys:
+                found.append(
+                    _mistake(
+                        "discreet_step",
+                        "'{name}' is not a step key (steps: {steps})",
+                        ("discreet", "subjects", str(name)),
+                        name=str(name),
+                        steps=listed,
+                    )
+                )
+    return found
 
 
 def _line_of(raw: str, loc: tuple[Any, ...]) -> int | None:
@@ -236,20 +206,6 @@ _UniqueKeyLoader.add_constructor(
 )
 
 
-def _duplicate_step(raw: str, data: dict[str, Any], path: Path) -> None:
-    steps = data.get("steps")
-    if not isinstance(steps, list):
-        return
-    seen: set[str] = set()
-    for i, step in enumerate(steps):
-        key = step.get("key") if isinstance(step, dict) else None
-        if isinstance(key, str) and key in seen:
-            line = _line_of(raw, ("steps", i, "key"))
-            raise SpecError(f"{path}:{line}: step {i + 1}: key: duplicate step key {key!r}")
-        if isinstance(key, str):
-            seen.add(key)
-
-
 def _step_name(index: int, key: Any) -> str:
     """A step as `nurture sequences show` numbers it: from 1, with its key when it has one."""
     return f"step {index + 1}" + (f" ({key})" if isinstance(key, str) and key else "")
@@ -281,131 +237,204 @@ def _known_keys(loc: tuple[Any, ...]) -> list[str]:
     return [f.alias or n for n, f in model.model_fields.items() if n != "body_text"]
 
 
-def _validation_message(exc: ValidationError, raw: str, data: dict[str, Any], path: Path) -> str:
-    # An unknown key explains the rest: `dealy: 1d` also makes `delay` "missing", and the
-    # operator should read about the typo, not about the symptom.
-    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    err = errors[0]
-    loc = tuple(err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        unknown = str(loc[-1])
-        msg = f"unknown key {unknown!r}"
-        close = difflib.get_close_matches(unknown, _known_keys(loc), n=1)
-        if close:
-            msg += f" (did you mean {close[0]!r}?)"
-        loc_named = loc[:-1]
-    else:
-        loc_named = loc
-    line = _line_of(raw, loc) or _line_of(raw, loc_named)
-    where = f"{path}:{line}" if line else str(path)
-    field = _field_name(loc_named, data)
-    return f"{where}: {field}: {msg}" if field else f"{where}: {msg}"
+@dataclass
+class _Findings:
+    """What checking one folder found: mistakes refuse it, warnings only inform."""
+
+    mistakes: list[tuple[str, int, str]] = field(default_factory=list)  # (file, line, text)
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, path: Path, line: int | None, text: str) -> None:
+        self.mistakes.append(
+            (str(path), line or 0, f"{path}:{line}: {text}" if line else f"{path}: {text}")
+        )
+
+    def ordered(self) -> list[str]:
+        return [text for *_, text in sorted(self.mistakes, key=lambda m: (m[0], m[1]))]
 
 
-def _discreet_subjects(raw: str, data: dict[str, Any], path: Path) -> None:
-    """discreet.subjects must name steps that exist; say which line names one that does not."""
-    discreet, steps = data.get("discreet"), data.get("steps")
-    subjects = discreet.get("subjects") if isinstance(discreet, dict) else None
-    if not isinstance(subjects, dict) or not isinstance(steps, list):
-        return
-    keys = [st.get("key") for st in steps if isinstance(st, dict)]
-    for name in subjects:
-        if name not in keys:
-            line = _line_of(raw, ("discreet", "subjects", name))
-            where = f"{path}:{line}" if line else str(path)
-            raise SpecError(
-                f"{where}: discreet.subjects: {name!r} is not a step key "
-                f"(steps: {', '.join(str(k) for k in keys)})"
-            )
+def _validation_mistakes(
+    exc: ValidationError, raw: str, data: dict[str, Any], path: Path, found: _Findings
+) -> None:
+    errors = exc.errors()
+    # An unknown key explains a missing one: `dealy: 1d` also makes `delay` "missing", and
+    # the operator should read about the typo, not about its symptom.
+    meant: set[tuple[Any, ...]] = set()
+    for err in errors:
+        if err["type"] == "extra_forbidden":
+            loc = tuple(err["loc"])
+            close = difflib.get_close_matches(str(loc[-1]), _known_keys(loc), n=1)
+            meant.update((*loc[:-1], name) for name in close)
+    for err in errors:
+        loc = tuple(err["loc"])
+        if err["type"] == "missing" and loc in meant:
+            continue
+        msg = err["msg"].removeprefix("Value error, ")
+        named = loc
+        if err["type"] == "extra_forbidden":
+            unknown = str(loc[-1])
+            msg = f"unknown key {unknown!r}"
+            close = difflib.get_close_matches(unknown, _known_keys(loc), n=1)
+            if close:
+                msg += f" (did you mean {close[0]!r}?)"
+            named = loc[:-1]
+        elif err["type"] == "discreet_step":
+            named = loc[:-1]
+        elif err["type"] == "duplicate_step":
+            named = ("steps", loc[1], "key") if len(loc) > 1 else loc
+            data = {**data, "steps": None}  # a duplicate is named by its number alone
+        line = _line_of(raw, loc) or _line_of(raw, named)
+        name = _field_name(named, data)
+        found.add(path, line, f"{name}: {msg}" if name else msg)
 
 
-def _check_templates(spec: SequenceSpec, folder: Path, raw: str, path: Path) -> None:
-    """Name the file and line of a template error: the body file, or sequence.yaml for a
-    subject."""
+def _mapping(value: Any) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any, fallback: str) -> str:
+    return value if isinstance(value, str) and value else fallback
+
+
+def _check_steps(
+    folder: Path, raw: str, data: dict[str, Any], path: Path, found: _Findings
+) -> dict[int, str]:
+    """Read each step's body file and check its templates, whatever else is wrong with the
+    file: the body text of each step that has one, by index."""
+    steps = data.get("steps")
+    consult, sender = _mapping(data.get("consult")), _mapping(data.get("from"))
+    neutral = _mapping(_mapping(data.get("discreet")).get("subjects"))
     sample = sample_context(
-        consult_url=spec.consult.url,
-        consult_text=spec.consult.text,
-        postal_address=spec.postal_address,
-        practice_name=spec.from_.name,
+        consult_url=_text(consult.get("url"), "https://example.invalid/book"),
+        consult_text=_text(consult.get("text"), "Book a free consult"),
+        postal_address=_text(data.get("postal_address"), "1 Example Street"),
+        practice_name=_text(sender.get("name"), "The practice"),
     )
-    neutral = spec.discreet.subjects if spec.discreet else {}
-    for i, step in enumerate(spec.steps):
-        try:
-            check_step_templates(
-                sample, step.key, step.subject, step.body_text, neutral.get(step.key)
+    bodies: dict[int, str] = {}
+    for i, step in enumerate(steps if isinstance(steps, list) else []):
+        if not isinstance(step, dict) or not isinstance(step.get("body"), str):
+            continue
+        name = _step_name(i, step.get("key"))
+        body_path = folder / step["body"]
+        if not body_path.is_file() or body_path.resolve().parent != folder.resolve():
+            line = _line_of(raw, ("steps", i, "body"))
+            found.add(path, line, f"{name}: body: no file {step['body']!r} in {folder}")
+            continue
+        bodies[i] = body_path.read_text(encoding="utf-8")
+        subject, key = _text(step.get("subject"), ""), step.get("key")
+        discreet_subject = neutral[key] if isinstance(neutral.get(key), str) else None
+        for problem in check_step_templates(sample, subject, bodies[i], discreet_subject):
+            _template_mistake(problem, i, name, str(key), raw, path, body_path, found)
+        for line in empty_name_lines(bodies[i]):
+            found.warnings.append(
+                f"{body_path}:{line}: a reader who gave no name reads a gap here "
+                f'("Hi ,"): {GREETING_HINT}'
             )
-        except ValueError as exc:
-            if f"{step.key!r} discreet subject" in str(exc):
-                line = _line_of(raw, ("discreet", "subjects", step.key))
-                raise SpecError(f"{path}:{line}: discreet.subjects.{step.key}: {exc}") from None
-            if f"{step.key!r} subject" in str(exc):
-                line = _line_of(raw, ("steps", i, "subject"))
-                raise SpecError(
-                    f"{path}:{line}: {_step_name(i, step.key)}: subject: {exc}"
-                ) from None
-            m = re.search(r"at line (\d+)", str(exc))
-            where = f"{folder / step.body}:{m.group(1)}" if m else str(folder / step.body)
-            raise SpecError(f"{where}: {exc}") from None
+        if empty_name_lines(subject):
+            line = _line_of(raw, ("steps", i, "subject"))
+            found.warnings.append(
+                f"{path}:{line}: {name}: subject: a reader who gave no name reads a gap "
+                f"here: {GREETING_HINT}"
+            )
+    return bodies
 
 
-def load_folder(folder: Path) -> SequenceSpec:
+def _template_mistake(
+    problem: TemplateProblem,
+    index: int,
+    name: str,
+    key: str,
+    raw: str,
+    path: Path,
+    body_path: Path,
+    found: _Findings,
+) -> None:
+    """Where a template mistake is: the body file's own line, or the line of sequence.yaml
+    that holds the subject."""
+    if problem.part == "body":
+        found.add(body_path, problem.line, f"{name}: body: {problem.message}")
+    elif problem.part == "discreet subject":
+        line = _line_of(raw, ("discreet", "subjects", key))
+        found.add(path, line, f"discreet.subjects.{key}: {problem.message}")
+    else:
+        line = _line_of(raw, ("steps", index, "subject"))
+        found.add(path, line, f"{name}: subject: {problem.message}")
+
+
+def _read_folder(folder: Path, found: _Findings) -> SequenceSpec | None:
     path = folder / "sequence.yaml"
     if not path.is_file():
-        raise SpecError(f"{folder}: no sequence.yaml in this folder")
+        found.add(folder, None, "no sequence.yaml in this folder")
+        return None
     raw = path.read_text(encoding="utf-8")
     try:
         data = yaml.load(raw, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
+        # Past a YAML mistake nothing of the file can be trusted: this one mistake is all.
         mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or "not valid YAML"
         context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
         if context and start and (not mark or start.line != mark.line):
             problem += f" ({context} started at line {start.line + 1})"
-        raise SpecError(f"{where}: {problem}") from None
+        found.add(path, mark.line + 1 if mark else None, problem)
+        return None
     if not isinstance(data, dict):
-        raise SpecError(f"{path}: expected a mapping with slug, name, steps ...")
-    _duplicate_step(raw, data, path)
-    _discreet_subjects(raw, data, path)
+        found.add(path, None, "expected a mapping with slug, name, steps ...")
+        return None
+    bodies = _check_steps(folder, raw, data, path, found)
     try:
         spec = SequenceSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_validation_message(exc, raw, data, path)) from None
-    steps = []
-    for i, step in enumerate(spec.steps):
-        body_path = folder / step.body
-        if not body_path.is_file() or body_path.resolve().parent != folder.resolve():
-            line = _line_of(raw, ("steps", i, "body"))
-            raise SpecError(
-                f"{path}:{line}: {_step_name(i, step.key)}: body: no file {step.body!r} in {folder}"
-            )
-        steps.append(step.model_copy(update={"body_text": body_path.read_text(encoding="utf-8")}))
-    spec = spec.model_copy(update={"steps": steps})
-    _check_templates(spec, folder, raw, path)
+        _validation_mistakes(exc, raw, data, path, found)
+        return None
+    if found.mistakes:
+        return None
+    steps = [st.model_copy(update={"body_text": bodies[i]}) for i, st in enumerate(spec.steps)]
+    return spec.model_copy(update={"steps": steps})
+
+
+def load_folder(folder: Path, warnings: list[str] | None = None) -> SequenceSpec:
+    """One sequence folder, checked as a whole: SpecError lists every mistake in it. Warnings
+    (a greeting that can read "Hi ,") go to `warnings` when given."""
+    found = _Findings()
+    spec = _read_folder(folder, found)
+    if warnings is not None:
+        warnings += found.warnings
+    if spec is None:
+        raise SpecError(found.ordered())
     return spec
 
 
 def find_folders(path: Path) -> list[Path]:
     """PATH is one sequence folder, or a folder holding several."""
     if not path.exists():
-        raise SpecError(f"{path}: no such file or folder")
+        raise SpecError([f"{path}: no such file or folder"])
     if (path / "sequence.yaml").is_file():
         return [path]
     if path.is_file() and path.name == "sequence.yaml":
         return [path.parent]
     found = sorted(p.parent for p in path.glob("*/sequence.yaml"))
     if not found:
-        raise SpecError(f"{path}: no sequence.yaml here or in its subfolders")
+        raise SpecError([f"{path}: no sequence.yaml here or in its subfolders"])
     return found
 
 
-def load_path(path: Path) -> list[tuple[Path, SequenceSpec]]:
-    """Every sequence under PATH, all checked before any is used: one bad file refuses all."""
-    specs = [(folder, load_folder(folder)) for folder in find_folders(path)]
+def load_path(path: Path, warnings: list[str] | None = None) -> list[tuple[Path, SequenceSpec]]:
+    """Every sequence under PATH, all checked before any is used: one bad file refuses all,
+    and SpecError lists the mistakes of every folder."""
+    found = _Findings()
+    specs: list[tuple[Path, SequenceSpec]] = []
     seen: dict[str, Path] = {}
-    for folder, spec in specs:
+    for folder in find_folders(path):
+        spec = _read_folder(folder, found)
+        if spec is None:
+            continue
         if spec.slug in seen:
-            raise SpecError(f"{folder}: slug {spec.slug!r} is also used by {seen[spec.slug]}")
+            found.add(folder, None, f"slug {spec.slug!r} is also used by {seen[spec.slug]}")
         seen[spec.slug] = folder
+        specs.append((folder, spec))
+    if warnings is not None:
+        warnings += found.warnings
+    if found.mistakes:
+        raise SpecError(found.ordered())
     return specs

@@ -14,22 +14,33 @@ new one.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nurture import tokens
 from nurture.clock import now
 from nurture.db import reading, transaction
 from nurture.delivery.compose import confirmation_email
+from nurture.errors import NotFound, NurtureError
 from nurture.events.models import Event, EventKind
 from nurture.events.recording import record_event
 from nurture.mail.backends import MailBackend, get_backend
+from nurture.sequences.archive import require_open
 from nurture.sequences.models import Sequence
+from nurture.sequences.services import get_sequence
+from nurture.subscribers.addresses import get_subscriber
 from nurture.subscribers.enrolling import confirm
-from nurture.subscribers.models import Consent, Subscriber, SubscriberStatus
+from nurture.subscribers.models import (
+    Consent,
+    Enrollment,
+    EnrollmentStatus,
+    Subscriber,
+    SubscriberStatus,
+)
 from nurture.subscribers.rules import left_reason, may_ask_to_confirm
 from nurture.subscribers.suppression import is_suppressed
 
@@ -78,13 +89,91 @@ def send_confirmation(consent_id: int, backend: MailBackend | None = None) -> bo
 
 
 def _asked_today(s: Session, sub: Subscriber) -> int:
-    since = now() - timedelta(days=1)
-    q = select(func.count()).where(
-        Event.subscriber_id == sub.id,
-        Event.kind == EventKind.CONFIRMATION_SENT,
-        Event.created_at > since,
+    return len(_asked_since(s, sub))
+
+
+def _asked_since(s: Session, sub: Subscriber) -> list[datetime]:
+    """When each confirmation email of the last day went to this address, oldest first."""
+    q = (
+        select(Event.created_at)
+        .where(
+            Event.subscriber_id == sub.id,
+            Event.kind == EventKind.CONFIRMATION_SENT,
+            Event.created_at > now() - timedelta(days=1),
+        )
+        .order_by(Event.created_at)
     )
-    return int(s.scalar(q) or 0)
+    return list(s.scalars(q))
+
+
+# --- asking again (`subscribers resend-confirmation`) -------------------------------------
+
+
+@dataclass(frozen=True)
+class AskedAgain:
+    slug: str
+    sent: bool
+    # Not sent, the day's limit reached: when the address may have another one.
+    limit_until: datetime | None = None
+
+
+def ask_again(
+    email: str, slug: str | None = None, backend: MailBackend | None = None
+) -> AskedAgain:
+    """Send the confirmation email again for someone's signup waiting in `slug` (or their one
+    waiting signup), within the same daily limit as every other confirmation. Raises
+    NurtureError (NotFound) saying why there is nothing to confirm; mail errors propagate."""
+    with reading() as s:
+        sub = get_subscriber(s, email)
+        consent = _waiting_consent(s, sub, slug)
+        seq = s.get_one(Sequence, consent.sequence_id)
+        require_open(seq)
+        asked = _asked_since(s, sub)
+        if len(asked) >= CONFIRMATIONS_PER_DAY:
+            until = asked[-CONFIRMATIONS_PER_DAY] + timedelta(days=1)
+            return AskedAgain(seq.slug, sent=False, limit_until=until)
+        consent_id, seq_slug = consent.id, seq.slug
+    return AskedAgain(seq_slug, sent=send_confirmation(consent_id, backend))
+
+
+def _waiting_consent(s: Session, sub: Subscriber, slug: str | None) -> Consent:
+    reason = "forgotten" if is_suppressed(s, sub.email) else left_reason(sub.status)
+    if reason is not None:
+        raise NurtureError(
+            f"not sent: this person is {reason}; only they can come back, through the signup "
+            "form and its confirmation"
+        )
+    waiting = select(Enrollment).where(Enrollment.subscriber_id == sub.id)
+    if slug is not None:
+        seq = get_sequence(s, slug)
+        enrollment = s.scalar(waiting.where(Enrollment.sequence_id == seq.id))
+        if enrollment is None:
+            raise NotFound(f"that address is not in sequence {slug!r}")
+        if enrollment.status != EnrollmentStatus.PENDING:
+            raise NurtureError(
+                f"nothing to confirm: their place in {slug!r} is {enrollment.status}"
+            )
+        pending = [enrollment]
+    else:
+        pending = list(s.scalars(waiting.where(Enrollment.status == EnrollmentStatus.PENDING)))
+        if not pending:
+            raise NurtureError("nothing to confirm: no sequence of theirs waits for their yes")
+        if len(pending) > 1:
+            slugs = ", ".join(sorted(e.sequence.slug for e in pending))
+            raise NurtureError(f"waiting for their yes in {slugs}: say which with --sequence")
+    consent = s.scalar(
+        select(Consent)
+        .where(
+            Consent.subscriber_id == sub.id,
+            Consent.sequence_id == pending[0].sequence_id,
+            Consent.confirmed_at.is_(None),
+        )
+        .order_by(Consent.id.desc())
+        .limit(1)
+    )
+    if consent is None:
+        raise NurtureError("nothing to confirm: no signup of theirs waits for a yes")
+    return consent
 
 
 # --- confirming by token ----------------------------------------------------------------

@@ -6,6 +6,8 @@ signup.py."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -15,7 +17,7 @@ from nurture.errors import NurtureError
 from nurture.events.models import EventKind
 from nurture.events.recording import record_event
 from nurture.sequences.models import Sequence
-from nurture.sequences.schedule import first_due, is_valid_timezone
+from nurture.sequences.schedule import due_for, first_due, is_valid_timezone
 from nurture.sequences.services import live_steps
 from nurture.subscribers.addresses import email_index, new_subscriber, normalize_email, rename
 from nurture.subscribers.cleaning import clean, clean_name
@@ -48,18 +50,24 @@ def add_subscriber(
     article: str | None = None,
     client_hash: str | None = None,
     await_confirmation: bool = False,
+    waiting: bool = True,
+    update_name: bool = True,
 ) -> Subscriber:
     """Create (or find) the subscriber and enrol them; confirmed=True (a consent the operator
     holds) confirms them and starts the sequence.
 
     await_confirmation=True (web signups) leaves the enrollment pending even when the address
     is already confirmed for another sequence: each sequence needs its own yes.
+    waiting=False (imports): nobody is waiting for the welcome, which keeps to their window
+    (first_send). update_name=False keeps the name of someone known, filling in a missing one.
     """
     address = normalize_email(email)
     timezone = _checked_timezone(timezone)
     if is_suppressed(s, address):
         raise NurtureError("this address asked to be forgotten and may not be added again")
-    sub = _upsert_person(s, address, clean_name(first_name), timezone, confirmed=confirmed)
+    sub = _upsert_person(
+        s, address, clean_name(first_name), timezone, confirmed=confirmed, update_name=update_name
+    )
     s.add(
         Consent(
             subscriber_id=sub.id,
@@ -72,9 +80,9 @@ def add_subscriber(
             confirmed_at=now() if confirmed else None,
         )
     )
-    enrol(s, sub, sequence, start_now=not await_confirmation, source=source)
+    enrol(s, sub, sequence, start_now=not await_confirmation, source=source, waiting=waiting)
     if confirmed:
-        confirm(s, sub)
+        confirm(s, sub, waiting=waiting)
     return sub
 
 
@@ -86,7 +94,13 @@ def _checked_timezone(timezone: str | None) -> str | None:
 
 
 def _upsert_person(
-    s: Session, address: str, first_name: str | None, timezone: str | None, *, confirmed: bool
+    s: Session,
+    address: str,
+    first_name: str | None,
+    timezone: str | None,
+    *,
+    confirmed: bool,
+    update_name: bool = True,
 ) -> Subscriber:
     """The subscriber row for a (normalised) address: new, or known with its details updated."""
     sub = s.scalar(select(Subscriber).where(Subscriber.email_index == email_index(address)))
@@ -95,7 +109,7 @@ def _upsert_person(
         s.add(sub)
         s.flush()
         return sub
-    if first_name:
+    if first_name and (update_name or not sub.first_name_sealed):
         rename(sub, first_name)
     sub.timezone = timezone or sub.timezone
     if left_reason(sub.status) is not None and not confirmed:
@@ -122,6 +136,7 @@ def enrol(
     *,
     start_now: bool = True,
     source: str | None = None,
+    waiting: bool = True,
 ) -> Enrollment:
     enrollment = s.scalar(
         select(Enrollment).where(
@@ -146,11 +161,29 @@ def enrol(
         and sub.status == SubscriberStatus.CONFIRMED
         and enrollment.status == EnrollmentStatus.PENDING
     ):
-        start_enrollment(s, enrollment)
+        start_enrollment(s, enrollment, waiting=waiting)
     return enrollment
 
 
-def start_enrollment(s: Session, enrollment: Enrollment) -> None:
+def first_send(
+    seq: Sequence,
+    subscriber_tz: str | None,
+    started: datetime,
+    delay_seconds: int,
+    *,
+    waiting: bool,
+) -> datetime:
+    """When a new enrollment's first step goes. Only a reader who has just said yes (the
+    confirmation link, an operator adding them at their request) is waiting for the welcome:
+    for them an immediate first step goes at once, whatever the hour. Anyone else (an
+    imported list) gets it in their own window: a welcome at 01:28 their time, from a list
+    they never saw being loaded, reads as spam."""
+    if waiting:
+        return first_due(seq, subscriber_tz, started, delay_seconds)
+    return due_for(seq, subscriber_tz, started, delay_seconds)
+
+
+def start_enrollment(s: Session, enrollment: Enrollment, *, waiting: bool = True) -> None:
     # Steps that already have a delivery row (sent, or cancelled by an unsubscribe) are
     # skipped: the unique (enrollment, step) key would refuse them anyway, and claiming one
     # would leave the enrollment stuck.
@@ -164,12 +197,18 @@ def start_enrollment(s: Session, enrollment: Enrollment) -> None:
     enrollment.status = EnrollmentStatus.ACTIVE
     enrollment.started_at = t
     enrollment.next_step_id = steps[0].id
-    enrollment.next_due_at = first_due(
-        enrollment.sequence, enrollment.subscriber.timezone, t, steps[0].delay_seconds
+    enrollment.next_due_at = first_send(
+        enrollment.sequence,
+        enrollment.subscriber.timezone,
+        t,
+        steps[0].delay_seconds,
+        waiting=waiting,
     )
 
 
-def confirm(s: Session, sub: Subscriber, sequence_id: int | None = None) -> bool:
+def confirm(
+    s: Session, sub: Subscriber, sequence_id: int | None = None, *, waiting: bool = True
+) -> bool:
     """The person said yes. An unconfirmed address is confirmed, and every sequence waiting
     for it starts; an address confirmed before says yes to `sequence_id` alone (each sequence
     needs its own yes). Returns False when there was nothing to confirm."""
@@ -186,6 +225,6 @@ def confirm(s: Session, sub: Subscriber, sequence_id: int | None = None) -> bool
         if enrollment.status == EnrollmentStatus.PENDING and (
             first or enrollment.sequence_id == sequence_id
         ):
-            start_enrollment(s, enrollment)
+            start_enrollment(s, enrollment, waiting=waiting)
     record_event(s, EventKind.CONFIRMED, sub, sequence_id=None if first else sequence_id)
     return True

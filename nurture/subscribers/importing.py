@@ -1,5 +1,16 @@
 """Importing subscribers from a CSV file (columns `email`, optional `first_name`, `timezone`).
 
+What a file looks like: the header names of other tools' exports are understood (ALIASES:
+Mailchimp, Kit, Google Contacts, Outlook...), `--column email="E-mail 1"` names any other,
+and the separator (`,`, `;` or tab; Excel's `sep=` first line too) is read from the header.
+
+What an import does to people: someone new is added; someone known keeps the name we hold
+(a row's other spelling is reported at its line, and taken only with update_names); people
+who left are skipped with their reason (subscribers/operator.py). Imported people are not
+waiting for a welcome: with --confirmed their first email keeps to their own window
+(enrolling.first_send), and the result says when the first emails go. A dry run reads the
+same rows, asks the same rules and writes nothing.
+
 Two streaming passes keep memory flat however long the file is: the first checks every
 row and counts them, so a bad row refuses the whole file before anything is written. The
 second writes in chunks of CHUNK rows, each its own short transaction: a long import never
@@ -12,7 +23,9 @@ reported by line number only.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,14 +36,22 @@ from sqlalchemy.orm import Session
 
 from nurture.clock import now
 from nurture.db import reading, transaction
+from nurture.delivery.models import Delivery
 from nurture.errors import NurtureError
 from nurture.events.models import Event, EventKind
 from nurture.events.outbox import queue_many
 from nurture.sequences.models import Sequence
-from nurture.sequences.schedule import first_due, is_valid_timezone
+from nurture.sequences.schedule import is_valid_timezone
 from nurture.sequences.services import get_sequence, live_steps
-from nurture.subscribers.addresses import email_index, normalize_email, person_columns
+from nurture.subscribers.addresses import (
+    email_index,
+    find_subscriber,
+    normalize_email,
+    person_columns,
+    rename,
+)
 from nurture.subscribers.cleaning import clean, clean_name
+from nurture.subscribers.enrolling import first_send
 from nurture.subscribers.models import (
     Consent,
     Enrollment,
@@ -39,11 +60,26 @@ from nurture.subscribers.models import (
     SubscriberStatus,
     Suppression,
 )
-from nurture.subscribers.operator import Outcome, add_by_operator
+from nurture.subscribers.operator import OperatorAdd, Outcome, add_by_operator, decide
 from nurture.subscribers.rules import FORGOTTEN
 from nurture.subscribers.suppression import left_elsewhere, suppression_keys
 
 COLUMNS = ("email", "first_name", "timezone")
+# The header names other tools export, compared without case, spaces or punctuation
+# ("E-mail 1 - Value" is email1value). A full name ("Name") is not a first name: a greeting
+# "Hi Alex Smith," is worse than none; --column first_name=Name says otherwise.
+ALIASES: dict[str, frozenset[str]] = {
+    # Mailchimp "Email Address", Kit "email_address", Google Contacts "E-mail 1 - Value",
+    # Outlook "E-mail Address", Brevo "EMAIL", ...
+    "email": frozenset({"email", "emailaddress", "email1value", "email1address", "mail"}),
+    # Mailchimp and Outlook "First Name", Kit "first_name", Google "Given Name", Brevo
+    # "FIRSTNAME" (and "PRENOM" in French), ...
+    "first_name": frozenset({"firstname", "givenname", "first", "fname", "forename", "prenom"}),
+    # Mailchimp "TIMEZONE", "Time Zone", "tz"
+    "timezone": frozenset({"timezone", "tz"}),
+}
+SEPARATORS = (",", ";", "\t")
+SHOWN_COLUMNS = 12  # the columns a "no email column" error names; the rest are counted
 IMPORT_CONSENT = "Imported by the operator, who holds this person's consent."
 IMPORT_CONSENT_VERSION = "import-1"
 # Rows per transaction: a few hundred milliseconds of writing at most, also when every row
@@ -84,10 +120,44 @@ class ImportResult:
     # People who left or were forgotten, by reason: never put back by an import.
     refused: dict[str, int] = field(default_factory=dict)
     repeated: int = 0  # an address on several rows: its last row counts
+    dry_run: bool = False
+    # What the operator is told line by line (the first MAX_REPORTED of each kind): people
+    # skipped and why, names that differ from the one we hold.
+    skipped_lines: list[tuple[int, str]] = field(default_factory=list)
+    name_lines: list[tuple[int, str]] = field(default_factory=list)
+    names_differ: int = 0
+    renamed: int = 0  # names taken from the file (update_names)
+    # When the first emails go: a count per due time (UTC). Empty without --confirmed.
+    first_sends: Counter[datetime] = field(default_factory=Counter)
 
     @property
     def suppressed(self) -> int:
         return self.refused.get(FORGOTTEN, 0)
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.refused.values())
+
+    def refuse(self, line: int, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        if len(self.skipped_lines) < MAX_REPORTED:
+            self.skipped_lines.append((line, f"line {line}: skipped: {reason}"))
+
+    def name_differs(self, line: int, held: str, given: str, update: bool) -> None:
+        self.names_differ += 1
+        self.renamed += update
+        if len(self.name_lines) >= MAX_REPORTED:
+            return
+        if update:
+            change = "would change" if self.dry_run else "changed"
+            note = f'name {change} from "{held}" to "{given}"'
+        else:
+            note = f'name "{held}" kept; this row says "{given}" (--update-names takes it)'
+        self.name_lines.append((line, f"line {line}: {note}"))
+
+    def lines(self) -> list[str]:
+        """The rows worth a look, in the file's order."""
+        return [text for _, text in sorted(self.skipped_lines + self.name_lines)]
 
 
 NOT_UTF8 = 'not UTF-8 text (in a spreadsheet, save the file as "CSV UTF-8")'
@@ -163,22 +233,89 @@ def _unreadable(exc: csv.Error, reader: Any, lines: _Lines) -> str:
     return f"a field is longer than {csv.field_size_limit()} characters"
 
 
-def _header(path: Path, reader: Any, lines: _Lines) -> dict[str, int]:
-    lines.next_row()
+def _key(header: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", header.casefold())
+
+
+def _listed(headers: list[str]) -> str:
+    shown = ", ".join(f'"{h}"' for h in headers[:SHOWN_COLUMNS])
+    more = len(headers) - SHOWN_COLUMNS
+    return shown + (f" and {more} more" if more > 0 else "") if headers else "none"
+
+
+def find_columns(
+    where: str, header: list[str], chosen: Mapping[str, str] | None = None
+) -> dict[str, int]:
+    """Which column holds each field: the one `chosen` names (--column FIELD=HEADER), else
+    the one whose header is the field's or one of its ALIASES. Raises NurtureError naming
+    the file's own columns when there is no email column, or two could be one field."""
+    names = [h.strip() for h in header]
+    index: dict[str, int] = {}
+    for name in COLUMNS:
+        wanted = (chosen or {}).get(name)
+        if wanted is not None:
+            hits = [i for i, h in enumerate(names) if h.casefold() == wanted.strip().casefold()]
+            if not hits:
+                raise NurtureError(
+                    f'{where}: no column "{wanted}" (--column {name}); '
+                    f"the file's columns: {_listed(names)}"
+                )
+        else:
+            hits = [i for i, h in enumerate(names) if _key(h) in ALIASES[name]]
+        if len(hits) > 1:
+            both = " and ".join(f'"{names[i]}"' for i in hits[:2])
+            raise NurtureError(
+                f"{where}: {both} could both be the {name} column; "
+                f'choose one with --column {name}="..."'
+            )
+        if hits:
+            index[name] = hits[0]
+    if "email" not in index:
+        raise NurtureError(
+            f"{where}: no column of email addresses; the file's columns: {_listed(names)}. "
+            'Name the one that holds them: --column email="..."'
+        )
+    return index
+
+
+def _header(
+    path: Path, reader: Any, lines: _Lines, chosen: Mapping[str, str] | None
+) -> dict[str, int]:
+    start = lines.next_row()
     try:
-        header = [h.strip().lower() for h in next(reader)]
+        header = next(reader)
     except StopIteration:
         raise NurtureError(f"{path}: the file is empty") from None
     except csv.Error as exc:
-        raise NurtureError(f"{path}:1: unreadable header ({exc})") from None
+        raise NurtureError(f"{path}:{start}: unreadable header ({exc})") from None
     if lines.not_utf8:
-        raise NurtureError(f"{path}:1: {NOT_UTF8}")
-    if "email" not in header:
-        raise NurtureError(f"{path}:1: no 'email' column (columns: {', '.join(COLUMNS)})")
-    return {name: header.index(name) for name in COLUMNS if name in header}
+        raise NurtureError(f"{path}:{start}: {NOT_UTF8}")
+    return find_columns(f"{path}:{start}", [clean(h) for h in header], chosen)
 
 
-def _rows(path: Path, progress: Progress | None = None) -> Iterator[tuple[int, Row | str]]:
+_SEP_LINE = re.compile(r"^sep=(.)\s*$")  # Excel's first line naming the separator
+
+
+def separator(first_line: str) -> tuple[str, bool]:
+    """The separator a file's first line shows, and whether that line is Excel's `sep=`
+    (then the header is the next line). The one of `,` `;` tab that splits the header most
+    (outside quotes) wins; a one-column header means `,`."""
+    if m := _SEP_LINE.match(first_line.strip("\r\n")):
+        return m.group(1), True
+    counts = dict.fromkeys(SEPARATORS, 0)
+    inside = False
+    for ch in first_line:
+        if ch == '"':
+            inside = not inside
+        elif not inside and ch in counts:
+            counts[ch] += 1
+    best = max(SEPARATORS, key=lambda sep: counts[sep])  # ties: the first, ","
+    return (best if counts[best] else ","), False
+
+
+def _rows(
+    path: Path, progress: Progress | None = None, columns: Mapping[str, str] | None = None
+) -> Iterator[tuple[int, Row | str]]:
     """(line, Row) for a good row, (line, problem) for a bad one; a row's line is the one
     it starts on, as an editor shows it."""
     try:
@@ -186,9 +323,13 @@ def _rows(path: Path, progress: Progress | None = None) -> Iterator[tuple[int, R
     except OSError as exc:
         raise NurtureError(f"{path}: {exc.strerror}") from None
     with f:
+        delimiter, sep_line = separator(f.readline().decode("utf-8-sig", "replace"))
+        f.seek(0)
         lines = _Lines(f, progress)
-        reader = csv.reader(lines)
-        index = _header(path, reader, lines)
+        if sep_line:
+            next(lines)
+        reader = csv.reader(lines, delimiter=delimiter)
+        index = _header(path, reader, lines, columns)
         while True:
             line = lines.next_row()
             try:
@@ -220,10 +361,13 @@ def _check_row(line: int, cells: list[str], index: dict[str, int]) -> Row | str:
     return Row(line, email, name, tz)
 
 
-def check_csv(path: Path, progress: Progress | None = None) -> CheckResult:
-    """The first pass: every row checked, nothing written. `progress` gets bytes read."""
+def check_csv(
+    path: Path, progress: Progress | None = None, columns: Mapping[str, str] | None = None
+) -> CheckResult:
+    """The first pass: every row checked, nothing written. `progress` gets bytes read;
+    `columns` names headers (--column FIELD=HEADER)."""
     result = CheckResult()
-    for line, row in _rows(path, progress):
+    for line, row in _rows(path, progress, columns):
         result.rows += 1
         if isinstance(row, str):
             result.note(line, row)
@@ -241,21 +385,29 @@ def import_csv(
     check_progress: Progress | None = None,
     import_progress: Progress | None = None,
     checked: CheckResult | None = None,
+    columns: Mapping[str, str] | None = None,
+    update_names: bool = False,
+    dry_run: bool = False,
 ) -> ImportResult:
     """Check the whole file, then import it a chunk per transaction. Without skip_invalid a
-    single bad row refuses the file; with it, bad rows are left out and reported."""
-    check = checked or check_csv(path, check_progress)
+    single bad row refuses the file; with it, bad rows are left out and reported.
+    dry_run: the same rows through the same rules, in read-only sessions: the result says
+    what the import would do, and nothing is written."""
+    check = checked or check_csv(path, check_progress, columns)
     if check.bad and not skip_invalid:
         more = (
             f" (and {check.bad - len(check.errors)} more)" if check.bad > len(check.errors) else ""
         )
         raise ImportRefused(check, f"{check.bad} bad row(s), nothing imported{more}")
-    result = ImportResult(check=check)
+    result = ImportResult(check=check, dry_run=dry_run)
     with reading() as s:
         seq_id = get_sequence(s, slug).id
-    for chunk in _chunks(row for _, row in _rows(path) if not isinstance(row, str)):
-        with transaction() as s:
-            _import_chunk(s, seq_id, chunk, confirmed, result, import_progress)
+    job = _Import(seq_id, confirmed, update_names, dry_run, result)
+    for chunk in _chunks(row for _, row in _rows(path, None, columns) if not isinstance(row, str)):
+        with reading() if dry_run else transaction() as s:
+            job.chunk(s, chunk)
+        if import_progress:
+            import_progress(len(chunk))
     return result
 
 
@@ -276,30 +428,103 @@ class ImportRefused(NurtureError):
         self.check = check
 
 
-def _import_chunk(
-    s: Session,
-    seq_id: int,
-    rows: list[Row],
-    confirmed: bool,
-    result: ImportResult,
-    progress: Progress | None,
-) -> None:
-    seq = s.get_one(Sequence, seq_id)
-    latest = {r.email: r for r in rows}  # a repeated address: its last row wins
-    # Known, forgotten, or the same mailbox left under another spelling: the one-by-one
-    # path keeps every consent rule for these (subscribers/operator.py).
-    careful = _known(s, latest) | _suppressed(s, latest) | set(left_elsewhere(s, latest))
-    fresh = [r for e, r in latest.items() if e not in careful]
-    result.repeated += len(rows) - len(latest)
-    for email, row in latest.items():
-        if email in careful:
-            _import_known(s, seq, row, confirmed, result)
-    if fresh:
-        _insert_new(s, seq, fresh, confirmed)
-        result.added += len(fresh)
-    s.flush()
-    if progress:
-        progress(len(rows))
+@dataclass
+class _Import:
+    seq_id: int
+    confirmed: bool
+    update_names: bool
+    dry_run: bool
+    result: ImportResult
+    # A dry run writes nothing, so a later chunk would take an address an earlier one
+    # "added" for new: it is remembered here instead, as the real import's rows would be.
+    planned: set[str] = field(default_factory=set)
+
+    def chunk(self, s: Session, rows: list[Row]) -> None:
+        seq = s.get_one(Sequence, self.seq_id)
+        latest = {r.email: r for r in rows}  # a repeated address: its last row wins
+        # Known, forgotten, or the same mailbox left under another spelling: the one-by-one
+        # path keeps every consent rule for these (subscribers/operator.py).
+        careful = _known(s, latest) | _suppressed(s, latest) | set(left_elsewhere(s, latest))
+        fresh = [r for e, r in latest.items() if e not in careful and e not in self.planned]
+        self.result.repeated += len(rows) - len(latest)
+        for email, row in latest.items():
+            if email in self.planned and email not in careful:
+                self.result.already += 1
+            elif email in careful:
+                self._known(s, seq, row)
+        if fresh and self.dry_run:
+            self._plan_new(s, seq, fresh)
+        elif fresh:
+            _insert_new(s, seq, fresh, self.confirmed, self.result)
+        self.result.added += len(fresh)
+        s.flush()
+
+    def _known(self, s: Session, seq: Sequence, row: Row) -> None:
+        sub = find_subscriber(s, row.email)
+        if self.dry_run:
+            added = decide(
+                s, row.email, sub, seq, self.confirmed, put_back=False
+            ) or self._would_add(s, seq, row, sub)
+        else:
+            added = add_by_operator(
+                s,
+                row.email,
+                seq,
+                first_name=row.first_name,
+                timezone=row.timezone,
+                confirmed=self.confirmed,
+                source="import",
+                consent_text=IMPORT_CONSENT,
+                consent_version=IMPORT_CONSENT_VERSION,
+                waiting=False,
+                update_name=False,  # a differing name is this method's to report (below)
+                put_back=False,
+            )
+        if added.outcome == Outcome.SKIPPED:
+            self.result.refuse(row.line, added.reason or "skipped")
+            return
+        if added.outcome == Outcome.ALREADY:
+            self.result.already += 1
+        else:
+            self.result.updated += 1
+        if added.first_due is not None:
+            self.result.first_sends[added.first_due] += 1
+        held = sub.first_name if sub is not None else None
+        if held and row.first_name and held != row.first_name:
+            self.result.name_differs(row.line, held, row.first_name, self.update_names)
+            if self.update_names and not self.dry_run and sub is not None:
+                rename(sub, row.first_name)
+
+    def _would_add(
+        self, s: Session, seq: Sequence, row: Row, sub: Subscriber | None
+    ) -> OperatorAdd:
+        """What add_by_operator would answer, without adding: ADDED, with the first send
+        when --confirmed starts them (a person already confirmed starts too, minus the
+        steps they had, as start_enrollment does)."""
+        due = None
+        if self.confirmed:
+            steps = live_steps(s, seq.id)
+            if sub is not None:
+                had = set(
+                    s.scalars(
+                        select(Delivery.step_id)
+                        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+                        .where(Enrollment.subscriber_id == sub.id, Enrollment.sequence_id == seq.id)
+                    )
+                )
+                steps = [st for st in steps if st.id not in had]
+            tz = row.timezone or (sub.timezone if sub is not None else None)
+            if steps:
+                due = first_send(seq, tz, now(), steps[0].delay_seconds, waiting=False)
+        return OperatorAdd(Outcome.ADDED, first_due=due)
+
+    def _plan_new(self, s: Session, seq: Sequence, rows: list[Row]) -> None:
+        self.planned.update(r.email for r in rows)
+        steps = live_steps(s, seq.id) if self.confirmed else []
+        for r in rows:
+            if steps:
+                due = first_send(seq, r.timezone, now(), steps[0].delay_seconds, waiting=False)
+                self.result.first_sends[due] += 1
 
 
 def _known(s: Session, addresses: dict[str, Row]) -> set[str]:
@@ -314,30 +539,9 @@ def _suppressed(s: Session, addresses: dict[str, Row]) -> set[str]:
     return {by_key[k] for k in s.scalars(q)}
 
 
-def _import_known(
-    s: Session, seq: Sequence, row: Row, confirmed: bool, result: ImportResult
+def _insert_new(
+    s: Session, seq: Sequence, rows: list[Row], confirmed: bool, result: ImportResult
 ) -> None:
-    added = add_by_operator(
-        s,
-        row.email,
-        seq,
-        first_name=row.first_name,
-        timezone=row.timezone,
-        confirmed=confirmed,
-        source="import",
-        consent_text=IMPORT_CONSENT,
-        consent_version=IMPORT_CONSENT_VERSION,
-    )
-    if added.outcome == Outcome.SKIPPED:
-        reason = added.reason or "skipped"
-        result.refused[reason] = result.refused.get(reason, 0) + 1
-    elif added.outcome == Outcome.ALREADY:
-        result.already += 1
-    else:
-        result.updated += 1
-
-
-def _insert_new(s: Session, seq: Sequence, rows: list[Row], confirmed: bool) -> None:
     """New addresses in bulk: what add_subscriber does for one, a chunk at a time."""
     t = now()
     ids = list(
@@ -370,7 +574,9 @@ def _insert_new(s: Session, seq: Sequence, rows: list[Row], confirmed: bool) -> 
             for i in ids
         ],
     )
-    s.execute(insert(Enrollment), _new_enrollments(s, seq, ids, rows, confirmed, t))
+    enrollments = _new_enrollments(s, seq, ids, rows, confirmed, t)
+    result.first_sends.update(e["next_due_at"] for e in enrollments if "next_due_at" in e)
+    s.execute(insert(Enrollment), enrollments)
     if confirmed:
         s.execute(
             insert(Event),
@@ -384,7 +590,8 @@ def _new_enrollments(
     s: Session, seq: Sequence, ids: list[int], rows: list[Row], confirmed: bool, t: datetime
 ) -> list[dict[str, Any]]:
     """The enrollment rows of new subscribers: pending, or, when confirmed, started as
-    start_enrollment starts one (completed at once when the sequence has no live step)."""
+    start_enrollment starts one for someone not waiting (completed at once when the
+    sequence has no live step)."""
     steps = live_steps(s, seq.id) if confirmed else []
     due: dict[str | None, Any] = {}  # first due time per time zone, computed once each
     enrollments = []
@@ -398,7 +605,9 @@ def _new_enrollments(
         }
         if confirmed and steps:
             if r.timezone not in due:
-                due[r.timezone] = first_due(seq, r.timezone, t, steps[0].delay_seconds)
+                due[r.timezone] = first_send(
+                    seq, r.timezone, t, steps[0].delay_seconds, waiting=False
+                )
             values |= {
                 "status": EnrollmentStatus.ACTIVE,
                 "started_at": t,

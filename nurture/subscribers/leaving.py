@@ -17,7 +17,13 @@ from nurture.clock import now
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.events.models import EventKind
 from nurture.events.recording import record_event
-from nurture.subscribers.models import ENDED, EnrollmentStatus, Subscriber, SubscriberStatus
+from nurture.subscribers.models import (
+    ENDED,
+    Enrollment,
+    EnrollmentStatus,
+    Subscriber,
+    SubscriberStatus,
+)
 
 
 def end_enrollments(s: Session, sub: Subscriber, status: EnrollmentStatus) -> int:
@@ -30,15 +36,26 @@ def end_enrollments(s: Session, sub: Subscriber, status: EnrollmentStatus) -> in
         enrollment.next_due_at = None
         enrollment.ended_at = t
         ended += 1
-    ids = [e.id for e in sub.enrollments]
+    _cancel_queued(s, [e.id for e in sub.enrollments], f"subscriber {status.value}")
+    return ended
+
+
+def end_enrollment(s: Session, enrollment: Enrollment, status: EnrollmentStatus) -> None:
+    """One sequence ends for its reader (an operator's remove or move); the others go on."""
+    enrollment.status = status
+    enrollment.next_due_at = None
+    enrollment.ended_at = now()
+    _cancel_queued(s, [enrollment.id], f"enrollment {status.value}")
+
+
+def _cancel_queued(s: Session, ids: list[int], why: str) -> None:
     if ids:
         # Claimed but unsent mail dies here; a worker re-checks status before each send too.
         s.execute(
             update(Delivery)
             .where(Delivery.enrollment_id.in_(ids), Delivery.status == DeliveryStatus.QUEUED)
-            .values(status=DeliveryStatus.CANCELLED, error=f"subscriber {status.value}")
+            .values(status=DeliveryStatus.CANCELLED, error=why)
         )
-    return ended
 
 
 def mark_bounced(

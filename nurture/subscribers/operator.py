@@ -15,6 +15,7 @@ never sends one: a list is never cold-mailed confirmation requests.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import select
@@ -26,7 +27,7 @@ from nurture.mail.backends import MailError
 from nurture.sequences.archive import require_open
 from nurture.sequences.models import Sequence
 from nurture.sequences.services import get_sequence
-from nurture.subscribers.addresses import email_index, normalize_email
+from nurture.subscribers.addresses import find_subscriber, normalize_email
 from nurture.subscribers.confirmation import send_confirmation
 from nurture.subscribers.enrolling import (
     CLI_CONSENT,
@@ -65,6 +66,7 @@ class OperatorAdd:
     consent_id: int | None = None
     asked: Asked = Asked.NOT_NEEDED  # set by add_one only
     mail_error: str | None = None  # Asked.FAILED: why
+    first_due: datetime | None = None  # ADDED and started: when the first step goes
 
 
 def add_by_operator(
@@ -78,16 +80,18 @@ def add_by_operator(
     source: str = "cli",
     consent_text: str = CLI_CONSENT,
     consent_version: str = CLI_CONSENT_VERSION,
+    waiting: bool = True,
+    update_name: bool = True,
+    put_back: bool = True,
 ) -> OperatorAdd:
-    """Add one person as the consent rules allow. Raises NurtureError for a bad address."""
+    """Add one person as the consent rules allow. Raises NurtureError for a bad address.
+    waiting and update_name: as add_subscriber takes them. put_back=False (imports) leaves
+    out of the sequence someone an operator took out of it (`subscribers remove`)."""
     address = normalize_email(email)
-    sub = s.scalar(select(Subscriber).where(Subscriber.email_index == email_index(address)))
-    reason = refusal(s, address, sub)
-    if reason is not None:
-        return OperatorAdd(Outcome.SKIPPED, reason)
-    already = _already_enrolled(s, sub, seq, confirmed) if sub is not None else None
-    if already is not None:
-        return already
+    sub = find_subscriber(s, address)
+    decided = decide(s, address, sub, seq, confirmed, put_back=put_back)
+    if decided is not None:
+        return decided
     sub = add_subscriber(
         s,
         address,
@@ -101,13 +105,39 @@ def add_by_operator(
         # Without --confirmed each sequence needs its own yes, even from someone confirmed
         # for another one.
         await_confirmation=not confirmed,
+        waiting=waiting,
+        update_name=update_name,
     )
     consent_id = None if confirmed else latest_consent_id(s, sub, seq)
-    return OperatorAdd(Outcome.ADDED, status=str(sub.status), consent_id=consent_id)
+    s.flush()
+    due = s.scalar(
+        select(Enrollment.next_due_at).where(
+            Enrollment.subscriber_id == sub.id, Enrollment.sequence_id == seq.id
+        )
+    )
+    return OperatorAdd(Outcome.ADDED, status=str(sub.status), consent_id=consent_id, first_due=due)
+
+
+def decide(
+    s: Session,
+    address: str,
+    sub: Subscriber | None,
+    seq: Sequence,
+    confirmed: bool,
+    *,
+    put_back: bool = True,
+) -> OperatorAdd | None:
+    """What the consent rules say of adding this (normalised) address, reading only: SKIPPED
+    (with the reason) or ALREADY, else None: they may be added. An import's --dry-run asks
+    this too, so it says what the import will do."""
+    reason = refusal(s, address, sub)
+    if reason is not None:
+        return OperatorAdd(Outcome.SKIPPED, reason)
+    return _already_enrolled(s, sub, seq, confirmed, put_back) if sub is not None else None
 
 
 def _already_enrolled(
-    s: Session, sub: Subscriber, seq: Sequence, confirmed: bool
+    s: Session, sub: Subscriber, seq: Sequence, confirmed: bool, put_back: bool
 ) -> OperatorAdd | None:
     """ALREADY when this person has a place in the sequence, else None (add them)."""
     enrollment = s.scalar(
@@ -116,6 +146,10 @@ def _already_enrolled(
         )
     )
     if enrollment is None:
+        return None
+    if enrollment.status == EnrollmentStatus.CANCELLED and put_back:
+        # Taken out by an operator (remove, move): an operator may put them back, with the
+        # steps they have not had. An old list imported again may not.
         return None
     pending = enrollment.status == EnrollmentStatus.PENDING
     if pending and confirmed:

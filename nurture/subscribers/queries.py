@@ -37,7 +37,7 @@ def detail(data: dict[str, Any] | None) -> str:
     for key in ("type", "status", "reason", "action", "how"):
         if data.get(key):
             parts.append(str(data[key]))
-    for key, word in (("source", "via"), ("by", "by")):
+    for key, word in (("to", "to"), ("source", "via"), ("by", "by")):
         if data.get(key):
             parts.append(f"{word} {data[key]}")
     return " ".join(parts)
@@ -196,3 +196,38 @@ def _events(s: Session, sub: Subscriber, names: _Names) -> list[dict[str, Any]]:
         }
         for ev in events
     ]
+
+
+# How each consent came, in the operator's words (Consent.source as stored).
+CAME_BY = {"web-form": "form", "import": "import", "cli": "operator"}
+
+
+def consent_proof(s: Session, email: str) -> dict[str, Any]:
+    """`subscribers consent`: the evidence of each yes this person gave, oldest first: when,
+    the exact words they were shown (or the operator's record of holding their consent),
+    and how and where they came. Raises NotFound for an address not held."""
+    sub = get_subscriber(s, email)
+    sequences = {seq.id: seq for seq in s.scalars(select(Sequence))}
+    consents = s.scalars(
+        select(Consent).where(Consent.subscriber_id == sub.id).order_by(Consent.id)
+    )
+    proof = []
+    for c in consents:
+        seq = sequences.get(c.sequence_id) if c.sequence_id else None
+        proof.append(
+            {
+                "sequence": seq.slug if seq else None,
+                "sequence_name": seq.name if seq else None,
+                "given_at": iso(c.created_at),
+                "confirmed_at": iso(c.confirmed_at),
+                "how": CAME_BY.get(c.source, c.source),
+                "source": c.source,
+                # The page the form was on (scheme, host and path only; signup.clean_article).
+                "page": c.article,
+                "text": c.consent_text,
+                "version": c.consent_version,
+                # A keyed hash of the client's address was kept (never the address itself).
+                "client_recorded": c.client_hash is not None,
+            }
+        )
+    return {"email": sub.email, "status": sub.status, "consents": proof}

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from nurture import tokens
 from nurture.db import reading
 from nurture.sequences.models import Sequence
+from nurture.sequences.services import open_forms as open_sequences
 from nurture.subscribers.confirmation import consent_for
 from nurture.subscribers.models import Enrollment
 from nurture.subscribers.unsubscribe import subscriber_for
@@ -75,3 +76,17 @@ def _for_person(claims: tokens.Claims) -> Practice | None:
             .limit(1)
         )
         return of_sequence(seq) if seq else None
+
+
+@dataclass(frozen=True)
+class Form:
+    slug: str
+    name: str
+
+
+def open_forms() -> tuple[list[Form], list[Practice]]:
+    """The signup forms that take readers, and the practices (one per name) they belong to."""
+    with reading() as s:
+        sequences = open_sequences(s)
+        practices = {seq.config.practice: of_sequence(seq) for seq in sequences}
+        return [Form(seq.slug, seq.name) for seq in sequences], list(practices.values())

@@ -101,6 +101,14 @@ def _record_later(slug: str, form: signup.SignupForm) -> None:
         log.exception("could not queue a signup for %s", slug)
 
 
+@bp.get("/")
+def home() -> str:
+    """The practice's open signup forms: the address `nurture run` prints is not a 404."""
+    forms, practices = practice.open_forms()
+    only = practices[0] if len(practices) == 1 else None
+    return render_template("pages/home.html", forms=forms, practice=only)
+
+
 @bp.route("/subscribe/<slug>", methods=["GET", "POST"], endpoint="subscribe")
 def subscribe(slug: str) -> Any:
     return _signup(slug, embed=False)

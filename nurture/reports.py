@@ -38,6 +38,7 @@ __all__ = [
     "DeliveryRow",
     "Held",
     "HeldBack",
+    "NextSend",
     "Schedule",
     "ScheduleRow",
     "SequenceFunnel",
@@ -48,6 +49,7 @@ __all__ = [
     "deferred_among",
     "deliverability",
     "list_deliveries",
+    "next_send",
     "schedule",
     "stats",
 ]
@@ -362,6 +364,39 @@ def _quiet_dates(window: SendWindow, at: datetime, until: datetime) -> list[floa
             found.append(datetime.combine(day, time(), UTC).timestamp())
         day += timedelta(days=1)
     return found
+
+
+@dataclass(frozen=True)
+class NextSend:
+    """What comes next for one person in one sequence, and why not sooner."""
+
+    step: str
+    due_at: datetime | None  # None: held with no time (an in-flight send taken back)
+    held: Held | None  # why it goes later than its delay alone would send it
+    paused_until: datetime | None  # the end of the reader's break, when that is why
+
+
+def next_send(e: Enrollment) -> NextSend | None:
+    """The enrollment's next email (None when nothing comes: ended, or none left), for one
+    reader's timeline. The same reasons `schedule` counts."""
+    if e.status not in (EnrollmentStatus.ACTIVE, EnrollmentStatus.PAUSED) or e.next_step is None:
+        return None
+    step, due = e.next_step, e.next_due_at
+    if e.status == EnrollmentStatus.PAUSED or e.sequence.status == SequenceStatus.PAUSED:
+        return NextSend(step.key, due, Held.PAUSED, e.paused_until)
+    after = e.last_sent_at or e.started_at
+    limit = current().settings.send_daily_limit
+    if due is None or after is None:
+        return NextSend(step.key, due, None, None)
+    if limit and due == next_utc_day(now()):
+        return NextSend(step.key, due, Held.DAILY_LIMIT, None)
+    delay = timedelta(seconds=step.delay_seconds)
+    if due <= after + delay:
+        return NextSend(step.key, due, None, None)
+    window = window_of(e.sequence)
+    tz = reader_zone(e.subscriber.timezone, e.sequence.config.timezone)
+    quiet = window.quiet and pushed_by_quiet_day(window, tz, after, delay, due)
+    return NextSend(step.key, due, Held.QUIET_DAY if quiet else Held.WINDOW, None)
 
 
 class _DailyQuota:

@@ -136,57 +136,66 @@ def schedule(s: Session, within: timedelta, zone: tzinfo | None = None) -> Sched
     quota = _DailyQuota(s, at)
     groups = _due_groups(s, at, until, quota.tomorrow)
     quiet = _quiet_pushed(s, sequences, at, until)
-    slots = _Slots(zone, hourly)
-    counts: Counter[_Key] = Counter()
-    held: dict[_Key, Counter[Held]] = {}
-    spans: dict[_Key, tuple[datetime, datetime]] = {}
-
-    def count(key: _Key, n: int, first: datetime, last: datetime, why: Counter[Held]) -> None:
-        counts[key] += n
-        if key.slot is not Slot.NOW:
-            held.setdefault(key, Counter()).update(why)
-        if key.start is not None:
-            was = spans.get(key, (first, last))
-            spans[key] = (min(was[0], first), max(was[1], last))
-
+    slots, tally = _Slots(zone, hourly), _Tally()
     for g in sorted(groups, key=lambda g: g.first):
         seq = sequences[g.sequence_id]
         name = (seq.slug, g.position, g.step)
         if g.paused or seq.status == SequenceStatus.PAUSED:
-            count(_Key(Slot.PAUSED, None, *name), g.n, g.first, g.last, Counter({Held.PAUSED: g.n}))
+            tally.add(_Key(Slot.PAUSED, None, *name), g, g.n, Counter({Held.PAUSED: g.n}))
             continue
         kept = quota.take(g.n, g.first, at_tomorrow=g.at_tomorrow)
         if kept < g.n:
-            slot, start = slots.of(quota.tomorrow)
             moved = g.n - kept
-            why = Counter({Held.DAILY_LIMIT: moved})
-            count(_Key(slot, start, *name), moved, quota.tomorrow, quota.tomorrow, why)
+            at_midnight = g._replace(first=quota.tomorrow, last=quota.tomorrow)
+            slot, start = slots.of(quota.tomorrow)
+            key = _Key(slot, start, *name)
+            tally.add(key, at_midnight, moved, Counter({Held.DAILY_LIMIT: moved}))
         if not kept:
             continue
         if g.overdue:
-            count(_Key(Slot.NOW, None, *name), kept, g.first, g.last, Counter())
+            tally.add(_Key(Slot.NOW, None, *name), g, kept, Counter())
             continue
         pushed = min(quiet.get((g.sequence_id, g.position, g.quarter), 0), kept) if g.late else 0
         why = Counter({Held.QUIET_DAY: pushed, Held.WINDOW: kept - pushed if g.late else 0})
         slot, start = slots.of(g.first)
-        count(_Key(slot, start, *name), kept, g.first, g.last, +why)
-    rows = []
-    for key, n in sorted(counts.items(), key=lambda kv: kv[0].order()):
-        span = spans.get(key)
-        rows.append(
-            ScheduleRow(
-                slot=key.slot,
-                start=key.start,
-                first=span[0].astimezone(zone) if span else None,
-                last=span[1].astimezone(zone) if span else None,
-                sequence=key.sequence,
-                step=key.step,
-                position=key.position,
-                count=n,
-                held=HeldBack.of(held.get(key, Counter())),
+        tally.add(_Key(slot, start, *name), g, kept, +why)
+    return Schedule(at, until, zone, hourly, tally.rows(zone))
+
+
+class _Tally:
+    """The schedule's rows as they are counted: sends, why held, first and last, per key."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[_Key] = Counter()
+        self.held: dict[_Key, Counter[Held]] = {}
+        self.spans: dict[_Key, tuple[datetime, datetime]] = {}
+
+    def add(self, key: _Key, g: _Group, n: int, why: Counter[Held]) -> None:
+        self.counts[key] += n
+        if key.slot is not Slot.NOW:
+            self.held.setdefault(key, Counter()).update(why)
+        if key.start is not None:
+            first, last = self.spans.get(key, (g.first, g.last))
+            self.spans[key] = (min(first, g.first), max(last, g.last))
+
+    def rows(self, zone: tzinfo) -> tuple[ScheduleRow, ...]:
+        rows = []
+        for key, n in sorted(self.counts.items(), key=lambda kv: kv[0].order()):
+            span = self.spans.get(key)
+            rows.append(
+                ScheduleRow(
+                    slot=key.slot,
+                    start=key.start,
+                    first=span[0].astimezone(zone) if span else None,
+                    last=span[1].astimezone(zone) if span else None,
+                    sequence=key.sequence,
+                    step=key.step,
+                    position=key.position,
+                    count=n,
+                    held=HeldBack.of(self.held.get(key, Counter())),
+                )
             )
-        )
-    return Schedule(at, until, zone, hourly, tuple(rows))
+        return tuple(rows)
 
 
 _SLOT_ORDER = {Slot.NOW: 0, Slot.HOUR: 1, Slot.DAY: 1, Slot.PAUSED: 2}

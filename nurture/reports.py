@@ -275,16 +275,16 @@ def _due_where(until: datetime) -> Any:
 
 
 def _due_groups(s: Session, at: datetime, until: datetime, tomorrow: datetime) -> list[_Group]:
-    """Each confirmed reader's next send due by `until`, paused ones included, in groups."""
+    """Each confirmed reader's next send due by `until`, paused ones included, in groups.
+    Grouped by plain ids and flags (cheaper for the database than by the step's key); the
+    steps' names are looked up here."""
     due, earliest = _times(s)
-    late = case((due > earliest, True), else_=False)
     columns = (
         Enrollment.sequence_id,
-        Step.position,
-        Step.key,
-        Enrollment.status == EnrollmentStatus.PAUSED,
+        Enrollment.next_step_id,
+        Enrollment.status,
         Enrollment.next_due_at <= at,
-        late,
+        case((due > earliest, True), else_=False),
         Enrollment.next_due_at == tomorrow,
         func.floor(due / QUARTER),
     )
@@ -300,21 +300,21 @@ def _due_groups(s: Session, at: datetime, until: datetime, tomorrow: datetime) -
         .where(_due_where(until))
         .group_by(*columns)
     )
+    steps = {i: (pos, key) for i, pos, key in s.execute(select(Step.id, Step.position, Step.key))}
     return [
         _Group(
             seq_id,
-            pos,
-            key,
-            bool(paused),
-            bool(overdue),
-            bool(late_),
-            bool(tomo),
-            int(q),
-            n,
-            lo,
-            hi,
+            *steps[step_id],
+            paused=status == EnrollmentStatus.PAUSED,
+            overdue=bool(overdue),
+            late=bool(late),
+            at_tomorrow=bool(tomo),
+            quarter=int(q),
+            n=n,
+            first=lo,
+            last=hi,
         )
-        for seq_id, pos, key, paused, overdue, late_, tomo, q, n, lo, hi in s.execute(query)
+        for seq_id, step_id, status, overdue, late, tomo, q, n, lo, hi in s.execute(query)
     ]
 
 

@@ -1,5 +1,6 @@
 """All tables in one import, for Alembic and for code that needs the whole mapper registry."""
 
+from nurture.admin.models import AuditEntry, LoginThrottle, Operator, OperatorSession
 from nurture.articles.models import Article
 from nurture.delivery.models import Delivery, DeliveryStatus, Link
 from nurture.events.models import Event, EventKind, OutboxEvent, OutboxStatus
@@ -20,6 +21,7 @@ from nurture.web.ratelimit import RateLimit
 __all__ = [
     "ENDED",
     "Article",
+    "AuditEntry",
     "Consent",
     "Delivery",
     "DeliveryStatus",
@@ -30,6 +32,9 @@ __all__ = [
     "FeedbackSeen",
     "Keyring",
     "Link",
+    "LoginThrottle",
+    "Operator",
+    "OperatorSession",
     "OutboxEvent",
     "OutboxStatus",
     "RateLimit",

@@ -374,14 +374,16 @@ def test_every_mistake_of_every_folder_is_reported_at_once(db: str, tmp_path: Pa
     other = tmp_path / "seqs" / "other"
     shutil.copytree(FIXTURES / "sequences" / "quick", other)
     other_yaml = (other / "sequence.yaml").read_text().replace("slug: quick", "slug: other")
-    (other / "sequence.yaml").write_text(other_yaml.replace("{key: three,", "{key: two,"))
+    other_yaml = other_yaml.replace("{key: three,", "{key: two,")  # a duplicate, then
+    (other / "sequence.yaml").write_text(other_yaml.replace("body: four.md", "body: gone.md"))
     before = dump(db)
     ran = run("sequences", "apply", str(tmp_path / "seqs"))
     assert ran.code == 1 and "Traceback" not in ran.err
     lines = ran.err.splitlines()
-    assert lines[0] == "Error: 6 mistakes, nothing was changed:", ran.err
+    assert lines[0] == "Error: 7 mistakes, nothing was changed:", ran.err
     expected = [  # by folder, file and line
         "other/sequence.yaml:13: step 3: key: duplicate step key 'two'",
+        "other/sequence.yaml:14: step 4 (four): body: no file 'gone.md'",  # named by its key
         "quick/one.md:3: step 1 (one): body: template error: unknown variable 'frist_name'",
         "quick/sequence.yaml:8: timezone: unknown time zone 'Mars/Olympus'",
         "quick/sequence.yaml:12: step 2 (two): unknown key 'dealy' (did you mean 'delay'?)",
@@ -431,3 +433,16 @@ def test_if_empty_applies_on_a_first_start_only(db: str, tmp_path: Path) -> None
     assert "  quick: Quick test sequence [active], 4 steps" in again.out
     assert dump(db) == before
     assert run("sequences", "apply", str(folder)).code == 1  # without it, the edit is read
+
+
+def test_a_body_wrapped_at_a_fixed_width_is_warned_about(db: str, tmp_path: Path) -> None:
+    # Since a single newline is a line break, a body wrapped at 80 columns would break
+    # mid-sentence in every email: apply says where.
+    folder = sequence_copy(tmp_path)
+    (folder / "two.md").write_text(
+        "Hello.\n\nThis paragraph was typed in an editor that wraps its lines at a fixed\n"
+        "width, which used to be harmless and now shows in the letter.\n"
+    )
+    ran = run("sequences", "apply", str(folder))
+    assert ran.code == 0, ran.err
+    assert "two.md:3: this paragraph looks wrapped at a fixed width" in ran.err, ran.err

@@ -274,3 +274,17 @@ def test_a_template_problem_carries_its_part_and_line(default_spec: SequenceSpec
     ]  # fmt: skip
     assert all(isinstance(p, TemplateProblem) and p.message for p in problems)
     assert check_step_templates(sample, "Hello", "Hi {{ first_name | default('you') }}") == []
+
+
+def test_a_paragraph_wrapped_at_a_fixed_width_is_found() -> None:
+    from nurture.content.render import wrapped_paragraph_lines
+
+    wrapped = (
+        "Hi there,\n\nThank you for signing up. If you are reading this, there is a good\n"
+        "chance you asked your partner to try couples therapy.\n\n- a list item that runs "
+        "on past the width of\n  the editor and goes on\n"
+    )
+    assert wrapped_paragraph_lines(wrapped) == [3, 6]
+    # Lines meant as lines: a signature, an address, short lines.
+    meant = "Warmly,\nThe team at P\n\n1 Example Street\nColumbia, MD\n\nRoses are red\nviolets too"
+    assert wrapped_paragraph_lines(meant) == []

@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "nurture.cli.events",
     "nurture.cli.keys",
     "nurture.cli.doctor",
+    "nurture.cli.operators",
 ]
 
 

@@ -201,7 +201,7 @@ def web(host: str, port: int) -> None:
     """
     _port_is_free(host, port)
     _open_keys()
-    _links_follow(host, port)
+    _say_where_the_forms_are(_links_follow(host, port))
     cmd = _web_command(host, port)
     os.execv(cmd[0], cmd)
 

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
+from nurture.admin.services import audit_command, by_command
 from nurture.booking.booked import mark_booked
 from nurture.cli.output import (
     clean,
@@ -35,7 +36,7 @@ from nurture.sequences.archive import require_open
 from nurture.sequences.models import SequenceStatus
 from nurture.sequences.services import get_sequence
 from nurture.subscribers import confirmation, holding, importing, moving
-from nurture.subscribers.addresses import get_subscriber
+from nurture.subscribers.addresses import find_subscriber, get_subscriber
 from nurture.subscribers.operator import Asked, Outcome, add_one, skipped_message
 from nurture.subscribers.privacy import EXPORT_FIELDS, export_rows, forget_person, spreadsheet_safe
 from nurture.subscribers.queries import (
@@ -376,6 +377,7 @@ def unsubscribe_(email: str) -> None:
     Example: nurture subscribers unsubscribe ann@example.com
     """
     changed = unsubscribe_by_email(email, how="cli")
+    audit_command("reader unsubscribe", email)
     click.echo("unsubscribed" if changed else "already unsubscribed")
 
 
@@ -387,7 +389,9 @@ def booked(email: str) -> None:
     Example: nurture subscribers booked ann@example.com
     """
     with transaction() as s:
-        changed = mark_booked(s, get_subscriber(s, email), source="cli")
+        sub = get_subscriber(s, email)
+        changed = mark_booked(s, sub, source="cli")
+        by_command(s, "reader booked", sub.id)
     click.echo("marked booked" if changed else "already booked")
 
 
@@ -401,7 +405,9 @@ def pause_(email: str, slug: str | None) -> None:
     Example: nurture subscribers pause ann@example.com --sequence partner-refuses-therapy
     """
     with transaction() as s:
-        n = holding.pause(s, get_subscriber(s, email), slug, by="cli")
+        sub = get_subscriber(s, email)
+        n = holding.pause(s, sub, slug, by="cli")
+        by_command(s, "reader pause", sub.id, slug)
     click.echo(f"paused {n} sequence(s)" if n else "nothing to pause: no running sequence")
 
 
@@ -414,7 +420,9 @@ def resume_(email: str, slug: str | None) -> None:
     Example: nurture subscribers resume ann@example.com
     """
     with transaction() as s:
-        n = holding.resume(s, get_subscriber(s, email), slug, by="cli")
+        sub = get_subscriber(s, email)
+        n = holding.resume(s, sub, slug, by="cli")
+        by_command(s, "reader resume", sub.id, slug)
     click.echo(f"resumed {n} sequence(s)" if n else "nothing to resume: no paused sequence")
 
 
@@ -429,7 +437,9 @@ def remove_(email: str, slug: str) -> None:
     Example: nurture subscribers remove ann@example.com --sequence partner-refuses-therapy
     """
     with transaction() as s:
-        ended = moving.remove(s, get_subscriber(s, email), get_sequence(s, slug), by="cli")
+        sub = get_subscriber(s, email)
+        ended = moving.remove(s, sub, get_sequence(s, slug), by="cli")
+        by_command(s, "reader take-out", sub.id, slug)
     if ended is None:
         say(f"removed from {slug}; their other sequences go on")
     else:
@@ -449,9 +459,9 @@ def move_(email: str, source: str, target: str) -> None:
     Example: nurture subscribers move ann@example.com --from first-steps --to after-leaving
     """
     with transaction() as s:
-        moved = moving.move(
-            s, get_subscriber(s, email), get_sequence(s, source), get_sequence(s, target)
-        )
+        sub = get_subscriber(s, email)
+        moved = moving.move(s, sub, get_sequence(s, source), get_sequence(s, target))
+        by_command(s, "reader move", sub.id, f"{source} -> {target}")
     if moved.started and moved.first_due is not None:
         zone, t = practice_zone(), now()
         when = "now" if moved.first_due <= t else local_time(moved.first_due, zone)
@@ -492,6 +502,7 @@ def resend_confirmation(email: str, slug: str | None) -> None:
         )
     if not asked.sent:
         raise NurtureError("not sent: their signup no longer waits for a confirmation")
+    audit_command("reader resend-confirmation", email, asked.slug)
     say(f"confirmation email sent for {asked.slug}: the sequence starts when they confirm")
 
 
@@ -544,7 +555,12 @@ def forget_(email: str, yes: bool) -> None:
         if not sys.stdin.isatty():
             raise NurtureError("forget erases for good: confirm with --yes (no terminal to ask)")
         click.confirm("Erase this person's data for good?", abort=True)
+    with reading() as s:
+        held = find_subscriber(s, email)
+        held_id = held.id if held is not None else None
     result = forget_person(email)
+    with transaction() as s:  # after: the entry names only the number they had
+        by_command(s, "reader forget", held_id)
     if result.found:
         click.echo("forgotten: personal data erased, address suppressed")
     else:

@@ -9,6 +9,7 @@ practice's postal address.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import traceback
 from dataclasses import dataclass, field, replace
@@ -415,3 +416,26 @@ def empty_name_lines(source: str) -> list[int]:
     except TemplateSyntaxError:
         return []
     return sorted(set(_bare_names(tree)))
+
+
+# A line that ends this way may well end where the writer meant it to ("Warmly,").
+_LINE_END = re.compile(r"[.,;:!?)\"'\u201d\u2019*_]\s*$")
+# Shorter lines are more likely a list written as lines, or an address, than a wrapped text.
+WRAPPED_LINE_CHARS = 40
+
+
+def wrapped_paragraph_lines(source: str) -> list[int]:
+    """Lines of a body where a paragraph seems wrapped at a fixed width (a long line cut
+    mid-sentence, the next going on in lower case): each such line break now shows in the
+    letter, so the writer should join the lines. The first line of each such paragraph."""
+    found = []
+    for token in _markdown.parse(source):
+        if token.type != "inline" or not token.map:
+            continue
+        lines = token.content.split("\n")
+        for i, (line, following) in enumerate(itertools.pairwise(lines)):
+            cut = len(line) >= WRAPPED_LINE_CHARS and not _LINE_END.search(line)
+            if cut and following[:1].islower():
+                found.append(token.map[0] + i + 1)
+                break
+    return found

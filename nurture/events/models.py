@@ -30,12 +30,12 @@ class EventKind(enum.StrEnum):
     RESUMED = "resumed"
     CLICKED = "clicked"
     RETRIED = "retried"
-    # The reader chose "take a break" in an email's footer (nurture/subscribers/breaks.py).
-    TOOK_BREAK = "took_break"
     # An operator took someone out of one sequence (`subscribers remove`), or moved them to
     # another (`subscribers move`: recorded on the sequence they left, naming the other).
     REMOVED = "removed"
     MOVED = "moved"
+    # The reader chose "take a break" in an email's footer (nurture/subscribers/breaks.py).
+    TOOK_BREAK = "took_break"
     # Left by `forget` for each sent or failed email, so stats keep their counts.
     SENT_ERASED = "sent_erased"
     FAILED_ERASED = "failed_erased"

@@ -23,6 +23,7 @@ from nurture.content.render import (
     check_step_templates,
     empty_name_lines,
     sample_context,
+    wrapped_paragraph_lines,
 )
 from nurture.errors import NurtureError
 from nurture.sequences.schedule import parse_delay
@@ -270,7 +271,7 @@ def _validation_mistakes(
         if err["type"] == "missing" and loc in meant:
             continue
         msg = err["msg"].removeprefix("Value error, ")
-        named = loc
+        named, naming = loc, data
         if err["type"] == "extra_forbidden":
             unknown = str(loc[-1])
             msg = f"unknown key {unknown!r}"
@@ -281,10 +282,9 @@ def _validation_mistakes(
         elif err["type"] == "discreet_step":
             named = loc[:-1]
         elif err["type"] == "duplicate_step":
-            named = ("steps", loc[1], "key") if len(loc) > 1 else loc
-            data = {**data, "steps": None}  # a duplicate is named by its number alone
+            naming = {**data, "steps": None}  # a duplicate is named by its number alone
         line = _line_of(raw, loc) or _line_of(raw, named)
-        name = _field_name(named, data)
+        name = _field_name(named, naming)
         found.add(path, line, f"{name}: {msg}" if name else msg)
 
 
@@ -329,6 +329,11 @@ def _check_steps(
             found.warnings.append(
                 f"{body_path}:{line}: a reader who gave no name reads a gap here "
                 f'("Hi ,"): {GREETING_HINT}'
+            )
+        for line in wrapped_paragraph_lines(bodies[i]):
+            found.warnings.append(
+                f"{body_path}:{line}: this paragraph looks wrapped at a fixed width; a single "
+                "line break shows in the letter, so write the paragraph on one line"
             )
         if empty_name_lines(subject):
             line = _line_of(raw, ("steps", i, "subject"))

@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from nurture.admin.views import bp as admin_bp
 from nurture.config import Settings, load_settings
 from nurture.context import current, use
 from nurture.db import reading
@@ -51,7 +52,7 @@ EMBED_ENDPOINTS = {"pages.embed"}
 # Nothing here is for search engines: forms, confirmations and unsubscribe pages.
 ROBOTS_TXT = "User-agent: *\nDisallow: /\n"
 # Path segments that are bearer tokens: whoever holds one may confirm, unsubscribe or click.
-TOKEN_PATH = re.compile(r"^/(confirm|unsubscribe|l)/[^/]+")
+TOKEN_PATH = re.compile(r"^/(confirm|unsubscribe|l|admin/setup)/[^/]+")
 HSTS = "max-age=31536000"
 
 log = logging.getLogger(__name__)
@@ -145,9 +146,12 @@ def _add_security_headers(app: Flask, settings: Settings, css: str) -> None:
     def _security_headers(resp: Response) -> Response:
         embed = request.endpoint in EMBED_ENDPOINTS
         ancestors = settings.embed_ancestors if embed else "'none'"
-        resp.headers["Content-Security-Policy"] = f"{csp_base}; frame-ancestors {ancestors}"
+        # A view that set its own policy (the dashboard's) keeps it.
+        resp.headers.setdefault(
+            "Content-Security-Policy", f"{csp_base}; frame-ancestors {ancestors}"
+        )
         if not embed:
-            resp.headers["X-Frame-Options"] = "DENY"
+            resp.headers.setdefault("X-Frame-Options", "DENY")
         resp.headers["Referrer-Policy"] = "no-referrer"
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
@@ -186,6 +190,7 @@ def _add_views(app: Flask, settings: Settings) -> None:
     # The limits hold only a weak reference to their limiter: the app keeps it alive.
     app.extensions["nurture.limiter"] = limiter
     app.register_blueprint(bp)
+    app.register_blueprint(admin_bp)
     # Only sending the form counts against the limit (one budget for the page and the
     # embed); reading pages never does.
     signup_limit = limiter.shared_limit(

@@ -6,7 +6,7 @@ import csv
 import json
 import sys
 from dataclasses import asdict
-from datetime import datetime, tzinfo
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -17,6 +17,7 @@ from rich.text import Text
 from nurture.admin.services import audit_command, by_command
 from nurture.booking.booked import mark_booked
 from nurture.cli.output import (
+    WEEKDAY,
     clean,
     console,
     emit,
@@ -27,6 +28,7 @@ from nurture.cli.output import (
     say,
     tsv,
     when,
+    zone_name,
 )
 from nurture.clock import now, practice_zone
 from nurture.db import reading, transaction
@@ -239,20 +241,12 @@ def first_emails(result: importing.ImportResult, *, confirmed: bool, paused: boo
     at_once = sum(n for due, n in result.first_sends.items() if due <= t)
     later = sorted((due, n) for due, n in result.first_sends.items() if due > t)
     parts = [f"{at_once} now (inside their send window)"] if at_once else []
-    parts += [f"{n} at {local_time(due, zone)}" for due, n in later[:SHOWN_TIMES]]
+    parts += [f"{n} at {when(due, WEEKDAY, zone=zone)}" for due, n in later[:SHOWN_TIMES]]
     if len(later) > SHOWN_TIMES:
         rest = sum(n for _, n in later[SHOWN_TIMES:])
-        parts.append(f"{rest} more until {local_time(later[-1][0], zone)}")
+        parts.append(f"{rest} more until {when(later[-1][0], WEEKDAY, zone=zone)}")
     hold = "; the sequence is paused: nothing goes until `sequences resume`" if paused else ""
     return f"first emails ({zone_name(zone, t)} time): {', '.join(parts)}{hold}"
-
-
-def local_time(at: datetime, zone: tzinfo) -> str:
-    return at.astimezone(zone).strftime("%a %Y-%m-%d %H:%M")
-
-
-def zone_name(zone: tzinfo, at: datetime) -> str:
-    return str(getattr(zone, "key", None) or zone.tzname(at) or "UTC")
 
 
 @subscribers.command("list")
@@ -464,9 +458,9 @@ def move_(email: str, source: str, target: str) -> None:
         by_command(s, "reader move", sub.id, f"{source} -> {target}")
     if moved.started and moved.first_due is not None:
         zone, t = practice_zone(), now()
-        when = "now" if moved.first_due <= t else local_time(moved.first_due, zone)
+        goes = "now" if moved.first_due <= t else when(moved.first_due, WEEKDAY, zone=zone)
         say(
-            f"moved from {source} to {target}; its first email goes {when} "
+            f"moved from {source} to {target}; its first email goes {goes} "
             f"({zone_name(zone, t)} time)"
         )
     elif moved.started:
@@ -494,11 +488,11 @@ def resend_confirmation(email: str, slug: str | None) -> None:
     except MailError as exc:
         raise NurtureError(f"not sent: {exc}; run this again to retry") from None
     if asked.limit_until is not None:
-        zone = practice_zone()
+        zone, until = practice_zone(), asked.limit_until
         raise NurtureError(
             f"not sent: this address already had {confirmation.CONFIRMATIONS_PER_DAY} "
             "confirmation emails in the last 24 hours, the most it gets; another may go from "
-            f"{local_time(asked.limit_until, zone)} ({zone_name(zone, asked.limit_until)} time)"
+            f"{when(until, WEEKDAY, zone=zone)} ({zone_name(zone, until)} time)"
         )
     if not asked.sent:
         raise NurtureError("not sent: their signup no longer waits for a confirmation")
@@ -532,10 +526,12 @@ def consent_(email: str, as_json: bool) -> None:
         }.get(c["how"], c["how"])
         confirmed = c["confirmed_at"]
         said_yes = (
-            local_time(datetime.fromisoformat(confirmed), zone) if confirmed else "not confirmed"
+            when(datetime.fromisoformat(confirmed), WEEKDAY, zone=zone)
+            if confirmed
+            else "not confirmed"
         )
         say(f"\n{c['sequence'] or '(sequence deleted)'}: came by {where}")
-        say(f"  agreed     {local_time(given, zone)} ({zone_name(zone, given)} time)")
+        say(f"  agreed     {when(given, WEEKDAY, zone=zone)} ({zone_name(zone, given)} time)")
         say(f"  confirmed  {said_yes}")
         say(f"  words      ({c['version']}) {c['text']}")
 

@@ -259,6 +259,14 @@ def _epoch(s: Session, column: Any) -> Any:
     return func.floor(func.extract("epoch", column))
 
 
+def _quarter(s: Session, epoch: Any) -> Any:
+    """The quarter hour of seconds since 1970. SQLite divides integers whole (its floor() is
+    missing from builds without the math functions)."""
+    if s.get_bind().dialect.name == "sqlite":
+        return epoch // QUARTER
+    return func.floor(epoch / QUARTER)
+
+
 def _times(s: Session) -> tuple[Any, Any]:
     """In SQL, as seconds: a send's due time, and the earliest its delay alone allows."""
     due = _epoch(s, Enrollment.next_due_at)
@@ -286,7 +294,7 @@ def _due_groups(s: Session, at: datetime, until: datetime, tomorrow: datetime) -
         Enrollment.next_due_at <= at,
         case((due > earliest, True), else_=False),
         Enrollment.next_due_at == tomorrow,
-        func.floor(due / QUARTER),
+        _quarter(s, due),
     )
     query = (
         select(
@@ -760,7 +768,7 @@ def activity(
 def _per_day(s: Session, column: Any, where: list[Any], zone: tzinfo) -> Counter[date]:
     """Rows per day of the zone: counted per quarter hour in the database (each lies in one
     day of any zone), then put on their days here."""
-    quarter = func.floor(_epoch(s, column) / QUARTER)
+    quarter = _quarter(s, _epoch(s, column))
     days: Counter[date] = Counter()
     for q, n in s.execute(select(quarter, func.count()).where(*where).group_by(quarter)):
         days[datetime.fromtimestamp(int(q) * QUARTER, UTC).astimezone(zone).date()] += n

@@ -324,6 +324,9 @@ def show(email: str, as_json: bool) -> None:
             f"since {human(data['created_at'])}",
         )
     )
+    breaks = [e["paused_until"] for e in data["enrollments"] if e.get("paused_until")]
+    if breaks:
+        say(f"on a break they took until {when(max(breaks), named=True)}")
     for event in data["events"]:
         if until := (event["data"] or {}).get("until"):  # a break: until when, in our zone
             event["detail"] = " ".join(filter(None, [event["detail"], f"until {when(until)}"]))

@@ -7,9 +7,10 @@
     slow clients         clients trickling their headers: how many until /healthz starves
     embedded             `nurture run` on SQLite: a long import under signups; keep-alive
     key rotation         `nurture keys rotate` on 100,000 readers while a worker sends
+    reports              stats, schedule and the dashboard's reports on 100,000 readers
 
 Each also runs alone: python -m bench.throughput | bench.signup_load | bench.csv_import |
-bench.signup_timing | bench.slow_clients | bench.embedded | bench.rotate.
+bench.signup_timing | bench.slow_clients | bench.embedded | bench.rotate | bench.reports.
 """
 
 import sys
@@ -17,6 +18,7 @@ import sys
 from bench import (
     csv_import,
     embedded,
+    reports,
     rotate,
     signup_load,
     signup_timing,
@@ -32,6 +34,7 @@ for title, run in (
     ("slow clients", slow_clients.main),
     ("embedded", embedded.main),
     ("key rotation", rotate.main),
+    ("reports", reports.main),
 ):
     print(f"\n=== {title} ===", flush=True)
     saved = sys.argv

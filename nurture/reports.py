@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from nurture.clock import now, practice_zone
@@ -25,7 +24,7 @@ from nurture.delivery.limits import next_utc_day, sent_today
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.events.models import Event, EventKind
 from nurture.sequences.models import Sequence, SequenceStatus, Step
-from nurture.sequences.schedule import pushed_by_quiet_day, reader_zone, window_of
+from nurture.sequences.schedule import SendWindow, pushed_by_quiet_day, reader_zone, window_of
 from nurture.sequences.services import get_sequence
 from nurture.sequences.settings import clicks_tracked
 from nurture.subscribers.attribution import ATTRIBUTED, last_sent_step
@@ -39,6 +38,7 @@ __all__ = [
     "DeliveryRow",
     "Held",
     "HeldBack",
+    "NextSend",
     "Schedule",
     "ScheduleRow",
     "SequenceFunnel",
@@ -49,6 +49,7 @@ __all__ = [
     "deferred_among",
     "deliverability",
     "list_deliveries",
+    "next_send",
     "schedule",
     "stats",
 ]
@@ -121,48 +122,88 @@ def schedule(s: Session, within: timedelta, zone: tzinfo | None = None) -> Sched
     """Sends due within `within` from now, per sequence and step, per hour of the practice's
     zone (up to two days ahead) or per day. Held back (with why): a send that waits for the
     reader's window, one a quiet day pushed on, one today's daily limit cannot take (it waits
-    for the next UTC day, as the workers make it) and, in their own slot, the paused ones."""
+    for the next UTC day, as the workers make it) and, in their own slot, the paused ones.
+
+    Counted in the database, per quarter hour (every zone's offset is a multiple of 15
+    minutes, so a quarter hour lies in one hour and one day of any zone): a large list is a
+    few hundred groups here, not a row per reader. Only sends near a quiet day are read one
+    by one, to tell a quiet day's push from the window's."""
     at = now()
     zone = zone or practice_zone()
     hourly = within <= timedelta(days=2)
+    until = at + within
+    sequences = {q.id: q for q in s.scalars(select(Sequence))}
     quota = _DailyQuota(s, at)
-    counts: Counter[_Key] = Counter()
-    held: dict[_Key, Counter[Held]] = {}
-    spans: dict[_Key, tuple[datetime, datetime]] = {}
-    for due in _due_sends(s, at + within):
-        reason = _held(due, at, quota)
-        when = quota.tomorrow if reason is Held.DAILY_LIMIT else due.due_at
-        key = _key(due, reason, when, at, zone, hourly)
-        counts[key] += 1
-        if reason is not None and key.slot is not Slot.NOW:
-            held.setdefault(key, Counter())[reason] += 1
-        if key.slot in (Slot.HOUR, Slot.DAY):
-            local = when.astimezone(zone)
-            first, last = spans.get(key, (local, local))
-            spans[key] = (min(first, local), max(last, local))
-    rows = tuple(
-        ScheduleRow(
-            slot=key.slot,
-            start=key.start,
-            first=spans.get(key, (None, None))[0],
-            last=spans.get(key, (None, None))[1],
-            sequence=key.sequence,
-            step=key.step,
-            position=key.position,
-            count=n,
-            held=HeldBack.of(held.get(key, Counter())),
-        )
-        for key, n in sorted(counts.items(), key=lambda kv: kv[0].order())
-    )
-    return Schedule(at, at + within, zone, hourly, rows)
+    groups = _due_groups(s, at, until, quota.tomorrow)
+    quiet = _quiet_pushed(s, sequences, at, until)
+    slots, tally = _Slots(zone, hourly), _Tally()
+    for g in sorted(groups, key=lambda g: g.first):
+        seq = sequences[g.sequence_id]
+        name = (seq.slug, g.position, g.step)
+        if g.paused or seq.status == SequenceStatus.PAUSED:
+            tally.add(_Key(Slot.PAUSED, None, *name), g, g.n, Counter({Held.PAUSED: g.n}))
+            continue
+        kept = quota.take(g.n, g.first, at_tomorrow=g.at_tomorrow)
+        if kept < g.n:
+            moved = g.n - kept
+            at_midnight = g._replace(first=quota.tomorrow, last=quota.tomorrow)
+            slot, start = slots.of(quota.tomorrow)
+            key = _Key(slot, start, *name)
+            tally.add(key, at_midnight, moved, Counter({Held.DAILY_LIMIT: moved}))
+        if not kept:
+            continue
+        if g.overdue:
+            tally.add(_Key(Slot.NOW, None, *name), g, kept, Counter())
+            continue
+        pushed = min(quiet.get((g.sequence_id, g.position, g.quarter), 0), kept) if g.late else 0
+        why = Counter({Held.QUIET_DAY: pushed, Held.WINDOW: kept - pushed if g.late else 0})
+        slot, start = slots.of(g.first)
+        tally.add(_Key(slot, start, *name), g, kept, +why)
+    return Schedule(at, until, zone, hourly, tally.rows(zone))
+
+
+class _Tally:
+    """The schedule's rows as they are counted: sends, why held, first and last, per key."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[_Key] = Counter()
+        self.held: dict[_Key, Counter[Held]] = {}
+        self.spans: dict[_Key, tuple[datetime, datetime]] = {}
+
+    def add(self, key: _Key, g: _Group, n: int, why: Counter[Held]) -> None:
+        self.counts[key] += n
+        if key.slot is not Slot.NOW:
+            self.held.setdefault(key, Counter()).update(why)
+        if key.start is not None:
+            first, last = self.spans.get(key, (g.first, g.last))
+            self.spans[key] = (min(first, g.first), max(last, g.last))
+
+    def rows(self, zone: tzinfo) -> tuple[ScheduleRow, ...]:
+        rows = []
+        for key, n in sorted(self.counts.items(), key=lambda kv: kv[0].order()):
+            span = self.spans.get(key)
+            rows.append(
+                ScheduleRow(
+                    slot=key.slot,
+                    start=key.start,
+                    first=span[0].astimezone(zone) if span else None,
+                    last=span[1].astimezone(zone) if span else None,
+                    sequence=key.sequence,
+                    step=key.step,
+                    position=key.position,
+                    count=n,
+                    held=HeldBack.of(self.held.get(key, Counter())),
+                )
+            )
+        return tuple(rows)
 
 
 _SLOT_ORDER = {Slot.NOW: 0, Slot.HOUR: 1, Slot.DAY: 1, Slot.PAUSED: 2}
 _NO_TIME = datetime.min.replace(tzinfo=UTC)
+QUARTER = 900  # seconds
 
 
-@dataclass(frozen=True)
-class _Key:
+class _Key(NamedTuple):
     slot: Slot
     start: datetime | None
     sequence: str
@@ -173,89 +214,206 @@ class _Key:
         return (_SLOT_ORDER[self.slot], self.start or _NO_TIME, self.sequence, self.position)
 
 
-@dataclass(frozen=True)
-class _Due:
-    """One send that is due: its sequence and step, and what its time was computed from."""
+class _Slots:
+    """The hour or day of the zone an instant falls in, worked out once per quarter hour."""
 
-    sequence: Sequence
+    def __init__(self, zone: tzinfo, hourly: bool) -> None:
+        self.zone, self.hourly = zone, hourly
+        self.known: dict[int, tuple[Slot, datetime]] = {}
+
+    def of(self, when: datetime) -> tuple[Slot, datetime]:
+        quarter = int(when.timestamp()) // QUARTER
+        found = self.known.get(quarter)
+        if found is None:
+            local = datetime.fromtimestamp(quarter * QUARTER, UTC).astimezone(self.zone)
+            if self.hourly:
+                found = (Slot.HOUR, local.replace(minute=0))
+            else:
+                found = (Slot.DAY, datetime.combine(local.date(), time(), self.zone))
+            self.known[quarter] = found
+        return found
+
+
+class _Group(NamedTuple):
+    """Due sends alike in everything the schedule shows: sequence, step, quarter hour, and
+    whether they are paused, overdue, later than their delay alone, or at the daily limit's
+    midnight."""
+
+    sequence_id: int
     position: int
     step: str
-    due_at: datetime
     paused: bool
-    delay: timedelta
-    after: datetime | None
-    timezone: str | None
+    overdue: bool
+    late: bool
+    at_tomorrow: bool
+    quarter: int
+    n: int
+    first: datetime
+    last: datetime
 
 
-def _due_sends(s: Session, until: datetime) -> Iterable[_Due]:
-    """Each confirmed reader's next send due by `until`, paused ones included (as held)."""
-    sequences = {q.id: q for q in s.scalars(select(Sequence))}
-    rows = s.execute(
+def _epoch(s: Session, column: Any) -> Any:
+    """Seconds since 1970 of a stored instant, in SQL (SQLite keeps them as UTC text)."""
+    if s.get_bind().dialect.name == "sqlite":
+        return func.cast(func.strftime("%s", column), Integer)
+    return func.floor(func.extract("epoch", column))
+
+
+def _quarter(s: Session, epoch: Any) -> Any:
+    """The quarter hour of seconds since 1970. SQLite divides integers whole (its floor() is
+    missing from builds without the math functions)."""
+    if s.get_bind().dialect.name == "sqlite":
+        return epoch // QUARTER
+    return func.floor(epoch / QUARTER)
+
+
+def _times(s: Session) -> tuple[Any, Any]:
+    """In SQL, as seconds: a send's due time, and the earliest its delay alone allows."""
+    due = _epoch(s, Enrollment.next_due_at)
+    earliest = _epoch(s, func.coalesce(Enrollment.last_sent_at, Enrollment.started_at))
+    return due, earliest + Step.delay_seconds
+
+
+def _due_where(until: datetime) -> Any:
+    return and_(
+        Subscriber.status == SubscriberStatus.CONFIRMED,
+        Enrollment.status.in_([EnrollmentStatus.ACTIVE, EnrollmentStatus.PAUSED]),
+        Enrollment.next_due_at <= until,
+    )
+
+
+def _due_groups(s: Session, at: datetime, until: datetime, tomorrow: datetime) -> list[_Group]:
+    """Each confirmed reader's next send due by `until`, paused ones included, in groups.
+    Grouped by plain ids and flags (cheaper for the database than by the step's key); the
+    steps' names are looked up here."""
+    due, earliest = _times(s)
+    columns = (
+        Enrollment.sequence_id,
+        Enrollment.next_step_id,
+        Enrollment.status,
+        Enrollment.next_due_at <= at,
+        case((due > earliest, True), else_=False),
+        Enrollment.next_due_at == tomorrow,
+        _quarter(s, due),
+    )
+    query = (
         select(
-            Enrollment.sequence_id,
-            Enrollment.status,
-            Enrollment.next_due_at,
-            func.coalesce(Enrollment.last_sent_at, Enrollment.started_at),
-            Step.position,
-            Step.key,
-            Step.delay_seconds,
-            Subscriber.timezone,
+            *columns,
+            func.count(),
+            func.min(Enrollment.next_due_at),
+            func.max(Enrollment.next_due_at),
         )
         .join(Step, Step.id == Enrollment.next_step_id)
         .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
-        .where(
-            Subscriber.status == SubscriberStatus.CONFIRMED,
-            Enrollment.status.in_([EnrollmentStatus.ACTIVE, EnrollmentStatus.PAUSED]),
-            Enrollment.next_due_at <= until,
-        )
-        .order_by(Enrollment.next_due_at)
-        .execution_options(yield_per=5000)
+        .where(_due_where(until))
+        .group_by(*columns)
     )
-    for seq_id, status, due, after, position, key, delay, tz_name in rows:
-        if due is None:  # not reached: the query asks for a due time
-            continue
-        seq = sequences[seq_id]
-        yield _Due(
-            sequence=seq,
-            position=position,
-            step=key,
-            due_at=due,
-            paused=status == EnrollmentStatus.PAUSED or seq.status == SequenceStatus.PAUSED,
-            delay=timedelta(seconds=delay),
-            after=after,
-            timezone=tz_name,
+    steps = {i: (pos, key) for i, pos, key in s.execute(select(Step.id, Step.position, Step.key))}
+    return [
+        _Group(
+            seq_id,
+            *steps[step_id],
+            paused=status == EnrollmentStatus.PAUSED,
+            overdue=bool(overdue),
+            late=bool(late),
+            at_tomorrow=bool(tomo),
+            quarter=int(q),
+            n=n,
+            first=lo,
+            last=hi,
         )
+        for seq_id, step_id, status, overdue, late, tomo, q, n, lo, hi in s.execute(query)
+    ]
 
 
-def _held(due: _Due, at: datetime, quota: _DailyQuota) -> Held | None:
-    """Why this send waits, if it does. Paused sends take no quota: they are not sent."""
-    if due.paused:
-        return Held.PAUSED
-    if quota.waits(due.due_at):
-        return Held.DAILY_LIMIT
-    if due.after is None or due.due_at <= due.after + due.delay:
+def _quiet_pushed(
+    s: Session, sequences: dict[int, Sequence], at: datetime, until: datetime
+) -> Counter[tuple[int, int, int]]:
+    """Per (sequence, step position, quarter hour): the sends a quiet day pushed there. Only
+    sends whose earliest time and due time lie around a quiet date are read and checked."""
+    pushed: Counter[tuple[int, int, int]] = Counter()
+    due, earliest = _times(s)
+    for seq in sequences.values():
+        window = window_of(seq)
+        if not window.quiet:
+            continue
+        # A reader's date is at most 14 hours ahead of UTC and 12 behind.
+        near = [
+            and_(due >= int(day_start) - 14 * 3600, earliest <= int(day_start) + 36 * 3600)
+            for day_start in _quiet_dates(window, at, until)
+        ]
+        if not near:
+            continue
+        rows = s.execute(
+            select(
+                Step.position,
+                Enrollment.next_due_at,
+                func.coalesce(Enrollment.last_sent_at, Enrollment.started_at),
+                Step.delay_seconds,
+                Subscriber.timezone,
+            )
+            .join(Step, Step.id == Enrollment.next_step_id)
+            .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+            .where(
+                _due_where(until),
+                Enrollment.sequence_id == seq.id,
+                Enrollment.status == EnrollmentStatus.ACTIVE,
+                Enrollment.next_due_at > at,
+                due > earliest,
+                or_(*near),
+            )
+        )
+        for position, due_at, after, delay, tz_name in rows:
+            if due_at is None or after is None:  # not reached: the query asks for both
+                continue
+            tz = reader_zone(tz_name, seq.config.timezone)
+            if pushed_by_quiet_day(window, tz, after, timedelta(seconds=delay), due_at):
+                pushed[(seq.id, position, int(due_at.timestamp()) // QUARTER)] += 1
+    return pushed
+
+
+def _quiet_dates(window: SendWindow, at: datetime, until: datetime) -> list[float]:
+    """The quiet dates around the horizon, as the UTC midnight that begins each."""
+    day, last = (at - timedelta(days=2)).date(), (until + timedelta(days=2)).date()
+    found = []
+    while day <= last:
+        if window.quiet.is_quiet(day):
+            found.append(datetime.combine(day, time(), UTC).timestamp())
+        day += timedelta(days=1)
+    return found
+
+
+@dataclass(frozen=True)
+class NextSend:
+    """What comes next for one person in one sequence, and why not sooner."""
+
+    step: str
+    due_at: datetime | None  # None: held with no time (an in-flight send taken back)
+    held: Held | None  # why it goes later than its delay alone would send it
+    paused_until: datetime | None  # the end of the reader's break, when that is why
+
+
+def next_send(e: Enrollment) -> NextSend | None:
+    """The enrollment's next email (None when nothing comes: ended, or none left), for one
+    reader's timeline. The same reasons `schedule` counts."""
+    if e.status not in (EnrollmentStatus.ACTIVE, EnrollmentStatus.PAUSED) or e.next_step is None:
         return None
-    config = due.sequence.config
-    if config.quiet_days:
-        tz = reader_zone(due.timezone, config.timezone)
-        window = window_of(due.sequence)
-        if pushed_by_quiet_day(window, tz, due.after, due.delay, due.due_at):
-            return Held.QUIET_DAY
-    return Held.WINDOW
-
-
-def _key(
-    due: _Due, reason: Held | None, when: datetime, at: datetime, zone: tzinfo, hourly: bool
-) -> _Key:
-    if reason is Held.PAUSED:
-        slot, start = Slot.PAUSED, None
-    elif when <= at:
-        slot, start = Slot.NOW, None
-    elif hourly:
-        slot, start = Slot.HOUR, when.astimezone(zone).replace(minute=0, second=0, microsecond=0)
-    else:
-        slot, start = Slot.DAY, datetime.combine(when.astimezone(zone).date(), time(), zone)
-    return _Key(slot, start, due.sequence.slug, due.position, due.step)
+    step, due = e.next_step, e.next_due_at
+    if e.status == EnrollmentStatus.PAUSED or e.sequence.status == SequenceStatus.PAUSED:
+        return NextSend(step.key, due, Held.PAUSED, e.paused_until)
+    after = e.last_sent_at or e.started_at
+    limit = current().settings.send_daily_limit
+    if due is None or after is None:
+        return NextSend(step.key, due, None, None)
+    if limit and due == next_utc_day(now()):
+        return NextSend(step.key, due, Held.DAILY_LIMIT, None)
+    delay = timedelta(seconds=step.delay_seconds)
+    if due <= after + delay:
+        return NextSend(step.key, due, None, None)
+    window = window_of(e.sequence)
+    tz = reader_zone(e.subscriber.timezone, e.sequence.config.timezone)
+    quiet = window.quiet and pushed_by_quiet_day(window, tz, after, delay, due)
+    return NextSend(step.key, due, Held.QUIET_DAY if quiet else Held.WINDOW, None)
 
 
 class _DailyQuota:
@@ -268,14 +426,15 @@ class _DailyQuota:
         self.tomorrow = next_utc_day(at)
         self.left = max(0, self.limit - sent_today(s, at)) if self.limit else 0
 
-    def waits(self, due: datetime) -> bool:
-        """Whether this send, the next in due order, waits for tomorrow's quota."""
+    def take(self, n: int, due: datetime, *, at_tomorrow: bool) -> int:
+        """Of n sends due then (the next in due order), how many today's quota lets go."""
         if not self.limit or due > self.tomorrow:
-            return False
-        if due == self.tomorrow or self.left == 0:
-            return True
-        self.left -= 1
-        return False
+            return n
+        if at_tomorrow:
+            return 0
+        kept = min(n, self.left)
+        self.left -= kept
+        return kept
 
 
 # --- stats ----------------------------------------------------------------------------
@@ -591,26 +750,29 @@ def activity(
     today = now().astimezone(zone).date()
     first = today - timedelta(days=days - 1)
     since = datetime.combine(first, time(), zone).astimezone(UTC)
-    signups = select(Enrollment.created_at).where(Enrollment.created_at >= since)
-    bookings = select(Event.created_at).where(
-        Event.kind == EventKind.BOOKED, Event.created_at >= since
-    )
+    signups = [Enrollment.created_at >= since]
+    bookings = [Event.kind == EventKind.BOOKED, Event.created_at >= since]
     if slug:
         seq = get_sequence(s, slug)
-        signups = signups.where(Enrollment.sequence_id == seq.id)
-        bookings = bookings.where(Event.subscriber_id.in_(
-            select(Enrollment.subscriber_id).where(Enrollment.sequence_id == seq.id)
-        ))  # fmt: skip
-    signed = Counter(_local_day(t, zone) for t in s.scalars(signups))
-    booked = Counter(_local_day(t, zone) for t in s.scalars(bookings))
+        signups.append(Enrollment.sequence_id == seq.id)
+        people = select(Enrollment.subscriber_id).where(Enrollment.sequence_id == seq.id)
+        bookings.append(Event.subscriber_id.in_(people))
+    signed = _per_day(s, Enrollment.created_at, signups, zone)
+    booked = _per_day(s, Event.created_at, bookings, zone)
     return tuple(
         DayActivity(d, signed[d], booked[d])
         for d in (first + timedelta(days=i) for i in range(days))
     )
 
 
-def _local_day(at: datetime, zone: tzinfo) -> date:
-    return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(zone).date()
+def _per_day(s: Session, column: Any, where: list[Any], zone: tzinfo) -> Counter[date]:
+    """Rows per day of the zone: counted per quarter hour in the database (each lies in one
+    day of any zone), then put on their days here."""
+    quarter = _quarter(s, _epoch(s, column))
+    days: Counter[date] = Counter()
+    for q, n in s.execute(select(quarter, func.count()).where(*where).group_by(quarter)):
+        days[datetime.fromtimestamp(int(q) * QUARTER, UTC).astimezone(zone).date()] += n
+    return days
 
 
 # --- deliveries -----------------------------------------------------------------------

@@ -164,6 +164,7 @@ def test_timeline_stats_and_schedule_show_the_break(
     client.post(_on_break(client, outbox))
     shown = run("subscribers", "show", "ann@example.com", terminal=True).out
     assert "took_break" in shown and "until 2026-03-20 10:00" in shown  # 14:00 UTC, EDT
+    assert "on a break they took until 2026-03-20 10:00 America/New_York" in shown
     assert "paused" in shown and "until" in shown  # the enrollment's own "paused until" column
     story = run("subscribers", "show", "ann@example.com", "--json").json()
     assert story["enrollments"][0]["paused_until"] == "2026-03-20T14:00:00+00:00"

@@ -14,8 +14,9 @@ from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.delivery.sending import send_batch
 from nurture.events.models import Event, EventKind
 from nurture.mail.backends import MemoryBackend, PermanentMailError
-from nurture.reports import activity, deliverability, stats
+from nurture.reports import Held, NextSend, activity, deliverability, next_send, stats
 from nurture.sequences.models import Step
+from nurture.subscribers.addresses import get_subscriber
 from tests.cli_helpers import drain, run
 from tests.conftest import reload_runtime
 
@@ -214,3 +215,26 @@ def test_funnel_deliverability_and_activity_for_the_dashboard(
     shown = run("stats", "quick", terminal=True).out
     assert "confirmed (1 waiting)" in shown and "75%" in shown
     assert "—" in shown and "clicks are not tracked" in shown
+
+
+def test_next_send_says_why_a_reader_waits(
+    quick_sequence: str, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ["subscribers", "add", "dee@example.com", "--sequence", "quick"]
+    assert run(*args, "--timezone", "Asia/Tokyo", "--confirmed").code == 0
+    add("ann@example.com")
+    drain()
+
+    def why(email: str) -> NextSend | None:
+        with reading() as s:
+            sub = get_subscriber(s, email)
+            return next_send(sub.enrollments[0])
+
+    dee, ann = why("dee@example.com"), why("ann@example.com")
+    assert dee is not None and (dee.step, dee.held) == ("two", Held.WINDOW)
+    assert ann is not None and (ann.step, ann.held) == ("two", None)
+    run("subscribers", "pause", "ann@example.com")
+    paused = why("ann@example.com")
+    assert paused is not None and paused.held is Held.PAUSED and paused.paused_until is None
+    run("subscribers", "unsubscribe", "ann@example.com")
+    assert why("ann@example.com") is None

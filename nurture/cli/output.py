@@ -73,14 +73,18 @@ def is_terminal() -> bool:
     return bool(getattr(stream, "isatty", None) and stream.isatty())
 
 
-def zone_name(zone: tzinfo | None = None) -> str:
-    """The practice's zone as people know it: its IANA name, else its abbreviation."""
+def zone_name(zone: tzinfo | None = None, at: datetime | None = None) -> str:
+    """The practice's zone as people know it: its IANA name, else its abbreviation (then)."""
     zone = zone or practice_zone()
-    return getattr(zone, "key", None) or datetime.now(zone).tzname() or "UTC"
+    return (
+        getattr(zone, "key", None) or (at or datetime.now(UTC)).astimezone(zone).tzname() or "UTC"
+    )
 
 
-# How times are shown: to the minute, or the day (of a schedule).
+# How times are shown: to the minute, the same with its weekday (a time in a sentence:
+# "Fri 2026-03-06 09:00"), or the day (of a schedule).
 MINUTE = "minute"
+WEEKDAY = "weekday"
 DAY = "day"
 
 
@@ -92,15 +96,16 @@ def when(
     named: bool = False,
 ) -> str:
     """The one way a time is shown to people: in the practice's zone (NURTURE_TIMEZONE),
-    "2026-12-04 10:00" (MINUTE) or "Fri 4 Dec" (DAY); `named` adds the zone, for a time in
-    a sentence (a table names it once, in its caption)."""
+    "2026-12-04 10:00" (MINUTE), "Fri 2026-12-04 10:00" (WEEKDAY) or "Fri 4 Dec" (DAY);
+    `named` adds the zone, for a time in a sentence (a table names it once, in its caption)."""
     if value is None:
         return ""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     zone = zone or practice_zone()
     local = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(zone)
-    text = f"{local:%a} {local.day} {local:%b}" if style == DAY else f"{local:%Y-%m-%d %H:%M}"
+    formats = {DAY: f"{local:%a} {local.day} {local:%b}", WEEKDAY: f"{local:%a %Y-%m-%d %H:%M}"}
+    text = formats.get(style, f"{local:%Y-%m-%d %H:%M}")
     return f"{text} {zone_name(zone)}" if named else text
 
 

@@ -29,7 +29,7 @@ from nurture.cli.output import (
     zone_name,
 )
 from nurture.clock import now
-from nurture.db import reading, transaction
+from nurture.db import checkpoint, get_engine, reading, transaction
 from nurture.errors import NurtureError
 from nurture.mail.backends import MailError
 from nurture.sequences.archive import require_open
@@ -323,6 +323,9 @@ def show(email: str, as_json: bool) -> None:
             f"since {human(data['created_at'])}",
         )
     )
+    breaks = [e["paused_until"] for e in data["enrollments"] if e.get("paused_until")]
+    if breaks:
+        say(f"on a break they took until {when(max(breaks), named=True)}")
     for event in data["events"]:
         if until := (event["data"] or {}).get("until"):  # a break: until when, in our zone
             event["detail"] = " ".join(filter(None, [event["detail"], f"until {when(until)}"]))
@@ -544,6 +547,9 @@ def forget_(email: str, yes: bool) -> None:
     result = forget_person(email)
     with transaction() as s:  # after: the entry names only the number they had
         by_command(s, "reader forget", held_id)
+    # The audit entry went through SQLite's write-ahead log, whose pages also held the
+    # person's rows: empty it again, as forgetting did.
+    checkpoint(get_engine())
     if result.found:
         click.echo("forgotten: personal data erased, address suppressed")
     else:

@@ -37,8 +37,8 @@ from nurture.delivery.store import (
     State,
     StoreError,
     Verdict,
-    open_store,
 )
+from nurture.delivery.stores import open_store
 from nurture.mail.backends import (
     ConnectionLostError,
     MailBackend,

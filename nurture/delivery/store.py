@@ -27,7 +27,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import contains_eager
 
 from nurture.clock import now
-from nurture.db import chunks, get_engine, reading, transaction
+from nurture.db import chunks, reading, transaction
 from nurture.delivery.models import Delivery, DeliveryStatus, Link
 from nurture.delivery.retry import next_try
 from nurture.sequences.models import Sequence, SequenceStatus, Step
@@ -138,17 +138,6 @@ class DeliveryStore(Protocol):
     def defer(self, delivery_ids: list[int], until: datetime) -> list[int]:
         """Still queued deliveries give their step back to the enrollment, due at `until`:
         the ids that did."""
-
-
-def open_store() -> DeliveryStore:
-    """The current runtime's database's store, for one batch (use it as a context manager)."""
-    if get_engine().dialect.name == "postgresql":
-        from nurture.delivery.store_postgres import PostgresStore
-
-        return PostgresStore()
-    from nurture.delivery.store_sqlite import SQLiteStore
-
-    return SQLiteStore()
 
 
 # --- the statements both stores run ----------------------------------------------------

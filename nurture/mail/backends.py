@@ -243,13 +243,29 @@ def _pipelinable(conn: smtplib.SMTP, from_addr: str, to_addrs: list[str]) -> boo
     return bool(conn.has_extn("pipelining")) and all(a.isascii() for a in (from_addr, *to_addrs))
 
 
+# An address smtplib.quoteaddr would give back unchanged inside <>: its parse (email.utils)
+# is a twentieth of a message's time, for addresses already in this plain shape.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
+
+
+def dot_stuffed(data: bytes) -> bytes:
+    """Every line that begins with a dot gets another (RFC 5321 4.5.2). Our HTML has many
+    (the layout's CSS rules): bytes.replace does it at a tenth of a multiline regex's cost."""
+    body = data.replace(b"\n.", b"\n..")
+    return b"." + body if body.startswith(b".") else body
+
+
+def _quoted(address: str) -> str:
+    return f"<{address}>" if _PLAIN_ADDRESS.fullmatch(address) else smtplib.quoteaddr(address)
+
+
 def _pipelined_send(conn: smtplib.SMTP, from_addr: str, to_addrs: list[str], data: bytes) -> None:
     """MAIL, RCPT and DATA in one write, then the body (RFC 2920): two round trips per
     message instead of four, which at hundreds of messages a second is most of the wait.
     Raises the same exceptions smtplib.sendmail does."""
     size = f" SIZE={len(data)}" if conn.has_extn("size") else ""
-    commands = [f"MAIL FROM:{smtplib.quoteaddr(from_addr)}{size}"]
-    commands += [f"RCPT TO:{smtplib.quoteaddr(a)}" for a in to_addrs]
+    commands = [f"MAIL FROM:{_quoted(from_addr)}{size}"]
+    commands += [f"RCPT TO:{_quoted(a)}" for a in to_addrs]
     commands.append("DATA")
     if any("\r" in c or "\n" in c for c in commands):
         raise ValueError("line break in an address")  # never inject an SMTP command
@@ -263,7 +279,7 @@ def _pipelined_send(conn: smtplib.SMTP, from_addr: str, to_addrs: list[str], dat
         replies.append((code, text))
     mail, rcpts, data_reply = replies[0], replies[1:-1], replies[-1]
     if data_reply[0] == 354:
-        body = re.sub(rb"(?m)^\.", b"..", data)
+        body = dot_stuffed(data)
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
         conn.send(body + b".\r\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
+import secrets
 import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +29,7 @@ from jinja2 import (
 )
 from jinja2.sandbox import SandboxedEnvironment
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
 from markdown_it.token import Token
 from markupsafe import Markup
 from mjml import mjml2html
@@ -233,6 +235,63 @@ def _text_body(tokens: list[Token], base_url: str) -> str:
     return "\n".join(lines).strip()
 
 
+def _parsed_bodies(body: str, base_url: str) -> tuple[str, Markup]:
+    """The step's Markdown (names filled in) as the plain-text and the HTML body."""
+    tokens = _markdown.parse(body)
+    return _text_body(tokens, base_url), _html_body(tokens, base_url)
+
+
+# Stands for the reader's name while a step's body is parsed once for all its readers:
+# letters and digits only, so Markdown reads it as a word, which is how it reads a name that
+# begins and ends with a letter or digit (everything between is escaped: text, never syntax).
+_NAME_MARK = f"Nm{secrets.token_hex(8)}x"
+
+
+def _bodies(body: str, name: str, base_url: str) -> tuple[str, Markup]:
+    """_parsed_bodies, with the parse shared by every reader of a step (it was a third of
+    rendering an email): the name goes into the parsed result instead of into the Markdown.
+    The result is the same as parsing each reader's own body wherever the shared parse
+    applies; where it does not (see _marked_bodies), the body is parsed as it is."""
+    if not name:
+        return _shared_parse(body, base_url) or _parsed_bodies(body, base_url)
+    escaped = _markdown_escape(name)
+    if name[0].isalnum() and name[-1].isalnum() and _NAME_MARK not in body:
+        shared = _shared_parse(body.replace(escaped, _NAME_MARK), base_url)
+        if shared is not None:
+            text, html = shared
+            # str: Markup's own replace would escape the escaped name a second time.
+            html = Markup(str(html).replace(_NAME_MARK, escapeHtml(name)))
+            return text.replace(_NAME_MARK, name), html
+    return _parsed_bodies(body, base_url)
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_parse(marked: str, base_url: str) -> tuple[str, Markup] | None:
+    """The bodies of a step's Markdown with the name marked, or None when the mark falls
+    anywhere but plain text outside headings and links: in a link's address or a code span
+    the name is not unescaped, a heading's plain-text underline is as long as the name, and
+    the plain text spells out a link's address unless its words are that address."""
+    tokens = _markdown.parse(marked)
+    in_text = 0
+    for i, token in enumerate(tokens):
+        if _NAME_MARK in token.content and (
+            token.type != "inline" or tokens[i - 1].type == "heading_open"
+        ):
+            return None
+        in_link = 0
+        for child in token.children or []:
+            in_link += {"link_open": 1, "link_close": -1}.get(child.type, 0)
+            if any(_NAME_MARK in str(v) for v in child.attrs.values()):
+                return None
+            if _NAME_MARK in child.content:
+                if child.type != "text" or in_link:
+                    return None
+                in_text += child.content.count(_NAME_MARK)
+    if in_text != marked.count(_NAME_MARK):
+        return None
+    return _text_body(tokens, base_url), _html_body(tokens, base_url)
+
+
 def _preheader(ctx: EmailContext, text_body: str) -> str:
     if ctx.discreet:
         # Zero-width fillers keep the client from previewing the first lines of the body.
@@ -249,8 +308,7 @@ def _preheader(ctx: EmailContext, text_body: str) -> str:
 def render_email(ctx: EmailContext) -> RenderedEmail:
     subject = _one_line(_step_template(ctx.subject).render(_template_vars(ctx, for_markdown=False)))
     body = _step_template(ctx.body_markdown).render(_template_vars(ctx, for_markdown=True))
-    tokens = _markdown.parse(body.strip())
-    text_body = _text_body(tokens, ctx.base_url)
+    text_body, html_body = _bodies(body.strip(), _one_line(ctx.first_name or ""), ctx.base_url)
 
     # The consult URL appears once per part: as the button's link in the HTML (no bare copy
     # under it: a doubled link scores as spam, rspamd URI_COUNT_ODD) and spelled out here,
@@ -266,7 +324,7 @@ def render_email(ctx: EmailContext) -> RenderedEmail:
         subject=subject,
         preheader=_preheader(ctx, text_body),
         practice_name=ctx.practice_name,
-        body_html=_html_body(tokens, ctx.base_url),
+        body_html=html_body,
         consult_note=ctx.consult_note.strip(),
         consult_url=ctx.consult_url,
         consult_text=ctx.consult_text,

@@ -65,3 +65,18 @@ def test_our_wire_bytes_are_the_generators_byte_for_byte(
         assert wire_bytes(msg) == msg.as_bytes(policy=WIRE_POLICY)
         msg.preamble = ""  # a shape of another kind goes through the generator itself
         assert wire_bytes(msg) == msg.as_bytes(policy=WIRE_POLICY)
+
+
+def test_quoted_printable_line_by_line_is_binasciis() -> None:
+    # mail/message.py encodes line by line, remembering lines; it must be b2a_qp exactly,
+    # whatever the line lengths, trailing blanks, dots, "=" and non-ASCII bytes.
+    import binascii
+    import random
+
+    from nurture.mail.message import quoted_printable
+
+    pieces = [b"a", b" ", b"\t", b".", b"=", b"\n", b"\r\n", b"\xc3\xa9", b"From ", b"x" * 70]
+    rnd = random.Random(76)
+    for _ in range(20000):
+        data = b"".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 30)))
+        assert quoted_printable(data) == binascii.b2a_qp(data), data

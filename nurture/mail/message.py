@@ -4,6 +4,7 @@ formatting), so a first name holding a line break cannot inject a header."""
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import hmac
 import re
@@ -15,6 +16,7 @@ from email.message import EmailMessage, Message
 from email.policy import Compat32
 from email.policy import default as default_policy
 from email.utils import format_datetime, formataddr, parseaddr
+from typing import Any
 from urllib.parse import urlsplit
 
 import idna
@@ -164,6 +166,18 @@ def _wire_headers(m: Message) -> list[bytes]:
     return [WIRE_POLICY.fold_binary(name, value) for name, value in m.raw_items()]
 
 
+class _TextPart(EmailMessage):
+    """A text part that keeps its payload as set, for _our_wire_bytes: reading it back
+    through get_payload() parses the Content-Transfer-Encoding header with the reading
+    policy first (that parse cost a twentieth of a message's time)."""
+
+    payload_as_set: object = None
+
+    def set_payload(self, payload: Any, charset: Any = None) -> None:
+        super().set_payload(payload, charset)
+        self.payload_as_set = payload if charset is None else None
+
+
 def _our_wire_bytes(msg: OutgoingMessage) -> bytes | None:
     """What the email library's generator writes for the shape build_message makes (a
     multipart of ASCII text parts), byte for byte, written directly: the generator's
@@ -179,25 +193,47 @@ def _our_wire_bytes(msg: OutgoingMessage) -> bytes | None:
     delimiter = f"--{boundary}".encode("ascii")
     out = [*_wire_headers(msg), b"\r\n", delimiter, b"\r\n"]
     for i, part in enumerate(parts):
-        payload = part.get_payload()
+        payload = part.payload_as_set if isinstance(part, _TextPart) else None
         if part.is_multipart() or not isinstance(payload, str) or not payload.isascii():
             return None
         if i:
             out += [b"\r\n", delimiter, b"\r\n"]
         out += _wire_headers(part)
-        out += [b"\r\n", _NEWLINES.sub("\r\n", payload).encode("ascii")]
+        # The same as _NEWLINES.sub for text without a carriage return, at a tenth the cost.
+        crlf = (
+            payload.replace("\n", "\r\n") if "\r" not in payload else _NEWLINES.sub("\r\n", payload)
+        )
+        out += [b"\r\n", crlf.encode("ascii")]
     out += [b"\r\n", delimiter, b"--\r\n"]
     return b"".join(out)
 
 
 def _text_part(subtype: str, body: str) -> EmailMessage:
-    part = EmailMessage(policy=ASSEMBLY_POLICY)
+    part = _TextPart(policy=ASSEMBLY_POLICY)
     part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
     part["Content-Transfer-Encoding"] = "quoted-printable"
     # binascii's C encoder keeps lines within 76 characters (RFC 2045; SpamAssassin's
     # MIME_QP_LONG_LINE) and is far faster than the pure-Python one the policy would use.
-    part.set_payload(binascii.b2a_qp(body.encode("utf-8")).decode("ascii"))
+    part.set_payload(quoted_printable(body.encode("utf-8")).decode("ascii"))
     return part
+
+
+def quoted_printable(data: bytes) -> bytes:
+    """binascii.b2a_qp, line by line with the lines remembered: it encodes each line on its
+    own (without a carriage return anywhere, which would switch every line end to CRLF),
+    and most lines of an email are the layout's, the same in every message. Encoding the
+    whole HTML was a twentieth of a message's time."""
+    if b"\r" in data:
+        return binascii.b2a_qp(data)
+    *lines, last = data.split(b"\n")
+    # The last line as it is: the encoder treats the end of the data unlike a line end.
+    return b"".join([*map(_qp_line, lines), binascii.b2a_qp(last)])
+
+
+@functools.lru_cache(maxsize=1024)
+def _qp_line(line: bytes) -> bytes:
+    """One line and its line end."""
+    return binascii.b2a_qp(line + b"\n")
 
 
 def build_message(

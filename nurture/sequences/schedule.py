@@ -17,6 +17,7 @@ days, the reader's zone (else the sequence's), and the immediate first step.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -47,9 +48,12 @@ def format_delay(seconds: int) -> str:
     return "0"
 
 
+@functools.lru_cache(maxsize=1024)
 def reader_zone(name: str | None, fallback: str = "UTC") -> ZoneInfo:
     """The reader's own time zone; else the sequence's (`fallback`); else UTC. A name that
-    is no longer valid (a zone database update) falls through rather than failing a send."""
+    is no longer valid (a zone database update) falls through rather than failing a send.
+    Remembered: it is asked twice for every message sent, and the zone database changes
+    only with a new process."""
     for candidate in (name, fallback, "UTC"):
         if candidate and is_valid_timezone(candidate):
             return ZoneInfo(candidate)

@@ -251,7 +251,7 @@ def _bodies(body: str, name: str, base_url: str) -> tuple[str, Markup]:
     """_parsed_bodies, with the parse shared by every reader of a step (it was a third of
     rendering an email): the name goes into the parsed result instead of into the Markdown.
     The result is the same as parsing each reader's own body wherever the shared parse
-    applies; where it does not (see _marked_bodies), the body is parsed as it is."""
+    applies; where it does not (see _shared_parse), the body is parsed as it is."""
     if not name:
         return _shared_parse(body, base_url) or _parsed_bodies(body, base_url)
     escaped = _markdown_escape(name)

@@ -18,7 +18,17 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, Engine, MetaData, String, create_engine, event, make_url
+from sqlalchemy import (
+    DateTime,
+    Engine,
+    Index,
+    MetaData,
+    String,
+    create_engine,
+    event,
+    make_url,
+    text,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -191,6 +201,11 @@ def reading() -> AbstractContextManager[Session]:
 
 
 E = TypeVar("E", bound=StrEnum)
+
+
+def partial_index(name: str, *columns: str, where: str) -> Index:
+    """An index of only the rows `where` holds for, the same on both databases."""
+    return Index(name, *columns, postgresql_where=text(where), sqlite_where=text(where))
 
 
 class StrEnumColumn(TypeDecorator[E]):

@@ -101,6 +101,26 @@ def test_unsubscribe_after_claim_is_rechecked_even_if_cancel_missed(
     assert outbox == []
 
 
+@pytest.mark.parametrize("status", ["pending", "unsubscribed", "bounced", "complained"])
+def test_an_active_enrollment_of_someone_not_confirmed_still_sends_nothing(
+    quick_sequence: str, morning: FrozenClock, outbox: list, status: str
+) -> None:
+    """The claim reads enrollments alone (an active one is always a confirmed person's);
+    should that rule ever break, the send's re-check of the person still holds."""
+    _add(2)
+    with transaction() as s:
+        first = s.scalars(select(Subscriber).order_by(Subscriber.id)).first()
+        assert first is not None
+        first.status = SubscriberStatus(status)  # behind the services' back
+    send_batch(_claim())
+    assert len(outbox) == 1
+    with transaction() as s:
+        gone = s.scalars(
+            select(Delivery).join(Enrollment).where(Enrollment.subscriber_id == first.id)
+        ).all()
+        assert [d.status for d in gone] in ([], [DeliveryStatus.CANCELLED])
+
+
 def test_lost_work_is_reclaimed_after_its_lease(
     quick_sequence: str, morning: FrozenClock, outbox: list
 ) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    column,
     func,
     literal,
     select,
@@ -32,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.types import NullType
 
 from nurture.clock import now
 from nurture.context import current
@@ -39,8 +41,8 @@ from nurture.db import chunks, transaction
 from nurture.delivery.models import Delivery, DeliveryStatus
 from nurture.sequences.models import Sequence as SequenceRow
 from nurture.sequences.models import SequenceStatus
-from nurture.subscribers.models import Enrollment, Subscriber
-from nurture.subscribers.rules import mailable
+from nurture.subscribers.models import Enrollment
+from nurture.subscribers.rules import claimable
 
 Enqueue = Callable[[list[int]], None]
 # A string: Row takes its column types this way only from SQLAlchemy 2.1 on.
@@ -86,7 +88,7 @@ def claim_due(
     return Claimed(ids, last)
 
 
-# Due enrollments of active sequences whose subscriber may be mailed, oldest due first.
+# Due enrollments of active sequences, oldest due first.
 _DUE = (
     select(
         Enrollment.id,
@@ -95,9 +97,8 @@ _DUE = (
         Enrollment.next_due_at,
     )
     .join(SequenceRow, SequenceRow.id == Enrollment.sequence_id)
-    .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
     .where(
-        mailable(),
+        claimable(),
         Enrollment.next_due_at <= bindparam("at", type_=Enrollment.next_due_at.type),
         # ix_enrollments_claim: (status, next_due_at, id)
         tuple_(Enrollment.next_due_at, Enrollment.id)
@@ -113,17 +114,28 @@ _DUE = (
 )
 
 
+# PostgreSQL's system column for where a row version sits in the table.
+_ctid = column("ctid", NullType(), _selectable=Enrollment.__table__)
+
+
 def _claim_statement() -> Insert:
     """PostgreSQL's claim of one slice, in one statement: pick (another dispatcher skips
     the rows this one holds instead of waiting for them), clear next_due_at (the claim),
     insert the deliveries (one that exists for the step already is left alone and its id
     not returned)."""
-    due = _DUE.with_for_update(of=Enrollment, skip_locked=True).cte("due")
+    # The row's place (ctid) comes along so the UPDATE finds each row without a second walk
+    # of the primary key: the CTE's rows are locked, so no other writer can move them.
+    due = (
+        _DUE.add_columns(_ctid.label("tid"))
+        .with_for_update(of=Enrollment, skip_locked=True)
+        .cte("due")
+    )
     taken = (
         update(Enrollment)
-        # By id through the primary key: joined to the CTE alone, the planner guesses its
-        # size and scans the whole table instead.
-        .where(Enrollment.id == any_(func.array(select(due.c.id).scalar_subquery())))
+        # By position through an array: joined to the CTE alone, the planner guesses its
+        # size and scans the whole table instead. `= ANY(array)` keeps a plan that serves
+        # every slice (an IN list would be planned anew for each length).
+        .where(_ctid == any_(func.array(select(due.c.tid).scalar_subquery())))
         .where(Enrollment.id == due.c.id)
         .values(next_due_at=None)
         .returning(Enrollment.id, due.c.next_step_id, due.c.next_due_at)

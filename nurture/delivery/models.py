@@ -7,7 +7,7 @@ from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from nurture.clock import now
-from nurture.db import Base, StrEnumColumn
+from nurture.db import Base, StrEnumColumn, partial_index
 from nurture.sequences.models import Step
 from nurture.subscribers.models import Enrollment
 
@@ -29,6 +29,9 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("enrollment_id", "step_id"),
         Index("ix_deliveries_lease", "status", "lease_until"),
+        # Bounces and replies name the delivery by the Message-ID we sent; a queued one has
+        # none yet.
+        partial_index("ix_deliveries_message_id", "message_id", where="message_id IS NOT NULL"),
         # Ids are never given out twice (SQLite would reuse the highest after a delete):
         # bounces, replies and stored links name deliveries by id.
         {"sqlite_autoincrement": True},
@@ -45,8 +48,7 @@ class Delivery(Base):
     lease_until: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(default=0)
     sent_at: Mapped[datetime | None]
-    # Indexed: bounces and replies name the delivery by the Message-ID we sent.
-    message_id: Mapped[str | None] = mapped_column(String(300), index=True)
+    message_id: Mapped[str | None] = mapped_column(String(300))
     # SMTP reply or exception class only: never the address or message content.
     error: Mapped[str | None] = mapped_column(String(500))
 

@@ -4,12 +4,12 @@ import enum
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from nurture.clock import now
 from nurture.context import current
-from nurture.db import Base, StrEnumColumn
+from nurture.db import Base, StrEnumColumn, partial_index
 
 if TYPE_CHECKING:
     from nurture.sequences.models import Sequence, Step
@@ -111,8 +111,14 @@ class Enrollment(Base):
     __tablename__ = "enrollments"
     __table_args__ = (
         UniqueConstraint("subscriber_id", "sequence_id"),
-        # The order a dispatch pass claims in (delivery/dispatch.py).
-        Index("ix_enrollments_claim", "status", "next_due_at", "id"),
+        # The order a dispatch pass claims in (delivery/dispatch.py): only what waits to be
+        # sent, so a claim (which clears next_due_at) writes no entry here.
+        partial_index(
+            "ix_enrollments_claim", "status", "next_due_at", "id", where="next_due_at IS NOT NULL"
+        ),
+        # Upkeep ends breaks every minute; retention drops old unconfirmed signups.
+        partial_index("ix_enrollments_break_end", "paused_until", where="paused_until IS NOT NULL"),
+        partial_index("ix_enrollments_pending", "created_at", where="status = 'pending'"),
         {"sqlite_autoincrement": True},
     )
 

@@ -38,6 +38,7 @@ class _Collector:
         self.refuse = refuse
         self.refuse_text = ""
         self.lock = threading.Lock()
+        self.envelopes_started = 0  # messages whose DATA arrived (before any delay)
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, _: Any
@@ -50,6 +51,7 @@ class _Collector:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.envelopes_started += 1
         if self.delay:
             await asyncio.sleep(self.delay)
         msg = message_from_bytes(envelope.content, policy=default)

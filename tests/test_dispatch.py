@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -119,6 +120,47 @@ def test_an_active_enrollment_of_someone_not_confirmed_still_sends_nothing(
             select(Delivery).join(Enrollment).where(Enrollment.subscriber_id == first.id)
         ).all()
         assert [d.status for d in gone] in ([], [DeliveryStatus.CANCELLED])
+
+
+@pytest.mark.parametrize("leave", ["unsubscribe", "forget", "book"])
+def test_leaving_while_a_message_is_on_the_wire_waits_for_its_record(
+    quick_sequence: str, morning: FrozenClock, leave: str
+) -> None:
+    """The send locks the delivery and the enrollment, not the person: whatever stops the
+    mail ends the enrollment in its own transaction, so it waits for the message in flight
+    and commits after its record, and nothing goes after it."""
+    from nurture.subscribers.privacy import forget
+
+    _add(1)
+    ids = _claim()
+    runtime = current()
+    with SMTPServer(delay=1.0) as smtp:  # the server holds the message (and so the lock)
+        backend = backend_from_url(smtp.url)
+
+        def send() -> None:
+            with use(runtime):
+                send_batch(ids, backend)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        deadline = time.monotonic() + 10
+        while not smtp.handler.envelopes_started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert smtp.handler.envelopes_started, "the message never reached the server"
+        started = time.monotonic()
+        with transaction() as s:
+            sub = get_subscriber(s, "r0@example.com")
+            {"unsubscribe": unsubscribe, "book": mark_booked}.get(
+                leave, lambda s, sub: forget(s, "r0@example.com")
+            )(s, sub)
+        waited = time.monotonic() - started
+        sender.join()
+        assert len(smtp.messages) == 1
+    assert waited > 0.3  # it waited for the message's record
+    with transaction() as s:
+        rows = s.scalars(select(Delivery)).all()
+        assert [d.status for d in rows] in ([], [DeliveryStatus.SENT])  # forgotten: gone
+    assert _claim() == []
 
 
 def test_lost_work_is_reclaimed_after_its_lease(

@@ -10,6 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, create_engine, inspect, text
 
+import nurture.models  # noqa: F401  (every table, on Base.metadata)
 from nurture.db import Base
 from nurture.delivery.dispatch import _CLAIM, START
 from nurture.migrations import downgrade, upgrade

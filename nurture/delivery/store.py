@@ -154,8 +154,12 @@ STATE = (
     .join(Step, Step.id == Delivery.step_id)
     .where(Delivery.id == bindparam("d_id"))
 )  # fmt: skip
-# The rows an unsubscribe or a booking would change.
-STATE_LOCKED = STATE.with_for_update(of=[Delivery, Enrollment, Subscriber])
+# The rows this message's record changes, in the mode an UPDATE of them takes. Whatever
+# stops a reader's mail ends their enrollments in its own transaction (an unsubscribe, a
+# bounce, a complaint, a booking; forgetting them deletes the enrollments), so it waits on
+# this lock and commits after the record, or commits first and is seen here: the person's
+# row needs no lock of its own (a row lock is a write of that row's page).
+STATE_LOCKED = STATE.with_for_update(of=[Delivery, Enrollment], key_share=True)
 
 MARK_SENT = (
     update(Delivery)

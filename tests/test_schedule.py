@@ -114,3 +114,56 @@ def test_delays(text: str, seconds: int) -> None:
 def test_bad_delays_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="delay"):
         parse_delay(bad)
+
+
+def _next_open_searched(window: SendWindow, earliest: datetime, tz: ZoneInfo) -> datetime:
+    """next_open as it searched before its openings were remembered: day by day, for each
+    earliest instant on its own."""
+    from nurture.sequences.schedule import _SEARCH_DAYS, _midnight
+
+    earliest = earliest.astimezone(UTC)
+    if window.contains(earliest, tz):
+        return earliest
+    local_day = earliest.astimezone(tz).date()
+    for offset in range(-1, _SEARCH_DAYS):
+        day = local_day + timedelta(days=offset)
+        if window.quiet.is_quiet(day):
+            continue
+        for candidate in (_midnight(day, tz), window._window_start(day, tz)):
+            if candidate is not None and candidate >= earliest and window.contains(candidate, tz):
+                return candidate
+    raise ValueError("no time to send")
+
+
+_ZONES = ["UTC", "America/New_York", "Europe/London", "Australia/Lord_Howe", "Asia/Kolkata",
+          "America/Santiago", "Pacific/Chatham"]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    start=st.times(),
+    end=st.times(),
+    days=st.sets(st.integers(0, 6), min_size=1),
+    quiet=st.lists(
+        st.dates(datetime(2026, 1, 1).date(), datetime(2027, 12, 31).date()), max_size=6
+    ),
+    zone=st.sampled_from(_ZONES),
+    # Around 2026's and 2027's clock changes and everything between.
+    earliest=st.datetimes(datetime(2026, 2, 20), datetime(2027, 11, 10), timezones=st.just(UTC)),
+    asks=st.lists(st.integers(0, 3 * 86400), min_size=1, max_size=8),
+)
+def test_remembered_openings_give_what_the_search_gave(
+    start: time, end: time, days: set[int], quiet: list, zone: str, earliest: datetime,
+    asks: list[int],
+) -> None:  # fmt: skip
+    if start == end:
+        return
+    from nurture.sequences.schedule import QuietDays
+
+    window = SendWindow(start, end, frozenset(days), QuietDays(once=frozenset(quiet)))
+    tz = ZoneInfo(zone)
+    # Several readers of one zone asking in turn: later ones are answered from what the
+    # earlier ones' search found.
+    for seconds in asks:
+        at = earliest + timedelta(seconds=seconds)
+        assert window.next_open(at, tz) == _next_open_searched(window, at, tz)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Protocol
@@ -196,17 +198,22 @@ class SendWindow:
         earliest = earliest.astimezone(UTC)
         if self.contains(earliest, tz):
             return earliest
-        local_day = earliest.astimezone(tz).date()
-        # The sendable stretches begin where a window opens or, on a window that runs past
-        # midnight, at the first midnight after a quiet day: try both, day by day.
+        for candidate in _openings(self, tz, earliest.astimezone(tz).date()):
+            if candidate >= earliest:
+                return candidate
+        raise ValueError("the send window and quiet days leave no time to send")
+
+    def openings_from(self, local_day: date, tz: ZoneInfo) -> Iterator[datetime]:
+        """Where sendable stretches begin, from the day before `local_day` on, in the order
+        next_open tries them: where a window opens or, on a window that runs past midnight,
+        the first midnight after a quiet day; day by day."""
         for offset in range(-1, _SEARCH_DAYS):
             day = local_day + timedelta(days=offset)
             if self.quiet.is_quiet(day):
                 continue
             for candidate in (_midnight(day, tz), self._window_start(day, tz)):
-                if candidate is not None and candidate >= earliest and self.contains(candidate, tz):
-                    return candidate
-        raise ValueError("the send window and quiet days leave no time to send")
+                if candidate is not None and self.contains(candidate, tz):
+                    yield candidate
 
     def _window_start(self, day: date, tz: ZoneInfo) -> datetime | None:
         if day.weekday() not in self.days:
@@ -227,6 +234,37 @@ class SendWindow:
                 return probe
             probe += timedelta(minutes=15)
         return None
+
+
+class _Remembered:
+    """An iterator's items, computed once, as far as anyone has asked, for every reader:
+    thread-safe (a worker's threads share them)."""
+
+    def __init__(self, items: Iterator[datetime]) -> None:
+        self._items = items
+        self._seen: list[datetime] = []
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> Iterator[datetime]:
+        i = 0
+        while True:
+            if i == len(self._seen):
+                with self._lock:
+                    if i == len(self._seen):
+                        item = next(self._items, None)
+                        if item is None:
+                            return
+                        self._seen.append(item)
+            yield self._seen[i]
+            i += 1
+
+
+@functools.lru_cache(maxsize=4096)
+def _openings(window: SendWindow, tz: ZoneInfo, local_day: date) -> _Remembered:
+    # Every send of a reader's step asks when their next step may go: the answer's search
+    # (a dozen time zone conversions a day tried) is the same for everyone in that zone
+    # whose earliest time falls on that local day, so it is made once per day and zone.
+    return _Remembered(window.openings_from(local_day, tz))
 
 
 def _midnight(day: date, tz: ZoneInfo) -> datetime:

@@ -53,3 +53,23 @@ def test_a_step_renders_its_layout_once_for_all_readers() -> None:
                "consult_url": "u", "unsubscribe_url": f"/u/{name}", "break_url": "/b"}  # fmt: skip
         assert render_layout(own, shared) == _layout().render(**own, **shared)
     assert _skeleton.cache_info().misses == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(source=st.text(alphabet=st.characters(blacklist_characters="{"), max_size=80))
+def test_a_subject_or_body_without_jinja_is_rendered_once_as_itself(source: str) -> None:
+    from nurture.content.render import (
+        EmailContext,
+        _render_step_text,
+        _step_template,
+        _template_vars,
+    )
+
+    ctx = EmailContext(
+        subject=source, body_markdown=source, first_name="Ana", consult_url="u",
+        consult_text="t", unsubscribe_url="x", postal_address="a", practice_name="p",
+        reason="r", base_url="https://example.org",
+    )  # fmt: skip
+    for for_markdown in (False, True):
+        rendered = _step_template(source).render(_template_vars(ctx, for_markdown=for_markdown))
+        assert _render_step_text(source, ctx, for_markdown=for_markdown) == rendered

@@ -119,6 +119,19 @@ def _step_template(source: str) -> Template:
     return _jinja.from_string(source)
 
 
+def _render_step_text(source: str, ctx: EmailContext, *, for_markdown: bool) -> str:
+    if "{" not in source:
+        # No Jinja in it (every tag, variable and comment begins with a brace): the same
+        # text for every reader, rendered once.
+        return _static_text(source)
+    return _step_template(source).render(_template_vars(ctx, for_markdown=for_markdown))
+
+
+@functools.lru_cache(maxsize=512)
+def _static_text(source: str) -> str:
+    return _step_template(source).render()
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -306,8 +319,8 @@ def _preheader(ctx: EmailContext, text_body: str) -> str:
 
 
 def render_email(ctx: EmailContext) -> RenderedEmail:
-    subject = _one_line(_step_template(ctx.subject).render(_template_vars(ctx, for_markdown=False)))
-    body = _step_template(ctx.body_markdown).render(_template_vars(ctx, for_markdown=True))
+    subject = _one_line(_render_step_text(ctx.subject, ctx, for_markdown=False))
+    body = _render_step_text(ctx.body_markdown, ctx, for_markdown=True)
     text_body, html_body = _bodies(body.strip(), _one_line(ctx.first_name or ""), ctx.base_url)
 
     # The consult URL appears once per part: as the button's link in the HTML (no bare copy

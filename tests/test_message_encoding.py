@@ -80,3 +80,41 @@ def test_quoted_printable_line_by_line_is_binasciis() -> None:
     for _ in range(20000):
         data = b"".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 30)))
         assert quoted_printable(data) == binascii.b2a_qp(data), data
+
+
+def test_long_layout_lines_are_encoded_piece_by_piece_and_decode_the_same() -> None:
+    # The layout's long lines are cut before each Outlook-only block and the pieces joined
+    # by soft line breaks: not b2a_qp's bytes, but the same text once decoded.
+    import binascii
+    import random
+
+    from nurture.mail.message import _QP_CUT, quoted_printable
+
+    pieces = [b"a", b" ", b"\t", b".", b"=", b"\xc3\xa9", b"<td>", b"x" * 70, b"y" * 75,
+              b" " * 80, _QP_CUT, _QP_CUT, b"\n"]  # fmt: skip
+    rnd = random.Random(2045)
+    for _ in range(3000):
+        data = b"".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 120)))
+        encoded = quoted_printable(data)
+        assert binascii.a2b_qp(encoded) == data, data
+        lines = encoded.split(b"\n")
+        # Within 76, or no longer than binascii's own longest (it writes 77 now and then,
+        # when a blank that ends a line must be escaped).
+        longest = max(76, *map(len, binascii.b2a_qp(data).split(b"\n")))
+        assert all(len(line) <= longest for line in lines), data
+        # Nothing blank is left at the end of a line, where mail systems strip it.
+        assert not any(line.endswith((b" ", b"\t")) for line in lines), data
+
+
+def test_a_readers_own_piece_is_the_only_one_encoded_again() -> None:
+    from nurture.mail.message import _QP_CUT, _qp_short, quoted_printable
+
+    static = [b"<div>" + bytes([65 + i]) * 300 + b"</div>" for i in range(8)]
+
+    def line(name: bytes) -> bytes:
+        return _QP_CUT.join([*static[:4], b"<p>Hello " + name + b"</p>", *static[4:]]) + b"\n"
+
+    quoted_printable(line(b"Ana"))
+    before = _qp_short.cache_info().misses
+    quoted_printable(line(b"Bo"))
+    assert _qp_short.cache_info().misses == before + 1

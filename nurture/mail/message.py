@@ -227,13 +227,38 @@ def quoted_printable(data: bytes) -> bytes:
         return binascii.b2a_qp(data)
     *lines, last = data.split(b"\n")
     # The last line as it is: the encoder treats the end of the data unlike a line end.
-    return b"".join([*map(_qp_line, lines), binascii.b2a_qp(last)])
+    return b"".join([*map(_qp_line, lines), _qp_long(last, b"") or binascii.b2a_qp(last)])
 
 
-@functools.lru_cache(maxsize=1024)
 def _qp_line(line: bytes) -> bytes:
     """One line and its line end."""
-    return binascii.b2a_qp(line + b"\n")
+    return _qp_long(line, b"\n") or _qp_short(line + b"\n")
+
+
+_qp_short = functools.lru_cache(maxsize=1024)(binascii.b2a_qp)
+
+# Where a long line of the layout is cut: MJML writes one before every Outlook-only block,
+# a few hundred bytes apart, so the pieces between are the same in every reader's email
+# but the few that hold the reader's own values.
+_QP_CUT = b"<!--[if mso | IE]>"
+_QP_LONG = 1024
+
+
+def _qp_long(line: bytes, end: bytes) -> bytes | None:
+    """A long line of the layout, encoded piece by piece with a soft line break between the
+    pieces (RFC 2045: "=" at the end of an encoded line is removed in decoding, so the
+    text is the same), each piece remembered; None for any other line. A reader's body and
+    footer sit on two such lines, 7 KB that were encoded afresh for every email."""
+    if len(line) < _QP_LONG or _QP_CUT not in line:
+        return None
+    first, *rest = line.split(_QP_CUT)
+    pieces = [first, *(_QP_CUT + p for p in rest)]
+    pieces[-1] += end
+    encoded = list(map(_qp_short, pieces))
+    # The "=" goes at the end of a piece's last line: that line must have room for it.
+    if any(len(e) - e.rfind(b"\n") > 76 for e in encoded[:-1]):
+        return None
+    return b"=\n".join(encoded)
 
 
 def build_message(

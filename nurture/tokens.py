@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import (
+    BadSignature,
+    SignatureExpired,
+    Signer,
+    TimestampSigner,
+    URLSafeTimedSerializer,
+)
 from itsdangerous.encoding import base64_encode
 from itsdangerous.url_safe import URLSafeSerializerMixin
 
@@ -53,6 +59,15 @@ class _ClockSigner(TimestampSigner):
     def get_timestamp(self) -> int:
         return int(now().timestamp())
 
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        # The signing key (the newest secret's) is derived once per signer, not per token.
+        if secret_key is not None:
+            return super().derive_key(secret_key)
+        key: bytes | None = self.__dict__.get("_key")
+        if key is None:
+            key = self.__dict__["_key"] = super().derive_key()
+        return key
+
 
 def _serializer(purpose: str) -> URLSafeTimedSerializer:
     return _serializer_for(current().settings.secret, purpose)
@@ -65,6 +80,16 @@ class _Serializer(URLSafeTimedSerializer):
 
     def dump_payload(self, obj: Any) -> bytes:
         return base64_encode(super(URLSafeSerializerMixin, self).dump_payload(obj))
+
+    def make_signer(self, salt: str | bytes | None = None) -> Signer:
+        # One signer for this serializer's own salt, kept (a signer holds no state that
+        # signing changes): building one was a fifth of a token's cost.
+        if salt is not None and salt != self.salt:
+            return super().make_signer(salt)
+        signer: Signer | None = self.__dict__.get("_signer")
+        if signer is None:
+            signer = self.__dict__["_signer"] = super().make_signer()
+        return signer
 
 
 @functools.lru_cache(maxsize=64)

@@ -77,9 +77,20 @@ def test_quoted_printable_line_by_line_is_binasciis() -> None:
 
     pieces = [b"a", b" ", b"\t", b".", b"=", b"\n", b"\r\n", b"\xc3\xa9", b"From ", b"x" * 70]
     rnd = random.Random(76)
+    longer = 0
     for _ in range(20000):
         data = b"".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 30)))
-        assert quoted_printable(data) == binascii.b2a_qp(data), data
+        ours, theirs = quoted_printable(data), binascii.b2a_qp(data)
+        if max(map(len, theirs.split(b"\n"))) <= 76:
+            assert ours == theirs, data
+        else:
+            # binascii went past 76 (a blank escaped at a line's edge): one more soft break.
+            longer += 1
+            # The same text as binascii's once decoded (with a carriage return in the data,
+            # binascii makes every line end CRLF, so that is not always the data itself).
+            assert binascii.a2b_qp(ours) == binascii.a2b_qp(theirs), data
+            assert max(len(line.removesuffix(b"\r")) for line in ours.split(b"\n")) <= 76, data
+    assert longer  # the case came up
 
 
 def test_long_layout_lines_are_encoded_piece_by_piece_and_decode_the_same() -> None:
@@ -98,10 +109,7 @@ def test_long_layout_lines_are_encoded_piece_by_piece_and_decode_the_same() -> N
         encoded = quoted_printable(data)
         assert binascii.a2b_qp(encoded) == data, data
         lines = encoded.split(b"\n")
-        # Within 76, or no longer than binascii's own longest (it writes 77 now and then,
-        # when a blank that ends a line must be escaped).
-        longest = max(76, *map(len, binascii.b2a_qp(data).split(b"\n")))
-        assert all(len(line) <= longest for line in lines), data
+        assert all(len(line) <= 76 for line in lines), data
         # Nothing blank is left at the end of a line, where mail systems strip it.
         assert not any(line.endswith((b" ", b"\t")) for line in lines), data
 

@@ -212,8 +212,8 @@ def _text_part(subtype: str, body: str) -> EmailMessage:
     part = _TextPart(policy=ASSEMBLY_POLICY)
     part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
     part["Content-Transfer-Encoding"] = "quoted-printable"
-    # binascii's C encoder keeps lines within 76 characters (RFC 2045; SpamAssassin's
-    # MIME_QP_LONG_LINE) and is far faster than the pure-Python one the policy would use.
+    # binascii's C encoder (lines kept within 76 characters: _b2a_qp) is far faster than the
+    # pure-Python one the policy would use.
     part.set_payload(quoted_printable(body.encode("utf-8")).decode("ascii"))
     return part
 
@@ -224,10 +224,33 @@ def quoted_printable(data: bytes) -> bytes:
     and most lines of an email are the layout's, the same in every message. Encoding the
     whole HTML was a twentieth of a message's time."""
     if b"\r" in data:
-        return binascii.b2a_qp(data)
+        return _b2a_qp(data)
     *lines, last = data.split(b"\n")
     # The last line as it is: the encoder treats the end of the data unlike a line end.
-    return b"".join([*map(_qp_line, lines), _qp_long(last, b"") or binascii.b2a_qp(last)])
+    return b"".join([*map(_qp_line, lines), _qp_long(last, b"") or _b2a_qp(last)])
+
+
+def _b2a_qp(data: bytes) -> bytes:
+    """binascii.b2a_qp within RFC 2045's 76 characters a line (SpamAssassin scores longer
+    ones, MIME_QP_LONG_LINE). binascii writes 77 or 78 when a blank that ends a line must
+    be escaped at the edge of the line: such a line gets one more soft break."""
+    encoded = binascii.b2a_qp(data)
+    lines = encoded.split(b"\n")
+    if max(map(len, lines)) <= 76:
+        return encoded
+    out = []
+    for line in lines:
+        # With a carriage return in the data, binascii ends every line with CRLF.
+        end = b"\r" if line.endswith(b"\r") else b""
+        line = line.removesuffix(end)
+        while len(line) > 76:
+            # The break goes after 75 characters, or before an escape ("=XX") it would cut.
+            cut = line.rfind(b"=", 73, 75)
+            cut = 75 if cut == -1 else cut
+            out.append(line[:cut] + b"=" + end)
+            line = line[cut:]
+        out.append(line + end)
+    return b"\n".join(out)
 
 
 def _qp_line(line: bytes) -> bytes:
@@ -235,7 +258,7 @@ def _qp_line(line: bytes) -> bytes:
     return _qp_long(line, b"\n") or _qp_short(line + b"\n")
 
 
-_qp_short = functools.lru_cache(maxsize=1024)(binascii.b2a_qp)
+_qp_short = functools.lru_cache(maxsize=1024)(_b2a_qp)
 
 # Where a long line of the layout is cut: MJML writes one before every Outlook-only block,
 # a few hundred bytes apart, so the pieces between are the same in every reader's email

@@ -118,7 +118,7 @@ _DUE = (
 _ctid = column("ctid", NullType(), _selectable=Enrollment.__table__)
 
 
-def _claim_statement() -> Insert:
+def claim_statement() -> Insert:
     """PostgreSQL's claim of one slice, in one statement: pick (another dispatcher skips
     the rows this one holds instead of waiting for them), clear next_due_at (the claim),
     insert the deliveries (one that exists for the step already is left alone and its id
@@ -163,7 +163,7 @@ def _claim_statement() -> Insert:
     )
 
 
-_CLAIM = _claim_statement()
+_CLAIM = claim_statement()
 
 
 def _take(s: Session, ids: list[int]) -> None:

@@ -160,6 +160,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--enrollments", type=int, default=1_000_000)
     args = parser.parse_args()
+    if args.enrollments < 42_000:
+        # Half are due, and the timed slices and the explained one take 21,000 of them.
+        parser.error("--enrollments: at least 42,000 (21 slices of 1,000 due, half of them due)")
     from nurture.migrations import upgrade
 
     with scratch_postgres() as db_url:

@@ -2,7 +2,8 @@
 of them due (at times spread over the last day), half due tomorrow. Prints how long a claim
 of the first 1,000 due takes (one dispatch slice: the statement and its commit; the
 process's first connection and compile are timed apart, as they come once) and the
-slices after it, then how many claims a second one dispatch pass makes over the rest.
+slices after it, then how many claims a second one dispatch pass makes over the rest, and
+where the server spends one slice (its EXPLAIN ANALYZE, rolled back).
 
     python -m bench.claims [--enrollments 1000000]
 """

@@ -101,14 +101,14 @@ def breakdown(after: tuple[datetime, int]) -> list[str]:
     checks the inserted deliveries fire."""
     from nurture.clock import now
     from nurture.db import transaction
-    from nurture.delivery.dispatch import claim_statement
+    from nurture.delivery.dispatch import CLAIM
 
     at = now()
     params = {"at": at, "limit": 1000, "after_due": after[0], "after_id": after[1],
               "lease_until": at + timedelta(minutes=5)}  # fmt: skip
     with transaction() as s:
         conn = s.connection()
-        compiled = claim_statement().compile(dialect=conn.dialect)
+        compiled = CLAIM.compile(dialect=conn.dialect)
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         cursor.execute(
             "EXPLAIN (ANALYZE, BUFFERS, WAL, FORMAT JSON) " + str(compiled),

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, create_engine, inspect, text
 
 import nurture.models  # noqa: F401  (every table, on Base.metadata)
 from nurture.db import Base
-from nurture.delivery.dispatch import _CLAIM, START
+from nurture.delivery.dispatch import CLAIM, START
 from nurture.migrations import downgrade, upgrade
 
 # What a partial index holds, as each database spells it back.
@@ -107,7 +107,7 @@ def test_the_claim_walks_the_partial_index(postgres_url: str) -> None:
     engine = create_engine(postgres_url)
     at = datetime(2026, 1, 1, tzinfo=UTC)
     with engine.connect() as conn:
-        compiled = _CLAIM.compile(dialect=conn.dialect)
+        compiled = CLAIM.compile(dialect=conn.dialect)
         params = dict(compiled.params)
         params.update(at=at, lease_until=at + timedelta(minutes=5), limit=1000)
         params.update(after_due=START[0], after_id=START[1])

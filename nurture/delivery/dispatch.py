@@ -77,7 +77,7 @@ def claim_due(
     if s.get_bind().dialect.name == "postgresql":
         params["lease_until"] = at + lease
         # Core, not the ORM: a parameter dict given to an ORM INSERT reads as a row.
-        rows = s.connection().execute(_CLAIM, params).all()
+        rows = s.connection().execute(CLAIM, params).all()
         ids = [r.id for r in rows]
     else:
         rows = s.execute(_DUE, params).all()
@@ -118,7 +118,7 @@ _DUE = (
 _ctid = column("ctid", NullType(), _selectable=Enrollment.__table__)
 
 
-def claim_statement() -> Insert:
+def _claim_statement() -> Insert:
     """PostgreSQL's claim of one slice, in one statement: pick (another dispatcher skips
     the rows this one holds instead of waiting for them), clear next_due_at (the claim),
     insert the deliveries (one that exists for the step already is left alone and its id
@@ -163,7 +163,7 @@ def claim_statement() -> Insert:
     )
 
 
-_CLAIM = claim_statement()
+CLAIM = _claim_statement()
 
 
 def _take(s: Session, ids: list[int]) -> None:
